@@ -1,0 +1,119 @@
+"""Wiring: the supervision tree of one router process, and how it runs until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from actors.embedded_nats import EmbeddedNats
+from actors.http_gateway import HealthProbe, HttpGateway, build_admin_app
+from actors.nats_gateway import NatsGateway
+from actors.registry import RegistryActor
+from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
+
+__all__ = ["Router", "RouterConfig", "run_until_stopped"]
+
+log = structlog.get_logger(component="router")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Everything `ipc-router serve` can be told."""
+
+    nats_url: str | None = None
+    """A running NATS server; None starts the bundled one on loopback."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    embedded_nats_port: int = 4222
+    registry_mailbox_size: int = 10_000
+    """Requests queued for the registry before new ones are answered 503."""
+    max_restarts: int = 3
+    restart_window_seconds: float = 5.0
+
+
+class Router:
+    """One router: [embedded nats-server], registry, NATS gateway, HTTP gateway."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.embedded_nats_url = f"nats://127.0.0.1:{config.embedded_nats_port}"
+        self.nats_url = config.nats_url or self.embedded_nats_url
+        specs: list[ChildSpec] = []
+        if config.nats_url is None:
+            specs.append(
+                ChildSpec("embedded-nats", lambda: EmbeddedNats(port=config.embedded_nats_port))
+            )
+        specs += [
+            ChildSpec("registry", lambda: RegistryActor(mailbox_size=config.registry_mailbox_size)),
+            ChildSpec("nats-gateway", lambda: NatsGateway(self.registry, self.nats_url)),
+            ChildSpec(
+                "http-gateway",
+                lambda: HttpGateway(self._admin_app, config.http_host, config.http_port),
+            ),
+        ]
+        self.supervisor = Supervisor(
+            specs,
+            max_restarts=config.max_restarts,
+            within_seconds=config.restart_window_seconds,
+        )
+
+    @property
+    def registry(self) -> ActorRef:
+        """The registry actor, across restarts."""
+        return self.supervisor.ref("registry")
+
+    @property
+    def http_port(self) -> int:
+        """The bound admin port (resolves port 0 once started)."""
+        gateway = self.supervisor.ref("http-gateway").actor
+        return gateway.port if isinstance(gateway, HttpGateway) else self.config.http_port
+
+    def _nats_connected(self) -> bool:
+        gateway = self.supervisor.ref("nats-gateway").actor
+        return isinstance(gateway, NatsGateway) and gateway.alive and gateway.connected
+
+    def _admin_app(self) -> web.Application:
+        return build_admin_app(
+            self.registry,
+            HealthProbe(
+                nats_connected=self._nats_connected,
+                registry_running=lambda: self.registry.alive,
+            ),
+        )
+
+    async def start(self) -> None:
+        """Start every actor in order; returns once the router serves requests."""
+        await self.supervisor.start()
+        log.info(
+            "router_started",
+            nats_url=self.nats_url,
+            embedded_nats=self.config.nats_url is None,
+            admin_url=f"http://{self.config.http_host}:{self.http_port}/api/v1/admin",
+        )
+
+    async def stop(self) -> None:
+        """Stop every actor in reverse order."""
+        await self.supervisor.stop()
+        log.info("router_stopped")
+
+
+async def run_until_stopped(router: Router, stop: asyncio.Event) -> int:
+    """Run a started router until `stop` is set (exit 0) or its supervisor gives up
+    (exit 1)."""
+    done = router.supervisor.done
+    assert done is not None
+    stop_wait = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stop_wait, done}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+    if done.done() and done.exception() is not None:
+        error = done.exception()
+        assert isinstance(error, RestartIntensityError)
+        log.critical("router_failed", reason=str(error))
+        return 1
+    await router.stop()
+    return 0

@@ -1,0 +1,129 @@
+"""`ipc-router`: the command line.
+
+Every option of `serve` also reads an `IPC_ROUTER_*` environment variable; the
+command line wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from actors.app import Router, RouterConfig, run_until_stopped
+from actors.errors import StartupError
+from actors.logs import configure_logging
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(f"IPC_ROUTER_{name}", default)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to check docker-compose.yaml)."""
+    parser = argparse.ArgumentParser(
+        prog="ipc-router",
+        description="Service registration and discovery router over NATS.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the router",
+        description="Run the router. Without --nats-url it starts the bundled nats-server.",
+    )
+    serve.add_argument(
+        "--nats-url",
+        default=_env("NATS_URL", None),
+        help="NATS server URL [IPC_ROUTER_NATS_URL]; default: start the bundled nats-server",
+    )
+    serve.add_argument(
+        "--http-host",
+        default=_env("HTTP_HOST", "127.0.0.1"),
+        help="admin API bind address [IPC_ROUTER_HTTP_HOST] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=_env("HTTP_PORT", "8080"),
+        help="admin API port [IPC_ROUTER_HTTP_PORT] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--embedded-nats-port",
+        type=_port,
+        default=_env("EMBEDDED_NATS_PORT", "4222"),
+        help="port of the bundled nats-server on 127.0.0.1 [IPC_ROUTER_EMBEDDED_NATS_PORT] "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=_env("LOG_FORMAT", "console"),
+        help="log output [IPC_ROUTER_LOG_FORMAT] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL", "info"),
+        help="log level [IPC_ROUTER_LOG_LEVEL] (default: %(default)s)",
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace) -> RouterConfig:
+    return RouterConfig(
+        nats_url=args.nats_url or None,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        embedded_nats_port=args.embedded_nats_port,
+    )
+
+
+async def _serve(config: RouterConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    router = Router(config)
+    try:
+        await router.start()
+    except StartupError as error:
+        print(f"ipc-router: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"ipc-router: error: cannot start: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return await run_until_stopped(router, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ipc-router` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    if args.command == "serve":
+        return asyncio.run(_serve(_config(args)))
+    parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it
+    return EXIT_USAGE  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

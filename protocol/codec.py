@@ -1,0 +1,206 @@
+"""Module-level codecs, built once and reused on both sides of the wire.
+
+msgpack on NATS, JSON on HTTP. Decoding goes straight into the typed Structs;
+anything that does not fit becomes a `ProtocolError` with status 400 and the
+offending field path in `details.field`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, NoReturn, TypeVar
+
+import msgspec
+
+from protocol.errors import ErrorCode, ProtocolError, Status
+from protocol.models import (
+    INSTANCE_ID_MAX_LENGTH,
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    SERVICE_NAME_MAX_LENGTH,
+    SESSION_ID_MAX_LENGTH,
+    SESSION_ID_MIN_LENGTH,
+    ErrorInfo,
+    ErrorReply,
+    RegisterReply,
+    RegisterRequest,
+)
+
+T = TypeVar("T")
+
+_FIELD_HINTS = {
+    "$.service_name": (
+        f"service_name must be a string of 1-{SERVICE_NAME_MAX_LENGTH} characters "
+        "from A-Z, a-z, 0-9, '_' and '-'"
+    ),
+    "$.instance_id": (
+        f"instance_id must be a string of 1-{INSTANCE_ID_MAX_LENGTH} characters "
+        "from A-Z, a-z, 0-9, '_' and '-'"
+    ),
+    "$.session_id": (
+        f"session_id must be a string of {SESSION_ID_MIN_LENGTH}-{SESSION_ID_MAX_LENGTH} "
+        "characters from A-Z, a-z, 0-9, '_' and '-'"
+    ),
+    "$.metadata": "metadata must be a map with string keys",
+    "$.timestamp": "timestamp must be Unix seconds (float or int) or a msgpack timestamp",
+}
+_AT_PATH = re.compile(r"`(\$[^`]*)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
+
+
+def _reject_extension(code: int, data: memoryview) -> NoReturn:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+msgpack_encoder = msgspec.msgpack.Encoder()
+json_encoder = msgspec.json.Encoder()
+_register_request_decoder = msgspec.msgpack.Decoder(RegisterRequest, ext_hook=_reject_extension)
+_register_reply_decoder = msgspec.msgpack.Decoder(RegisterReply)
+
+
+def _field_path(message: str) -> str:
+    if match := _AT_PATH.search(message):
+        return match.group(1)
+    if match := _MISSING_FIELD.match(message):
+        return f"$.{match.group(1)}"
+    return "$"
+
+
+def _invalid(code: ErrorCode, message: str, field: str) -> ProtocolError:
+    return ProtocolError(Status.BAD_REQUEST, code, message, {"field": field})
+
+
+def decode_register_request(data: bytes) -> RegisterRequest:
+    """Decode and validate a registration request.
+
+    Raises:
+        ProtocolError: status 400 with code `invalid_payload`, `invalid_field` or
+            `metadata_too_large`, and `details.field` naming the offending path.
+    """
+    try:
+        request = _register_request_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        reason = str(exc)
+        field = _field_path(reason)
+        if field == "$":
+            raise _invalid(
+                ErrorCode.INVALID_PAYLOAD,
+                f"The request must be a msgpack map: {reason}.",
+                field,
+            ) from None
+        hint = _FIELD_HINTS.get(_top_field(field))
+        message = f"Invalid field {field}: {reason}." + (f" Hint: {hint}." if hint else "")
+        raise _invalid(ErrorCode.INVALID_FIELD, message, field) from None
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise _invalid(
+            ErrorCode.INVALID_PAYLOAD,
+            f"The request is not valid msgpack: {exc}.",
+            "$",
+        ) from None
+    if request.metadata:
+        check_metadata(request.metadata, len(data))
+    return request
+
+
+def _top_field(path: str) -> str:
+    """`$.metadata.zone[0]` -> `$.metadata`."""
+    head = path[2:].split(".", 1)[0].split("[", 1)[0]
+    return f"$.{head}"
+
+
+def check_metadata(metadata: dict[str, Any], payload_size: int | None = None) -> None:
+    """Check that metadata is JSON-compatible, not too deep and not too large.
+
+    `payload_size`, when given, is the size of the whole request: metadata cannot be
+    larger, so the re-encoding that measures it is skipped for small requests.
+    """
+    _check_metadata_values(metadata)
+    if payload_size is not None and payload_size <= METADATA_MAX_BYTES:
+        return
+    size = len(msgpack_encoder.encode(metadata))
+    if size > METADATA_MAX_BYTES:
+        raise _invalid(
+            ErrorCode.METADATA_TOO_LARGE,
+            f"metadata is {size} bytes once msgpack-encoded; the limit is "
+            f"{METADATA_MAX_BYTES} bytes. Keep large data elsewhere and store a reference.",
+            "$.metadata",
+        )
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_metadata_values(metadata: dict[str, Any]) -> None:
+    stack: list[tuple[Any, str, int]] = [(metadata, "$.metadata", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = ((f"[{i}]", item) for i, item in enumerate(value))
+        else:
+            continue
+        if depth > METADATA_MAX_DEPTH:
+            raise _invalid(
+                ErrorCode.INVALID_FIELD,
+                f"Invalid field {path}: metadata may nest arrays and maps at most "
+                f"{METADATA_MAX_DEPTH} levels deep.",
+                path,
+            )
+        for key, item in items:
+            if isinstance(value, dict):
+                if not isinstance(key, str):
+                    raise _invalid(
+                        ErrorCode.INVALID_FIELD,
+                        f"Invalid field {path}: map keys inside metadata must be strings, "
+                        f"got {type(key).__name__}.",
+                        path,
+                    )
+                item_path = f"{path}.{key}"
+            else:
+                item_path = f"{path}{key}"
+            if isinstance(item, (dict, list)):
+                stack.append((item, item_path, depth + 1))
+            elif not isinstance(item, _SCALARS) or isinstance(item, (datetime, date)):
+                raise _invalid(
+                    ErrorCode.INVALID_FIELD,
+                    f"Invalid field {item_path}: metadata values must be nil, bool, int, "
+                    f"float, str, array or map, got {type(item).__name__}.",
+                    item_path,
+                )
+
+
+def error_reply(error: ProtocolError) -> ErrorReply:
+    """The wire body for an error."""
+    return ErrorReply(
+        status=int(error.status),
+        error=ErrorInfo(code=str(error.code), message=error.message, details=error.details),
+    )
+
+
+def encode_msgpack(value: Any) -> bytes:
+    """Encode any wire Struct as msgpack."""
+    return msgpack_encoder.encode(value)
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode any wire Struct as JSON."""
+    return json_encoder.encode(value)
+
+
+def decode_register_reply(data: bytes) -> RegisterReply:
+    """Decode a registration reply (used by the SDK).
+
+    Raises:
+        ProtocolError: status 500 when the reply is not a valid `RegisterReply`.
+    """
+    try:
+        return _register_reply_decoder.decode(data)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(
+            Status.INTERNAL_ERROR,
+            ErrorCode.INTERNAL_ERROR,
+            f"The router sent a reply this client cannot read: {exc}. "
+            "Check that the router and SDK versions are compatible.",
+        ) from None

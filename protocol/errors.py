@@ -1,0 +1,61 @@
+"""Error codes and the one exception type that carries them across boundaries."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Status(IntEnum):
+    """Status codes used on NATS replies and HTTP responses alike."""
+
+    OK = 200
+    CREATED = 201
+    BAD_REQUEST = 400
+    NOT_FOUND = 404
+    METHOD_NOT_ALLOWED = 405
+    CONFLICT = 409
+    INTERNAL_ERROR = 500
+    SERVICE_UNAVAILABLE = 503
+    GATEWAY_TIMEOUT = 504
+
+
+class ErrorCode(StrEnum):
+    """Stable, machine-readable error codes. Never renamed once published."""
+
+    INVALID_PAYLOAD = "invalid_payload"
+    """The body is not msgpack (or JSON on HTTP), or not a map at the top level."""
+    INVALID_FIELD = "invalid_field"
+    """A field is missing, has the wrong type or breaks a constraint."""
+    METADATA_TOO_LARGE = "metadata_too_large"
+    INSTANCE_CONFLICT = "instance_conflict"
+    SERVICE_NOT_FOUND = "service_not_found"
+    ROUTE_NOT_FOUND = "route_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL_ERROR = "internal_error"
+    ROUTER_UNAVAILABLE = "router_unavailable"
+    ROUTER_TIMEOUT = "router_timeout"
+
+
+class ProtocolError(Exception):
+    """An error meant for the caller: a status, a stable code, a message, details.
+
+    Raised inside the router where a request cannot be served and turned into the
+    wire error body by the gateways; raised again by the SDK from a reply.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = details if details is not None else {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.code!r}, {self.message!r})"

@@ -1,0 +1,154 @@
+"""Wire contracts: every message that crosses NATS or HTTP is one of these Structs.
+
+Schema evolution rule: new fields get defaults, existing fields never change type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""Letters, digits, `_` and `-`: always a single, literal NATS subject token."""
+SERVICE_NAME_MAX_LENGTH = 64
+INSTANCE_ID_MAX_LENGTH = 128
+SESSION_ID_MIN_LENGTH = 16
+SESSION_ID_MAX_LENGTH = 128
+METADATA_MAX_BYTES = 4096
+"""Upper bound of the msgpack-encoded size of a registration's metadata map."""
+METADATA_MAX_DEPTH = 8
+"""Deepest nesting of arrays and maps allowed inside metadata."""
+
+ServiceName = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=SERVICE_NAME_MAX_LENGTH,
+        description="Service name: 1-64 characters from [A-Za-z0-9_-].",
+        examples=["orders"],
+    ),
+]
+InstanceId = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=INSTANCE_ID_MAX_LENGTH,
+        description="Instance id, unique within its service: 1-128 characters from [A-Za-z0-9_-].",
+        examples=["orders-1"],
+    ),
+]
+SessionId = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN,
+        min_length=SESSION_ID_MIN_LENGTH,
+        max_length=SESSION_ID_MAX_LENGTH,
+        description=(
+            "Secret chosen by the registering client (16-128 characters from [A-Za-z0-9_-]); "
+            "a retry with the same session is idempotent. Never echoed back."
+        ),
+    ),
+]
+Metadata = Annotated[
+    dict[str, Any],
+    Meta(
+        description=(
+            "Free-form map of string keys to JSON-compatible values (nil, bool, int, float, "
+            f"str, array, map with string keys), nested at most {METADATA_MAX_DEPTH} deep, "
+            f"at most {METADATA_MAX_BYTES} bytes once msgpack-encoded."
+        ),
+        examples=[{"zone": "a", "version": "1.4.2"}],
+    ),
+]
+
+
+class Base(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """Project-wide Struct options, set once."""
+
+
+class InstanceStatus(StrEnum):
+    """Lifecycle state of a registered instance."""
+
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    UNHEALTHY = "UNHEALTHY"
+
+
+class RegisterRequest(Base):
+    """Sent by a service instance on `ipc.service.register`."""
+
+    service_name: ServiceName
+    instance_id: InstanceId
+    metadata: Metadata = {}
+    timestamp: float | datetime | None = None
+    """Client send time (Unix seconds or msgpack timestamp); logged as client delay."""
+    session_id: SessionId | None = None
+
+
+class Instance(Base):
+    """A registered service instance as the registry reports it."""
+
+    service_name: ServiceName
+    instance_id: InstanceId
+    status: InstanceStatus
+    metadata: Metadata
+    registered_at: datetime
+
+
+class ErrorInfo(Base):
+    """The error part of every failed reply, on NATS and HTTP alike."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class RegisterReply(Base):
+    """Reply to a registration: `instance` on success (200/201), `error` otherwise."""
+
+    status: int
+    instance: Instance | None = None
+    error: ErrorInfo | None = None
+
+
+class ErrorReply(Base):
+    """Body of every HTTP error response and of every failed NATS reply."""
+
+    status: int
+    error: ErrorInfo
+
+
+class ServiceSummary(Base):
+    """One line of the service list in the admin API."""
+
+    service_name: ServiceName
+    instance_count: int
+    status_counts: dict[InstanceStatus, int]
+
+
+class ServiceList(Base):
+    """`GET /api/v1/admin/services`."""
+
+    services: list[ServiceSummary]
+    total: int
+
+
+class ServiceDetail(Base):
+    """`GET /api/v1/admin/services/{service_name}`."""
+
+    service_name: ServiceName
+    instances: list[Instance]
+
+
+class Health(Base):
+    """`GET /healthz`: 200 when everything is up, 503 otherwise."""
+
+    status: str
+    nats_connected: bool
+    registry_running: bool
