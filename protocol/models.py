@@ -101,8 +101,9 @@ class Instance(Base):
     registered_at: datetime
 
 
-class ErrorInfo(Base):
-    """The error part of every failed reply, on NATS and HTTP alike."""
+class ErrorInfo(Base, omit_defaults=False):
+    """The error part of every failed reply, on NATS and HTTP alike (all three keys
+    always present)."""
 
     code: str
     message: str

@@ -1,0 +1,36 @@
+"""Shared fixtures: free ports and a real nats-server on loopback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+
+from actors.embedded_nats import NatsServerProcess
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def nats_server() -> AsyncIterator[NatsServerProcess]:
+    """A real nats-server (the bundled binary) on a free loopback port."""
+    server = NatsServerProcess(port=free_port(), jetstream=False)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _default_structlog() -> None:
+    """A test that configured logging (the CLI does) must not leak it to the next,
+    whose captured stderr would already be closed."""
+    structlog.reset_defaults()

@@ -1,0 +1,172 @@
+"""The admin HTTP API of a running router, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from actors.app import Router
+from actors.embedded_nats import NatsServerProcess
+from sdk import ServiceClient
+
+pytestmark = pytest.mark.timeout(30)
+
+SESSION = "admin-test-session-0001"
+
+
+@pytest.fixture
+async def http(router: Router) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{router.http_port}") as session:
+        yield session
+
+
+async def get_json(http: aiohttp.ClientSession, path: str, method: str = "GET") -> tuple[int, Any]:
+    async with http.request(method, path) as response:
+        assert response.content_type == "application/json"
+        return response.status, await response.json()
+
+
+def assert_error_body(body: Any, status: int, code: str) -> None:
+    assert body["status"] == status
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+
+
+async def test_registered_services_are_listed_with_counts(
+    router: Router, nats_server: NatsServerProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1", {"zone": "a"})
+        await client.register("orders", "orders-2")
+        await client.register("payments", "payments-1")
+    status, body = await get_json(http, "/api/v1/admin/services")
+    assert status == 200
+    assert body["total"] == 2
+    by_name = {s["service_name"]: s for s in body["services"]}
+    assert by_name["orders"]["instance_count"] == 2
+    assert by_name["orders"]["status_counts"] == {"ONLINE": 2}
+    assert by_name["payments"]["instance_count"] == 1
+
+
+async def test_one_service_shows_its_instances(
+    router: Router, nats_server: NatsServerProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1", {"zone": "a"})
+    status, body = await get_json(http, "/api/v1/admin/services/orders")
+    assert status == 200
+    assert body["service_name"] == "orders"
+    [instance] = body["instances"]
+    assert instance["instance_id"] == "orders-1"
+    assert instance["status"] == "ONLINE"
+    assert instance["metadata"] == {"zone": "a"}
+    assert instance["registered_at"].endswith("Z")
+
+
+async def test_admin_output_never_contains_a_session_id(
+    router: Router, nats_server: NatsServerProcess, http: aiohttp.ClientSession
+) -> None:
+    client = ServiceClient(nats_server.url)
+    async with client:
+        await client.register("orders", "orders-1")
+    secret = client._session_id
+    for path in ("/api/v1/admin/services", "/api/v1/admin/services/orders"):
+        async with http.get(path) as response:
+            assert secret not in await response.text()
+            assert "session" not in await response.text()
+
+
+async def test_empty_registry_lists_no_services(http: aiohttp.ClientSession) -> None:
+    status, body = await get_json(http, "/api/v1/admin/services")
+    assert (status, body) == (200, {"services": [], "total": 0})
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "code"),
+    [
+        ("/api/v1/admin/services/unknown", "GET", 404, "service_not_found"),
+        ("/api/v1/admin/services/a%2Fb", "GET", 404, "service_not_found"),
+        ("/api/v1/admin/nothing-here", "GET", 404, "route_not_found"),
+        ("/", "GET", 404, "route_not_found"),
+        ("/api/v1/admin/services", "POST", 405, "method_not_allowed"),
+        ("/api/v1/admin/services/orders", "DELETE", 405, "method_not_allowed"),
+    ],
+)
+async def test_every_error_has_the_json_error_body(
+    http: aiohttp.ClientSession, path: str, method: str, status: int, code: str
+) -> None:
+    got_status, body = await get_json(http, path, method)
+    assert got_status == status
+    assert_error_body(body, status, code)
+
+
+async def test_very_long_service_name_is_a_clean_404(http: aiohttp.ClientSession) -> None:
+    status, body = await get_json(http, "/api/v1/admin/services/" + "x" * 2000)
+    assert status == 404
+    assert_error_body(body, 404, "service_not_found")
+
+
+async def test_healthz_is_200_when_nats_is_connected_and_registry_runs(
+    http: aiohttp.ClientSession,
+) -> None:
+    status, body = await get_json(http, "/healthz")
+    assert status == 200
+    assert body == {"status": "ok", "nats_connected": True, "registry_running": True}
+
+
+async def test_healthz_is_503_while_the_registry_is_down(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    registry = router.registry.actor
+    assert registry is not None
+    router.registry.actor = None  # as between a crash and its restart
+    try:
+        status, body = await get_json(http, "/healthz")
+    finally:
+        router.registry.actor = registry
+    assert status == 503
+    assert body["registry_running"] is False
+
+
+async def test_registry_down_turns_queries_into_503(router: Router, http: aiohttp.ClientSession) -> None:
+    registry = router.registry.actor
+    router.registry.actor = None
+    try:
+        status, body = await get_json(http, "/api/v1/admin/services")
+    finally:
+        router.registry.actor = registry
+    assert_error_body(body, 503, "router_unavailable")
+    assert status == 503
+
+
+async def test_unexpected_error_is_a_500_json_body_without_traceback(
+    router: Router, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = router.registry.actor
+    assert registry is not None
+
+    def broken() -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(registry.state, "list_services", broken)
+    status, body = await get_json(http, "/api/v1/admin/services")
+    assert status in (500, 503)
+    assert_error_body(body, status, body["error"]["code"])
+    assert "Traceback" not in str(body) and "boom" not in str(body)
+
+
+async def test_openapi_document_is_served_with_schemas_from_the_structs(
+    http: aiohttp.ClientSession,
+) -> None:
+    status, body = await get_json(http, "/api/v1/admin/openapi.json")
+    assert status == 200
+    assert body["openapi"] == "3.1.0"
+    assert "/api/v1/admin/services/{service_name}" in body["paths"]
+    schemas = body["components"]["schemas"]
+    for name in ("ServiceList", "ServiceDetail", "ErrorReply", "Instance", "Health"):
+        assert name in schemas
+    assert schemas["Instance"]["properties"]["status"]["$ref"].endswith("InstanceStatus")
