@@ -13,6 +13,7 @@ from actors.http_gateway import HealthProbe, HttpGateway, build_admin_app
 from actors.nats_gateway import NatsGateway
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
+from protocol import LeasePolicy
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -32,6 +33,7 @@ class RouterConfig:
     """Requests queued for the registry before new ones are answered 503."""
     max_restarts: int = 3
     restart_window_seconds: float = 5.0
+    lease_policy: LeasePolicy = LeasePolicy()
 
 
 class Router:
@@ -47,7 +49,12 @@ class Router:
                 ChildSpec("embedded-nats", lambda: EmbeddedNats(port=config.embedded_nats_port))
             )
         specs += [
-            ChildSpec("registry", lambda: RegistryActor(mailbox_size=config.registry_mailbox_size)),
+            ChildSpec(
+                "registry",
+                lambda: RegistryActor(
+                    policy=config.lease_policy, mailbox_size=config.registry_mailbox_size
+                ),
+            ),
             ChildSpec("nats-gateway", lambda: NatsGateway(self.registry, self.nats_url)),
             ChildSpec(
                 "http-gateway",
@@ -81,6 +88,7 @@ class Router:
             HealthProbe(
                 nats_connected=self._nats_connected,
                 registry_running=lambda: self.registry.alive,
+                lease_policy=self.config.lease_policy,
             ),
         )
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
 from actors.logs import configure_logging
+from protocol import LeasePolicy
 
 __all__ = ["build_parser", "main"]
 
@@ -35,6 +36,16 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 86_400 or value != value:
+        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 86400: {text}")
     return value
 
 
@@ -73,6 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the bundled nats-server on 127.0.0.1 [IPC_ROUTER_EMBEDDED_NATS_PORT] "
         "(default: %(default)s)",
     )
+    policy = LeasePolicy()
+    serve.add_argument(
+        "--heartbeat-interval",
+        type=_seconds,
+        default=_env("HEARTBEAT_INTERVAL", str(policy.heartbeat_interval)),
+        help="how often clients renew, in seconds [IPC_ROUTER_HEARTBEAT_INTERVAL] "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--lease-ttl",
+        type=_seconds,
+        default=_env("LEASE_TTL", str(policy.lease_ttl)),
+        help="seconds without a heartbeat before an instance is UNHEALTHY "
+        "[IPC_ROUTER_LEASE_TTL] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--offline-after",
+        type=_seconds,
+        default=_env("OFFLINE_AFTER", str(policy.offline_after)),
+        help="further seconds UNHEALTHY before an instance is OFFLINE and removed "
+        "[IPC_ROUTER_OFFLINE_AFTER] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--offline-retention",
+        type=_seconds,
+        default=_env("OFFLINE_RETENTION", str(policy.offline_retention)),
+        help="seconds an OFFLINE instance stays visible to admins "
+        "[IPC_ROUTER_OFFLINE_RETENTION] (default: %(default)s)",
+    )
     serve.add_argument(
         "--log-format",
         choices=["console", "json"],
@@ -88,12 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> RouterConfig:
+def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RouterConfig:
+    if args.heartbeat_interval >= args.lease_ttl:
+        parser.error(
+            f"--heartbeat-interval ({args.heartbeat_interval:g} s) must be shorter than "
+            f"--lease-ttl ({args.lease_ttl:g} s), or every instance would flap UNHEALTHY"
+        )
     return RouterConfig(
         nats_url=args.nats_url or None,
         http_host=args.http_host,
         http_port=args.http_port,
         embedded_nats_port=args.embedded_nats_port,
+        lease_policy=LeasePolicy(
+            heartbeat_interval=args.heartbeat_interval,
+            lease_ttl=args.lease_ttl,
+            offline_after=args.offline_after,
+            offline_retention=args.offline_retention,
+        ),
     )
 
 
@@ -120,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     if args.command == "serve":
-        return asyncio.run(_serve(_config(args)))
+        return asyncio.run(_serve(_config(args, parser)))
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it
     return EXIT_USAGE  # pragma: no cover
 

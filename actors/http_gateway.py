@@ -16,7 +16,16 @@ from actors.errors import PortInUseError
 from actors.openapi import ADMIN_BASE, openapi_document
 from actors.registry import get_service, list_services
 from actors.supervisor import ActorRef
-from protocol import ErrorCode, Health, ProtocolError, Status, encode_json, error_reply
+from protocol import (
+    ErrorCode,
+    Health,
+    InstanceStatus,
+    LeasePolicy,
+    ProtocolError,
+    Status,
+    encode_json,
+    error_reply,
+)
 
 __all__ = ["HealthProbe", "HttpGateway", "build_admin_app"]
 
@@ -25,10 +34,11 @@ log = structlog.get_logger(component="http_gateway")
 
 @dataclass(frozen=True, slots=True)
 class HealthProbe:
-    """What `/healthz` looks at."""
+    """What `/healthz` looks at and reports."""
 
     nats_connected: Callable[[], bool]
     registry_running: Callable[[], bool]
+    lease_policy: LeasePolicy
 
 
 REGISTRY = web.AppKey("registry", ActorRef)
@@ -69,9 +79,13 @@ async def _errors_as_json(
         )
         message = template.format(path=request.path, method=request.method, reason=http_error.reason)
         details: dict[str, Any] = {"path": request.path}
-        if http_error.status == 405:
-            details["allowed"] = sorted(getattr(http_error, "allowed_methods", ()))
-        return _error_response(ProtocolError(http_error.status, code, message, details))
+        allowed = sorted(getattr(http_error, "allowed_methods", ()))
+        if allowed:
+            details["allowed"] = allowed
+        response = _error_response(ProtocolError(http_error.status, code, message, details))
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
     except (ActorDeadError, MailboxFullError, AskTimeoutError) as error:
         log.warning("admin_registry_unavailable", path=request.path, error=repr(error))
         return _error_response(
@@ -92,13 +106,31 @@ async def _errors_as_json(
         )
 
 
+def _status_filter(request: web.Request) -> InstanceStatus | None:
+    raw = request.query.get("status")
+    if raw is None:
+        return None
+    try:
+        return InstanceStatus(raw.upper())
+    except ValueError:
+        allowed = ", ".join(s.value for s in InstanceStatus)
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            f"Query parameter status={raw[:64]!r} is not one of {allowed}.",
+            {"field": "query.status"},
+        ) from None
+
+
 async def _list_services(request: web.Request) -> web.Response:
-    return _json_response(await list_services(request.app[REGISTRY]))
+    status = _status_filter(request)
+    return _json_response(await list_services(request.app[REGISTRY], status))
 
 
 async def _get_service(request: web.Request) -> web.Response:
     name = request.match_info["service_name"]
-    return _json_response(await get_service(request.app[REGISTRY], name))
+    status = _status_filter(request)
+    return _json_response(await get_service(request.app[REGISTRY], name, status))
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -109,6 +141,7 @@ async def _healthz(request: web.Request) -> web.Response:
         status="ok" if healthy else "unavailable",
         nats_connected=nats_ok,
         registry_running=registry_ok,
+        lease_policy=probe.lease_policy,
     )
     return _json_response(body, status=200 if healthy else 503)
 

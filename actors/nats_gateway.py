@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from actors.actor import Actor, ActorDeadError, MailboxFullError
 from actors.errors import StartupError
-from actors.registry import Register, RegisterOutcome
+from actors.registry import Deregister, Heartbeat, Register
 from actors.supervisor import ActorRef
 from protocol import (
+    DEREGISTER_SUBJECT,
+    HEARTBEAT_SUBJECT,
     REGISTER_SUBJECT,
     ROUTER_QUEUE_GROUP,
     ErrorCode,
     ProtocolError,
-    RegisterReply,
     Status,
+    decode_lease_request,
     decode_register_request,
     encode_msgpack,
     error_reply,
@@ -41,7 +45,24 @@ log = structlog.get_logger(component="nats_gateway")
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     reply_to: str
-    outcome: Any  # RegisterOutcome, or the exception the registry answered with
+    outcome: Any  # a wire Struct, or the exception the registry answered with
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How one request subject becomes a registry message."""
+
+    subject: str
+    action: str
+    decode: Callable[[bytes], Any]
+    message: Callable[[Any], Any]
+
+
+_ROUTES = (
+    _Route(REGISTER_SUBJECT, "registration", decode_register_request, Register),
+    _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, Heartbeat),
+    _Route(DEREGISTER_SUBJECT, "deregistration", decode_lease_request, Deregister),
+)
 
 
 class _ReplyVia:
@@ -117,9 +138,12 @@ class NatsGateway(Actor):
                 f"cannot connect to NATS at {self._url} within {self._startup_timeout} s; "
                 "check --nats-url and that the server is running"
             ) from None
-        await self._nc.subscribe(REGISTER_SUBJECT, queue=ROUTER_QUEUE_GROUP, cb=self._on_register)
+        for route in _ROUTES:
+            await self._nc.subscribe(
+                route.subject, queue=ROUTER_QUEUE_GROUP, cb=self._callback(route)
+            )
         await self._nc.flush()
-        log.info("nats_gateway_ready", url=self._url, subject=REGISTER_SUBJECT)
+        log.info("nats_gateway_ready", url=self._url, subjects=[r.subject for r in _ROUTES])
 
     async def on_stop(self) -> None:
         self._stopping = True
@@ -143,13 +167,13 @@ class NatsGateway(Actor):
 
     @staticmethod
     def _reply_body(outcome: Any) -> bytes:
-        if type(outcome) is RegisterOutcome:
-            return encode_msgpack(RegisterReply(status=int(outcome.status), instance=outcome.instance))
+        if isinstance(outcome, msgspec.Struct):
+            return encode_msgpack(outcome)
         if isinstance(outcome, ProtocolError):
             return encode_msgpack(error_reply(outcome))
         if isinstance(outcome, ActorDeadError):
             return encode_msgpack(error_reply(_unavailable("the registry is restarting")))
-        log.error("registration_failed", error=repr(outcome))
+        log.error("request_failed", error=repr(outcome))
         return encode_msgpack(
             error_reply(
                 ProtocolError(
@@ -168,23 +192,26 @@ class NatsGateway(Actor):
         except Exception as error:  # noqa: BLE001 - one lost reply must not stop the gateway
             log.warning("reply_publish_failed", error=repr(error))
 
-    async def _on_register(self, msg: Msg) -> None:
-        reply_to = msg.reply
-        if not reply_to:
-            self.dropped_without_reply += 1
-            log.warning("request_without_reply_subject", subject=msg.subject)
-            return
-        try:
-            await self._serve_register(msg.data, reply_to)
-        except Exception as error:  # noqa: BLE001 - every request gets an answer
-            await self._publish(reply_to, self._reply_body(error))
+    def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
+        async def on_request(msg: Msg) -> None:
+            reply_to = msg.reply
+            if not reply_to:
+                self.dropped_without_reply += 1
+                log.warning("request_without_reply_subject", subject=msg.subject)
+                return
+            try:
+                await self._serve(route, msg.data, reply_to)
+            except Exception as error:  # noqa: BLE001 - every request gets an answer
+                await self._publish(reply_to, self._reply_body(error))
 
-    async def _serve_register(self, data: bytes, reply_to: str) -> None:
+        return on_request
+
+    async def _serve(self, route: _Route, data: bytes, reply_to: str) -> None:
         try:
-            request = decode_register_request(data)
+            request = route.decode(data)
         except ProtocolError as error:
             log.info(
-                "registration",
+                route.action,
                 outcome="invalid",
                 status=int(error.status),
                 code=str(error.code),
@@ -193,7 +220,7 @@ class NatsGateway(Actor):
             await self._publish(reply_to, encode_msgpack(error_reply(error)))
             return
         try:
-            self._registry.tell(Register(request), _ReplyVia(self, reply_to))
+            self._registry.tell(route.message(request), _ReplyVia(self, reply_to))
         except MailboxFullError:
             await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
         except ActorDeadError:

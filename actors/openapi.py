@@ -31,7 +31,18 @@ def openapi_document(version: str) -> dict[str, Any]:
         [ServiceList, ServiceDetail, ErrorReply, Health], ref_template=_REF
     )
     del list_ref, detail_ref, error_ref, health_ref
-    common_errors = {"500": _error("Unexpected error"), "503": _error("Registry unavailable")}
+    common_errors = {
+        "400": _error("Invalid query parameter"),
+        "500": _error("Unexpected error"),
+        "503": _error("Registry unavailable"),
+    }
+    status_parameter = {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": "Only instances in this status (case-insensitive).",
+        "schema": {"type": "string", "enum": ["ONLINE", "UNHEALTHY", "OFFLINE"]},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -43,7 +54,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             f"{ADMIN_BASE}/services": {
                 "get": {
                     "operationId": "listServices",
-                    "summary": "List registered services with instance counts",
+                    "summary": "List registered services with instance counts per status",
+                    "parameters": [status_parameter],
                     "responses": {"200": _json("ServiceList", "All services"), **common_errors},
                 }
             },
@@ -56,8 +68,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                             "name": "service_name",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "maxLength": 64},
-                        }
+                            "schema": {"type": "string"},
+                        },
+                        status_parameter,
                     ],
                     "responses": {
                         "200": _json("ServiceDetail", "The service and its instances"),

@@ -5,6 +5,8 @@ Imports nothing of the router or the SDK; both import it.
 
 from protocol.codec import (
     check_metadata,
+    decode_lease_reply,
+    decode_lease_request,
     decode_register_reply,
     decode_register_request,
     encode_json,
@@ -25,15 +27,25 @@ from protocol.models import (
     Health,
     Instance,
     InstanceStatus,
+    LeasePolicy,
+    LeaseReply,
+    LeaseRequest,
     RegisterReply,
     RegisterRequest,
     ServiceDetail,
     ServiceList,
     ServiceSummary,
 )
-from protocol.subjects import REGISTER_SUBJECT, ROUTER_QUEUE_GROUP
+from protocol.subjects import (
+    DEREGISTER_SUBJECT,
+    HEARTBEAT_SUBJECT,
+    REGISTER_SUBJECT,
+    ROUTER_QUEUE_GROUP,
+)
 
 __all__ = [
+    "DEREGISTER_SUBJECT",
+    "HEARTBEAT_SUBJECT",
     "INSTANCE_ID_MAX_LENGTH",
     "METADATA_MAX_BYTES",
     "METADATA_MAX_DEPTH",
@@ -49,6 +61,9 @@ __all__ = [
     "Health",
     "Instance",
     "InstanceStatus",
+    "LeasePolicy",
+    "LeaseReply",
+    "LeaseRequest",
     "ProtocolError",
     "RegisterReply",
     "RegisterRequest",
@@ -57,6 +72,8 @@ __all__ = [
     "ServiceSummary",
     "Status",
     "check_metadata",
+    "decode_lease_reply",
+    "decode_lease_request",
     "decode_register_reply",
     "decode_register_request",
     "encode_json",

@@ -7,6 +7,7 @@ offending field path in `details.field`.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from typing import Any, NoReturn, TypeVar
@@ -23,6 +24,8 @@ from protocol.models import (
     SESSION_ID_MIN_LENGTH,
     ErrorInfo,
     ErrorReply,
+    LeaseReply,
+    LeaseRequest,
     RegisterReply,
     RegisterRequest,
 )
@@ -56,7 +59,9 @@ def _reject_extension(code: int, data: memoryview) -> NoReturn:
 msgpack_encoder = msgspec.msgpack.Encoder()
 json_encoder = msgspec.json.Encoder()
 _register_request_decoder = msgspec.msgpack.Decoder(RegisterRequest, ext_hook=_reject_extension)
+_lease_request_decoder = msgspec.msgpack.Decoder(LeaseRequest, ext_hook=_reject_extension)
 _register_reply_decoder = msgspec.msgpack.Decoder(RegisterReply)
+_lease_reply_decoder = msgspec.msgpack.Decoder(LeaseReply)
 
 
 def _field_path(message: str) -> str:
@@ -71,15 +76,9 @@ def _invalid(code: ErrorCode, message: str, field: str) -> ProtocolError:
     return ProtocolError(Status.BAD_REQUEST, code, message, {"field": field})
 
 
-def decode_register_request(data: bytes) -> RegisterRequest:
-    """Decode and validate a registration request.
-
-    Raises:
-        ProtocolError: status 400 with code `invalid_payload`, `invalid_field` or
-            `metadata_too_large`, and `details.field` naming the offending path.
-    """
+def _decode_request(decoder: msgspec.msgpack.Decoder[T], data: bytes) -> T:
     try:
-        request = _register_request_decoder.decode(data)
+        return decoder.decode(data)
     except msgspec.ValidationError as exc:
         reason = str(exc)
         field = _field_path(reason)
@@ -98,9 +97,24 @@ def decode_register_request(data: bytes) -> RegisterRequest:
             f"The request is not valid msgpack: {exc}.",
             "$",
         ) from None
+
+
+def decode_register_request(data: bytes) -> RegisterRequest:
+    """Decode and validate a registration request.
+
+    Raises:
+        ProtocolError: status 400 with code `invalid_payload`, `invalid_field` or
+            `metadata_too_large`, and `details.field` naming the offending path.
+    """
+    request = _decode_request(_register_request_decoder, data)
     if request.metadata:
         check_metadata(request.metadata, len(data))
     return request
+
+
+def decode_lease_request(data: bytes) -> LeaseRequest:
+    """Decode and validate a heartbeat or deregistration request (400 as above)."""
+    return _decode_request(_lease_request_decoder, data)
 
 
 def _top_field(path: str) -> str:
@@ -116,7 +130,9 @@ def check_metadata(metadata: dict[str, Any], payload_size: int | None = None) ->
     larger, so the re-encoding that measures it is skipped for small requests.
     """
     _check_metadata_values(metadata)
-    if payload_size is not None and payload_size <= METADATA_MAX_BYTES:
+    # Re-encoding can grow a foreign encoding by at most 9/5 (float32 -> float64), so a
+    # request that small cannot hold metadata over the limit: skip the measurement.
+    if payload_size is not None and payload_size * 9 // 5 <= METADATA_MAX_BYTES:
         return
     size = len(msgpack_encoder.encode(metadata))
     if size > METADATA_MAX_BYTES:
@@ -162,6 +178,13 @@ def _check_metadata_values(metadata: dict[str, Any]) -> None:
                 item_path = f"{path}{key}"
             if isinstance(item, (dict, list)):
                 stack.append((item, item_path, depth + 1))
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise _invalid(
+                    ErrorCode.INVALID_FIELD,
+                    f"Invalid field {item_path}: metadata numbers must be finite "
+                    "(NaN and infinity have no JSON form).",
+                    item_path,
+                )
             elif not isinstance(item, _SCALARS) or isinstance(item, (datetime, date)):
                 raise _invalid(
                     ErrorCode.INVALID_FIELD,
@@ -189,14 +212,9 @@ def encode_json(value: Any) -> bytes:
     return json_encoder.encode(value)
 
 
-def decode_register_reply(data: bytes) -> RegisterReply:
-    """Decode a registration reply (used by the SDK).
-
-    Raises:
-        ProtocolError: status 500 when the reply is not a valid `RegisterReply`.
-    """
+def _decode_reply(decoder: msgspec.msgpack.Decoder[T], data: bytes) -> T:
     try:
-        return _register_reply_decoder.decode(data)
+        return decoder.decode(data)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(
             Status.INTERNAL_ERROR,
@@ -204,3 +222,17 @@ def decode_register_reply(data: bytes) -> RegisterReply:
             f"The router sent a reply this client cannot read: {exc}. "
             "Check that the router and SDK versions are compatible.",
         ) from None
+
+
+def decode_register_reply(data: bytes) -> RegisterReply:
+    """Decode a registration reply (used by the SDK).
+
+    Raises:
+        ProtocolError: status 500 when the reply is not a valid `RegisterReply`.
+    """
+    return _decode_reply(_register_reply_decoder, data)
+
+
+def decode_lease_reply(data: bytes) -> LeaseReply:
+    """Decode a heartbeat or deregistration reply (500 as above when unreadable)."""
+    return _decode_reply(_lease_reply_decoder, data)

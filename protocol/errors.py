@@ -12,6 +12,7 @@ class Status(IntEnum):
     OK = 200
     CREATED = 201
     BAD_REQUEST = 400
+    FORBIDDEN = 403
     NOT_FOUND = 404
     METHOD_NOT_ALLOWED = 405
     CONFLICT = 409
@@ -29,6 +30,10 @@ class ErrorCode(StrEnum):
     """A field is missing, has the wrong type or breaks a constraint."""
     METADATA_TOO_LARGE = "metadata_too_large"
     INSTANCE_CONFLICT = "instance_conflict"
+    NOT_OWNER = "not_owner"
+    """A heartbeat or deregistration from a session that does not own the instance."""
+    INSTANCE_NOT_FOUND = "instance_not_found"
+    """The router does not know the instance (any more): register again."""
     SERVICE_NOT_FOUND = "service_not_found"
     ROUTE_NOT_FOUND = "route_not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
-"""Letters, digits, `_` and `-`: always a single, literal NATS subject token."""
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$(?!\n)"
+"""Letters, digits, `_` and `-`: always a single, literal NATS subject token. (The
+lookahead stops Python's `$` from accepting a trailing newline.)"""
 SERVICE_NAME_MAX_LENGTH = 64
 INSTANCE_ID_MAX_LENGTH = 128
 SESSION_ID_MIN_LENGTH = 16
@@ -86,7 +87,7 @@ class RegisterRequest(Base):
     service_name: ServiceName
     instance_id: InstanceId
     metadata: Metadata = {}
-    timestamp: float | datetime | None = None
+    timestamp: float | Annotated[datetime, Meta(tz=True)] | None = None
     """Client send time (Unix seconds or msgpack timestamp); logged as client delay."""
     session_id: SessionId | None = None
 
@@ -99,6 +100,10 @@ class Instance(Base):
     status: InstanceStatus
     metadata: Metadata
     registered_at: datetime
+    last_heartbeat: datetime | None = None
+    """When the lease was last renewed (registration counts as a renewal)."""
+    lease_expires_at: datetime | None = None
+    """When the instance turns UNHEALTHY unless renewed (ONLINE instances only)."""
 
 
 class ErrorInfo(Base, omit_defaults=False):
@@ -111,10 +116,38 @@ class ErrorInfo(Base, omit_defaults=False):
 
 
 class RegisterReply(Base):
-    """Reply to a registration: `instance` on success (200/201), `error` otherwise."""
+    """Reply to a registration: `instance` on success (200/201), `error` otherwise.
+
+    On success it also tells the client how to keep its lease: heartbeat every
+    `heartbeat_interval` seconds; without one for `lease_ttl` seconds the instance
+    turns UNHEALTHY."""
 
     status: int
     instance: Instance | None = None
+    heartbeat_interval: float | None = None
+    lease_ttl: float | None = None
+    error: ErrorInfo | None = None
+
+
+class LeaseRequest(Base):
+    """Sent on `ipc.service.heartbeat` (renew) and `ipc.service.deregister` (leave).
+
+    Only the session that registered the instance may renew or deregister it."""
+
+    service_name: ServiceName
+    instance_id: InstanceId
+    session_id: SessionId
+
+
+class LeaseReply(Base):
+    """Reply to a heartbeat or a deregistration: `status` 200, or an `error`.
+
+    A heartbeat answered 404 means the router does not know the instance (it
+    restarted, or the lease ran out): register again."""
+
+    status: int
+    instance_status: InstanceStatus | None = None
+    lease_expires_at: datetime | None = None
     error: ErrorInfo | None = None
 
 
@@ -147,9 +180,23 @@ class ServiceDetail(Base):
     instances: list[Instance]
 
 
+class LeasePolicy(Base, omit_defaults=False):
+    """How leases work on this router (all in seconds)."""
+
+    heartbeat_interval: float = 1.0
+    """How often clients should renew."""
+    lease_ttl: float = 3.0
+    """ONLINE -> UNHEALTHY after this long without a heartbeat."""
+    offline_after: float = 30.0
+    """UNHEALTHY -> OFFLINE (removed from the live registry) after this much longer."""
+    offline_retention: float = 60.0
+    """How long an OFFLINE instance stays visible to admins before it is forgotten."""
+
+
 class Health(Base):
     """`GET /healthz`: 200 when everything is up, 503 otherwise."""
 
     status: str
     nats_connected: bool
     registry_running: bool
+    lease_policy: LeasePolicy | None = None

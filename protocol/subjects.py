@@ -5,6 +5,12 @@ from __future__ import annotations
 SUBJECT_PREFIX = "ipc.service"
 REGISTER_SUBJECT = f"{SUBJECT_PREFIX}.register"
 """Request/reply subject on which service instances register."""
+HEARTBEAT_SUBJECT = f"{SUBJECT_PREFIX}.heartbeat"
+"""Request/reply subject on which instances renew their lease."""
+DEREGISTER_SUBJECT = f"{SUBJECT_PREFIX}.deregister"
+"""Request/reply subject on which instances leave."""
 
 ROUTER_QUEUE_GROUP = "ipc-router"
-"""Queue group shared by every router, so several routers can split the load."""
+"""Queue group of the routers' request subscriptions: each request reaches one
+router. Routers do not share registry state (yet), so run one router per NATS
+system; a second one subscribed in the group would split the registry in two."""

@@ -1,13 +1,18 @@
-"""`ServiceClient`: what a service embeds to register with the router."""
+"""`ServiceClient`: what a service embeds to register with the router and stay alive."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import random
 import secrets
+import signal
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -15,13 +20,18 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from protocol import (
+    DEREGISTER_SUBJECT,
+    HEARTBEAT_SUBJECT,
     REGISTER_SUBJECT,
     ErrorCode,
     ErrorInfo,
     InstanceStatus,
+    LeaseRequest,
     ProtocolError,
+    RegisterReply,
     RegisterRequest,
     Status,
+    decode_lease_reply,
     decode_register_reply,
     decode_register_request,
     encode_msgpack,
@@ -29,6 +39,7 @@ from protocol import (
 from sdk.errors import (
     InvalidRequestError,
     RegistryError,
+    RouterError,
     RouterTimeoutError,
     RouterUnavailableError,
     error_from_reply,
@@ -36,6 +47,8 @@ from sdk.errors import (
 from sdk.retry import Backoff
 
 __all__ = ["Registration", "ServiceClient"]
+
+log = logging.getLogger("ipc_router.sdk")
 
 
 class _Reply(Protocol):
@@ -57,6 +70,7 @@ _TRANSIENT_NATS_ERRORS = (
     nats.errors.FlushTimeoutError,
     ConnectionError,
 )
+_DEFAULT_HEARTBEAT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +84,41 @@ class Registration:
     registered_at: datetime
     created: bool
     """True when this call created the record (201); False for a repeat (200)."""
+    heartbeat_interval: float
+    """How often the client renews the lease (told by the router)."""
+    lease_ttl: float
+    """Seconds without a heartbeat before the router marks the instance UNHEALTHY."""
+
+
+@dataclass(slots=True)
+class _Lease:
+    """An instance this client keeps alive."""
+
+    service_name: str
+    instance_id: str
+    metadata: dict[str, Any]
+    heartbeat: bytes
+    reregistering: asyncio.Task[None] | None = field(default=None)
 
 
 class ServiceClient:
-    """Registers service instances with the router over NATS.
+    """Registers service instances with the router over NATS and keeps them alive.
 
     Use it as an async context manager::
 
         async with ServiceClient("nats://127.0.0.1:4222") as client:
             await client.register("orders", "orders-1", {"zone": "a"})
+            ...  # the service's own work; heartbeats run in the background
 
-    Each client has its own random session id, sent with every registration, so that
-    its retries are idempotent and only it can claim its instances again. Pass `nc`
-    to reuse a connected nats-py client (it is then left open on exit).
+    After `register()`, a background task renews every registered instance at the
+    interval the router asks for, and registers it again (with jitter) when the router
+    answers that it does not know it, after a router restart for instance. Leaving the
+    `async with` (or `close()`) deregisters the instances. With
+    `deregister_on_exit=True` a SIGTERM does the same before the process exits.
+
+    Each client has its own random session id, sent with every request, so that its
+    retries are idempotent and only it can renew or deregister its instances. Pass
+    `nc` to reuse a connected nats-py client (it is then left open on exit).
     """
 
     def __init__(
@@ -94,6 +130,8 @@ class ServiceClient:
         retries: int = 3,
         backoff: Backoff | None = None,
         connect_timeout: float = 10.0,
+        heartbeat: bool = True,
+        deregister_on_exit: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -107,6 +145,15 @@ class ServiceClient:
         self.backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout
         self._session_id = secrets.token_urlsafe(24)
+        self._heartbeat_enabled = heartbeat
+        self._deregister_on_exit = deregister_on_exit
+        self._leases: dict[tuple[str, str], _Lease] = {}
+        self._heartbeat_interval = _DEFAULT_HEARTBEAT_INTERVAL
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._sigterm_installed = False
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> ServiceClient:
         await self.connect()
@@ -126,6 +173,9 @@ class ServiceClient:
         Raises:
             RouterUnavailableError: NATS cannot be reached within `connect_timeout`.
         """
+        if self._deregister_on_exit and not self._sigterm_installed:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+            self._sigterm_installed = True
         if self._nc is not None:
             return
         nc = NatsClient()
@@ -150,10 +200,27 @@ class ServiceClient:
         self._nc = nc
 
     async def close(self) -> None:
-        """Close the NATS connection if this client opened it. Idempotent."""
+        """Stop heartbeats, deregister this client's instances (best effort, one try
+        each) and close the NATS connection if this client opened it. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        await self._stop_heartbeats()
+        if self._nc is not None and self._leases:
+            await asyncio.gather(
+                *(self._deregister_once(lease) for lease in list(self._leases.values())),
+                return_exceptions=True,
+            )
+        self._leases.clear()
+        if self._sigterm_installed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+            self._sigterm_installed = False
         if self._nc is not None and self._owns_connection:
             nc, self._nc = self._nc, None
             await nc.close()
+
+    # -- requests ----------------------------------------------------------------
 
     async def register(
         self,
@@ -161,7 +228,7 @@ class ServiceClient:
         instance_id: str,
         metadata: dict[str, Any] | None = None,
     ) -> Registration:
-        """Register one instance of `service_name`.
+        """Register one instance of `service_name` and keep it alive from now on.
 
         Raises:
             InvalidRequestError: 400, bad name or metadata (checked before sending too).
@@ -170,10 +237,68 @@ class ServiceClient:
             RouterTimeoutError: 504, the router did not reply in time after the retries.
             RouterError: 500, the router failed.
         """
+        metadata = dict(metadata or {})
+        reply = await self._register(service_name, instance_id, metadata)
+        instance = reply.instance
+        assert instance is not None
+        self._heartbeat_interval = reply.heartbeat_interval or _DEFAULT_HEARTBEAT_INTERVAL
+        key = (service_name, instance_id)
+        if key not in self._leases:
+            self._leases[key] = _Lease(
+                service_name,
+                instance_id,
+                metadata,
+                encode_msgpack(
+                    LeaseRequest(
+                        service_name=service_name,
+                        instance_id=instance_id,
+                        session_id=self._session_id,
+                    )
+                ),
+            )
+        else:
+            self._leases[key].metadata = metadata
+        self._start_heartbeats()
+        return Registration(
+            service_name=instance.service_name,
+            instance_id=instance.instance_id,
+            status=instance.status,
+            metadata=instance.metadata,
+            registered_at=instance.registered_at,
+            created=reply.status == Status.CREATED,
+            heartbeat_interval=self._heartbeat_interval,
+            lease_ttl=reply.lease_ttl or 3 * self._heartbeat_interval,
+        )
+
+    async def deregister(self, service_name: str, instance_id: str) -> None:
+        """Take one instance offline and stop renewing it. Idempotent.
+
+        Raises:
+            RegistryError: 403 when another client owns the instance; 503/504 as for
+                `register`.
+        """
+        lease = self._leases.pop((service_name, instance_id), None)
+        if lease is not None and lease.reregistering is not None:
+            lease.reregistering.cancel()
+        payload = encode_msgpack(
+            LeaseRequest(service_name=service_name, instance_id=instance_id, session_id=self._session_id)
+        )
+        reply = await self._request(DEREGISTER_SUBJECT, payload, decode_lease_reply)
+        if reply.status != Status.OK:
+            raise error_from_reply(reply.status, reply.error)
+
+    @property
+    def registered(self) -> list[tuple[str, str]]:
+        """(service_name, instance_id) of every instance this client keeps alive."""
+        return list(self._leases)
+
+    async def _register(
+        self, service_name: str, instance_id: str, metadata: dict[str, Any]
+    ) -> RegisterReply:
         request = RegisterRequest(
             service_name=service_name,
             instance_id=instance_id,
-            metadata=metadata or {},
+            metadata=metadata,
             timestamp=time.time(),
             session_id=self._session_id,
         )
@@ -184,15 +309,7 @@ class ServiceClient:
             raise InvalidRequestError(error.message, code=error.code, details=error.details) from None
         reply = await self._request(REGISTER_SUBJECT, payload, decode_register_reply)
         if reply.status in (Status.OK, Status.CREATED) and reply.instance is not None:
-            instance = reply.instance
-            return Registration(
-                service_name=instance.service_name,
-                instance_id=instance.instance_id,
-                status=instance.status,
-                metadata=instance.metadata,
-                registered_at=instance.registered_at,
-                created=reply.status == Status.CREATED,
-            )
+            return reply
         raise error_from_reply(reply.status, reply.error)
 
     async def _request(self, subject: str, payload: bytes, decode: Callable[[bytes], R]) -> R:
@@ -226,7 +343,10 @@ class ServiceClient:
                     f"the NATS connection failed: {error!r}", code=ErrorCode.ROUTER_UNAVAILABLE
                 )
                 continue
-            reply = decode(msg.data)
+            try:
+                reply = decode(msg.data)
+            except ProtocolError as error:
+                raise RouterError(error.message, code=error.code) from None
             if reply.status == Status.SERVICE_UNAVAILABLE:
                 last = error_from_reply(reply.status, reply.error)
                 continue
@@ -234,6 +354,112 @@ class ServiceClient:
         assert last is not None
         last.details.setdefault("attempts", self.retries + 1)
         raise last
+
+    # -- heartbeats --------------------------------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        if not self._heartbeat_enabled or self._closing:
+            return
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(
+                self._heartbeat_loop(), name="ipc-router-heartbeats"
+            )
+
+    async def _stop_heartbeats(self) -> None:
+        tasks = [lease.reregistering for lease in self._leases.values() if lease.reregistering]
+        if self._heartbeat_task is not None:
+            tasks.append(self._heartbeat_task)
+            self._heartbeat_task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew every lease once per interval, on a fixed schedule that does not
+        drift, and without a burst of catch-up beats after a pause."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
+        while True:
+            interval = self._heartbeat_interval
+            next_beat += interval
+            now = loop.time()
+            if next_beat < now:
+                next_beat = now
+            await asyncio.sleep(next_beat - now)
+            leases = [lease for lease in self._leases.values() if lease.reregistering is None]
+            await asyncio.gather(*(self._renew(lease, interval) for lease in leases))
+
+    async def _renew(self, lease: _Lease, interval: float) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        try:
+            msg = await nc.request(HEARTBEAT_SUBJECT, lease.heartbeat, timeout=interval)
+            reply = decode_lease_reply(msg.data)
+        except (nats.errors.Error, *_TRANSIENT_NATS_ERRORS, ProtocolError) as error:
+            # No router, or no reply in time: the next beat is the retry.
+            log.debug("heartbeat failed for %s/%s: %r", lease.service_name, lease.instance_id, error)
+            return
+        if reply.status == Status.NOT_FOUND:
+            log.info(
+                "router does not know %s/%s; registering it again",
+                lease.service_name,
+                lease.instance_id,
+            )
+            lease.reregistering = asyncio.create_task(self._reregister(lease, interval))
+        elif reply.status == Status.FORBIDDEN:
+            log.error(
+                "router says %s/%s belongs to another client; no longer renewing it",
+                lease.service_name,
+                lease.instance_id,
+            )
+            self._leases.pop((lease.service_name, lease.instance_id), None)
+
+    async def _reregister(self, lease: _Lease, interval: float) -> None:
+        """Register a lease again after a jittered pause, so that thousands of
+        instances do not all hit a restarted router in the same instant."""
+        try:
+            await asyncio.sleep(random.uniform(0, interval / 2))
+            await self._register(lease.service_name, lease.instance_id, lease.metadata)
+            log.info("registered %s/%s again", lease.service_name, lease.instance_id)
+        except RegistryError as error:
+            if error.status == Status.CONFLICT:
+                log.error(
+                    "%s/%s was claimed by another client while the router forgot it; "
+                    "no longer renewing it",
+                    lease.service_name,
+                    lease.instance_id,
+                )
+                self._leases.pop((lease.service_name, lease.instance_id), None)
+            else:
+                log.warning(
+                    "registering %s/%s again failed (%s); will retry on the next heartbeat",
+                    lease.service_name,
+                    lease.instance_id,
+                    error,
+                )
+        finally:
+            lease.reregistering = None
+
+    async def _deregister_once(self, lease: _Lease) -> None:
+        nc = self._nc
+        assert nc is not None
+        try:
+            await nc.request(DEREGISTER_SUBJECT, lease.heartbeat, timeout=min(self.timeout, 2.0))
+        except Exception as error:  # noqa: BLE001 - best effort: the lease runs out anyway
+            log.warning(
+                "deregistering %s/%s failed: %r", lease.service_name, lease.instance_id, error
+            )
+
+    def _on_sigterm(self) -> None:
+        async def leave_then_exit() -> None:
+            try:
+                await self.close()
+            finally:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        asyncio.get_running_loop().create_task(leave_then_exit())
 
 
 async def _ignore_error(error: Exception) -> None:

@@ -63,11 +63,17 @@ class RouterProcess:
         async with self._new_line:
             self._new_line.notify_all()
 
-    async def wait_for_event(self, name: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
-        """The first log event called `name` (from index `after` on), waiting for it."""
+    async def wait_for_event(
+        self, name: str, timeout: float = 15.0, after: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """The first log event called `name` with these `fields` (from index `after`
+        on), waiting for it."""
+
+        def matches(event: dict[str, Any]) -> bool:
+            return event.get("event") == name and all(event.get(k) == v for k, v in fields.items())
 
         def find() -> dict[str, Any] | None:
-            return next((e for e in self.events[after:] if e.get("event") == name), None)
+            return next((e for e in self.events[after:] if matches(e)), None)
 
         async def wait() -> dict[str, Any]:
             async with self._new_line:
@@ -77,7 +83,10 @@ class RouterProcess:
                     await self._new_line.wait()
                 return event
 
-        return await asyncio.wait_for(wait(), timeout)
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no {name!r} {fields} within {timeout} s") from None
 
     async def wait_exit(self, timeout: float = 10.0) -> int:
         assert self.process is not None

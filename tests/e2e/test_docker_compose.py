@@ -29,6 +29,7 @@ from aiohttp import web
 
 from actors.cli import build_parser
 from actors.embedded_nats import nats_server_binary
+from protocol import LeasePolicy
 from actors.http_gateway import HealthProbe, build_admin_app
 from actors.supervisor import ActorRef
 from tests.conftest import free_port
@@ -348,7 +349,9 @@ async def test_router_healthcheck_hits_a_route_of_the_admin_app(
 
     healthy = {"value": True}
     probe = HealthProbe(
-        nats_connected=lambda: healthy["value"], registry_running=lambda: True
+        nats_connected=lambda: healthy["value"],
+        registry_running=lambda: True,
+        lease_policy=LeasePolicy(),
     )
     app = build_admin_app(ActorRef("registry"), probe)
     paths = {route.resource.canonical for route in app.router.routes() if route.resource}

@@ -43,7 +43,7 @@ async def test_registered_services_are_listed_with_counts(
         await client.register("orders", "orders-1", {"zone": "a"})
         await client.register("orders", "orders-2")
         await client.register("payments", "payments-1")
-    status, body = await get_json(http, "/api/v1/admin/services")
+        status, body = await get_json(http, "/api/v1/admin/services")
     assert status == 200
     assert body["total"] == 2
     by_name = {s["service_name"]: s for s in body["services"]}
@@ -57,7 +57,7 @@ async def test_one_service_shows_its_instances(
 ) -> None:
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "orders-1", {"zone": "a"})
-    status, body = await get_json(http, "/api/v1/admin/services/orders")
+        status, body = await get_json(http, "/api/v1/admin/services/orders")
     assert status == 200
     assert body["service_name"] == "orders"
     [instance] = body["instances"]
@@ -65,6 +65,8 @@ async def test_one_service_shows_its_instances(
     assert instance["status"] == "ONLINE"
     assert instance["metadata"] == {"zone": "a"}
     assert instance["registered_at"].endswith("Z")
+    assert instance["last_heartbeat"] >= instance["registered_at"]
+    assert instance["lease_expires_at"] > instance["last_heartbeat"]
 
 
 async def test_admin_output_never_contains_a_session_id(
@@ -115,7 +117,14 @@ async def test_healthz_is_200_when_nats_is_connected_and_registry_runs(
 ) -> None:
     status, body = await get_json(http, "/healthz")
     assert status == 200
-    assert body == {"status": "ok", "nats_connected": True, "registry_running": True}
+    assert body["status"] == "ok"
+    assert body["nats_connected"] is True and body["registry_running"] is True
+    assert body["lease_policy"] == {
+        "heartbeat_interval": 1.0,
+        "lease_ttl": 3.0,
+        "offline_after": 30.0,
+        "offline_retention": 60.0,
+    }
 
 
 async def test_healthz_is_503_while_the_registry_is_down(

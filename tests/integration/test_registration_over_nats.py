@@ -148,7 +148,7 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
     handled = 0
     served = 0
     original_handle = registry.handle
-    original_serve = gateway._serve_register  # type: ignore[attr-defined]
+    original_serve = gateway._serve  # type: ignore[attr-defined]
 
     async def hold_first(message: Any) -> Any:
         nonlocal handled
@@ -157,21 +157,23 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
             await release.wait()
         return await original_handle(message)
 
-    async def release_on_retry(data: bytes, reply_to: str) -> None:
+    async def release_on_retry(route: Any, data: bytes, reply_to: str) -> None:
         nonlocal served
         served += 1
         if served == 2:
             release.set()
-        await original_serve(data, reply_to)
+        await original_serve(route, data, reply_to)
 
     monkeypatch.setattr(registry, "handle", hold_first)
-    monkeypatch.setattr(gateway, "_serve_register", release_on_retry)
-    async with ServiceClient(nats_server.url, timeout=0.3, retries=2, backoff=FAST) as client:
+    monkeypatch.setattr(gateway, "_serve", release_on_retry)
+    async with ServiceClient(
+        nats_server.url, timeout=0.3, retries=2, backoff=FAST, heartbeat=False
+    ) as client:
         info = await client.register("orders", "orders-1")
-    assert served == 2
-    assert not info.created
-    detail = await get_service(router.registry, "orders")
-    assert [i.instance_id for i in detail.instances] == ["orders-1"]
+        assert served == 2
+        assert not info.created
+        detail = await get_service(router.registry, "orders")
+        assert [i.instance_id for i in detail.instances] == ["orders-1"]
 
 
 async def test_sdk_accepts_an_already_connected_client_and_leaves_it_open(

@@ -1,4 +1,4 @@
-"""Registry state transitions and the RegistryActor's message interface."""
+"""Registry state transitions, leases, and the RegistryActor's message interface."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actors.registry import RegistryActor, RegistryState, get_service, list_services, register
+from actors.registry import (
+    RegistryActor,
+    RegistryState,
+    deregister,
+    get_service,
+    heartbeat,
+    list_services,
+    register,
+)
 from actors.supervisor import ActorRef
 from protocol import (
     ErrorCode,
     InstanceStatus,
+    LeasePolicy,
+    LeaseRequest,
     ProtocolError,
     RegisterRequest,
     encode_json,
@@ -22,6 +32,34 @@ pytestmark = pytest.mark.timeout(10)
 
 SESSION_A = "session-a-0123456789"
 SESSION_B = "session-b-0123456789"
+POLICY = LeasePolicy(heartbeat_interval=1.0, lease_ttl=3.0, offline_after=30.0, offline_retention=60.0)
+ONLINE, UNHEALTHY, OFFLINE = InstanceStatus.ONLINE, InstanceStatus.UNHEALTHY, InstanceStatus.OFFLINE
+
+
+class FakeClock:
+    """Monotonic and wall clocks that move only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def state(clock: FakeClock) -> RegistryState:
+    return RegistryState(POLICY, clock=clock.monotonic, wall_clock=clock.wall)
 
 
 def request(
@@ -35,108 +73,117 @@ def request(
     )
 
 
-def test_first_registration_creates_an_online_instance() -> None:
-    state = RegistryState()
-    outcome = state.register(request(metadata={"zone": "a"}))
-    assert outcome.created
-    assert outcome.status == 201
-    assert outcome.instance.status is InstanceStatus.ONLINE
-    assert outcome.instance.metadata == {"zone": "a"}
-    assert outcome.instance.registered_at.tzinfo is not None
+def lease(service: str = "orders", instance: str = "orders-1", session: str = SESSION_A) -> LeaseRequest:
+    return LeaseRequest(service_name=service, instance_id=instance, session_id=session)
 
 
-def test_same_session_repeating_gets_the_same_record_back_and_nothing_duplicates() -> None:
-    state = RegistryState()
+def status_of(state: RegistryState, instance: str = "orders-1") -> InstanceStatus:
+    [found] = [i for i in state.get_service("orders").instances if i.instance_id == instance]
+    return found.status
+
+
+def fails_with(status: int, call: object, *args: object) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        call(*args)  # type: ignore[operator]
+    assert caught.value.status == status
+    return caught.value
+
+
+# -- registration ------------------------------------------------------------------
+
+
+def test_first_registration_creates_an_online_instance_with_a_lease(state: RegistryState) -> None:
+    reply = state.register(request(metadata={"zone": "a"}))
+    assert reply.status == 201
+    assert reply.instance is not None
+    assert reply.instance.status is ONLINE
+    assert reply.instance.metadata == {"zone": "a"}
+    assert reply.instance.registered_at.tzinfo is not None
+    assert reply.heartbeat_interval == 1.0
+    assert reply.lease_ttl == 3.0
+    assert reply.instance.lease_expires_at is not None
+    assert (reply.instance.lease_expires_at - reply.instance.registered_at).total_seconds() == 3.0
+
+
+def test_same_session_repeating_gets_the_same_record_back_and_nothing_duplicates(
+    state: RegistryState,
+) -> None:
     first = state.register(request())
     again = state.register(request())
-    assert not again.created
     assert again.status == 200
     assert again.instance == first.instance
     assert state.get_service("orders").instances == [first.instance]
 
 
-def test_same_session_with_new_metadata_updates_it_and_keeps_registered_at() -> None:
-    state = RegistryState()
+def test_same_session_with_new_metadata_updates_it_and_keeps_registered_at(
+    state: RegistryState,
+) -> None:
     first = state.register(request(metadata={"v": 1}))
     again = state.register(request(metadata={"v": 2}))
+    assert again.instance is not None and first.instance is not None
     assert again.instance.metadata == {"v": 2}
     assert again.instance.registered_at == first.instance.registered_at
     assert state.get_service("orders").instances[0].metadata == {"v": 2}
 
 
-def test_second_session_claiming_live_instance_gets_conflict_with_existing() -> None:
-    state = RegistryState()
+def test_second_session_claiming_live_instance_gets_conflict_with_existing(
+    state: RegistryState,
+) -> None:
     first = state.register(request(session=SESSION_A))
-    with pytest.raises(ProtocolError) as caught:
-        state.register(request(session=SESSION_B))
-    assert caught.value.status == 409
-    assert caught.value.code == ErrorCode.INSTANCE_CONFLICT
-    assert caught.value.details["existing"] == first.instance
+    error = fails_with(409, state.register, request(session=SESSION_B))
+    assert error.code == ErrorCode.INSTANCE_CONFLICT
+    assert error.details["existing"] == first.instance
     assert state.get_service("orders").instances == [first.instance]
 
 
-def test_anonymous_registration_cannot_claim_or_repeat_an_instance() -> None:
-    state = RegistryState()
+def test_anonymous_registration_cannot_claim_or_repeat_an_instance(state: RegistryState) -> None:
     state.register(request(session=None))
-    for session in (None, SESSION_A):
-        with pytest.raises(ProtocolError) as caught:
-            state.register(request(session=session))
-        assert caught.value.status == 409
+    fails_with(409, state.register, request(session=None))
+    fails_with(409, state.register, request(session=SESSION_A))
 
 
-def test_anonymous_registration_conflicts_with_a_session_owned_instance() -> None:
-    state = RegistryState()
+def test_anonymous_registration_conflicts_with_a_session_owned_instance(state: RegistryState) -> None:
     state.register(request(session=SESSION_A))
-    with pytest.raises(ProtocolError):
-        state.register(request(session=None))
+    fails_with(409, state.register, request(session=None))
 
 
-def test_same_instance_id_in_different_services_is_not_a_conflict() -> None:
-    state = RegistryState()
+def test_same_instance_id_in_different_services_is_not_a_conflict(state: RegistryState) -> None:
     state.register(request(service="orders", session=SESSION_A))
-    assert state.register(request(service="payments", session=SESSION_B)).created
+    assert state.register(request(service="payments", session=SESSION_B)).status == 201
 
 
-def test_list_services_counts_instances_sorted_by_name() -> None:
-    state = RegistryState()
+def test_list_services_counts_instances_sorted_by_name(state: RegistryState) -> None:
     for service, instance in [("payments", "p1"), ("orders", "o1"), ("orders", "o2")]:
         state.register(request(service=service, instance=instance))
     listing = state.list_services()
     assert listing.total == 2
     assert [s.service_name for s in listing.services] == ["orders", "payments"]
     assert listing.services[0].instance_count == 2
-    assert listing.services[0].status_counts == {InstanceStatus.ONLINE: 2}
+    assert listing.services[0].status_counts == {ONLINE: 2}
 
 
-def test_empty_registry_lists_nothing() -> None:
-    assert RegistryState().list_services().total == 0
+def test_empty_registry_lists_nothing(state: RegistryState) -> None:
+    assert state.list_services().total == 0
 
 
-def test_unknown_service_is_not_found() -> None:
-    state = RegistryState()
+def test_unknown_service_is_not_found(state: RegistryState) -> None:
     state.register(request())
-    with pytest.raises(ProtocolError) as caught:
-        state.get_service("payments")
-    assert caught.value.status == 404
-    assert caught.value.code == ErrorCode.SERVICE_NOT_FOUND
+    error = fails_with(404, state.get_service, "payments")
+    assert error.code == ErrorCode.SERVICE_NOT_FOUND
 
 
-def test_failed_registration_does_not_leave_an_empty_service_listed() -> None:
-    state = RegistryState()
-    state.register(request())
-    with pytest.raises(ProtocolError):
+def test_session_id_never_appears_in_any_output(state: RegistryState) -> None:
+    reply = state.register(request(session=SESSION_A))
+    with pytest.raises(ProtocolError) as conflict:
         state.register(request(session=SESSION_B))
-    assert state.list_services().total == 1
-
-
-def test_session_id_never_appears_in_any_output() -> None:
-    state = RegistryState()
-    outcome = state.register(request(session=SESSION_A))
-    with pytest.raises(ProtocolError) as caught:
-        state.register(request(session=SESSION_B))
+    with pytest.raises(ProtocolError) as forbidden:
+        state.heartbeat(lease(session=SESSION_B))
     outputs = [
-        outcome.instance,
-        caught.value.details,
+        reply,
+        conflict.value.details,
+        forbidden.value.details,
+        forbidden.value.message,
+        state.heartbeat(lease()),
         state.list_services(),
         state.get_service("orders"),
     ]
@@ -146,9 +193,181 @@ def test_session_id_never_appears_in_any_output() -> None:
             assert SESSION_B.encode() not in encoded
 
 
+# -- leases ------------------------------------------------------------------------
+
+
+def test_heartbeats_within_the_ttl_keep_an_instance_online(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request())
+    for _ in range(10):
+        clock.advance(2.9)
+        reply = state.heartbeat(lease())
+        assert reply.status == 200 and reply.instance_status is ONLINE
+        state.expire()
+    assert status_of(state) is ONLINE
+
+
+def test_silence_for_the_ttl_makes_an_instance_unhealthy_then_offline_then_gone(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request())
+    state.transitions.clear()
+    clock.advance(2.99)
+    state.expire()
+    assert status_of(state) is ONLINE
+    clock.advance(0.01)
+    state.expire()
+    assert status_of(state) is UNHEALTHY
+    clock.advance(29.99)
+    state.expire()
+    assert status_of(state) is UNHEALTHY
+    clock.advance(0.01)
+    state.expire()
+    assert status_of(state) is OFFLINE
+    assert state.get_service("orders").instances[0].lease_expires_at is None
+    clock.advance(60.0)
+    state.expire()
+    fails_with(404, state.get_service, "orders")
+    assert [(t.old, t.new) for t in state.transitions] == [
+        (ONLINE, UNHEALTHY),
+        (UNHEALTHY, OFFLINE),
+        (OFFLINE, None),
+    ]
+    assert "no heartbeat for 3 s" in state.transitions[0].reason
+
+
+def test_a_long_pause_applies_every_due_transition_at_once(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request())
+    clock.advance(1000)
+    state.expire()
+    fails_with(404, state.get_service, "orders")
+
+
+def test_heartbeat_brings_an_unhealthy_instance_back_online(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request())
+    clock.advance(5)
+    state.expire()
+    assert status_of(state) is UNHEALTHY
+    reply = state.heartbeat(lease())
+    assert reply.instance_status is ONLINE
+    assert state.transitions[-1].reason == "heartbeat: back online"
+    # The stale OFFLINE deadline must not take it offline; the new lease applies.
+    clock.advance(2.9)
+    state.expire()
+    assert status_of(state) is ONLINE
+    clock.advance(0.2)
+    state.expire()
+    assert status_of(state) is UNHEALTHY
+
+
+def test_registering_again_renews_the_lease(state: RegistryState, clock: FakeClock) -> None:
+    state.register(request())
+    clock.advance(5)
+    state.expire()
+    assert state.register(request()).status == 200
+    assert status_of(state) is ONLINE
+
+
+def test_heartbeat_for_an_unknown_instance_is_404_so_the_client_registers_again(
+    state: RegistryState,
+) -> None:
+    error = fails_with(404, state.heartbeat, lease())
+    assert error.code == ErrorCode.INSTANCE_NOT_FOUND
+    assert "register it again" in error.message
+
+
+def test_another_session_cannot_renew_or_deregister_an_instance(state: RegistryState) -> None:
+    state.register(request(session=SESSION_A))
+    assert fails_with(403, state.heartbeat, lease(session=SESSION_B)).code == ErrorCode.NOT_OWNER
+    assert fails_with(403, state.deregister, lease(session=SESSION_B)).code == ErrorCode.NOT_OWNER
+    assert status_of(state) is ONLINE
+
+
+def test_an_anonymous_instance_cannot_be_renewed_by_anyone(state: RegistryState) -> None:
+    state.register(request(session=None))
+    fails_with(403, state.heartbeat, lease(session=SESSION_A))
+
+
+def test_deregistration_takes_an_instance_offline_and_is_idempotent(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request())
+    assert state.deregister(lease()).status == 200
+    assert status_of(state) is OFFLINE
+    assert state.transitions[-1].reason == "deregistered"
+    assert state.deregister(lease()).status == 200
+    assert state.deregister(lease(instance="never-registered")).status == 200
+    fails_with(404, state.heartbeat, lease())
+    clock.advance(60)
+    state.expire()
+    fails_with(404, state.get_service, "orders")
+
+
+def test_an_offline_instance_id_can_be_claimed_by_a_new_session(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request(session=SESSION_A))
+    state.deregister(lease(session=SESSION_A))
+    assert state.register(request(session=SESSION_B)).status == 201
+    # The old tombstone's purge deadline must not remove the new instance.
+    clock.advance(2.0)
+    state.heartbeat(lease(session=SESSION_B))
+    clock.advance(59.0)  # past the tombstone's purge time, before the new one's
+    state.expire()
+    assert status_of(state) is OFFLINE
+
+
+def test_status_filters_apply_to_lists_and_details(state: RegistryState, clock: FakeClock) -> None:
+    state.register(request(instance="quiet"))
+    clock.advance(2)
+    state.register(request(instance="alive"))
+    clock.advance(1.5)
+    state.expire()
+    listing = state.list_services(UNHEALTHY)
+    assert listing.services[0].instance_count == 1
+    assert listing.services[0].status_counts == {ONLINE: 1, UNHEALTHY: 1}
+    assert state.list_services(OFFLINE).total == 0
+    detail = state.get_service("orders", ONLINE)
+    assert [i.instance_id for i in detail.instances] == ["alive"]
+    assert state.get_service("orders", OFFLINE).instances == []
+
+
+def test_heartbeats_do_not_grow_the_deadline_heap(state: RegistryState, clock: FakeClock) -> None:
+    for n in range(100):
+        state.register(request(instance=f"i{n}"))
+    for _ in range(50):
+        clock.advance(1.0)
+        for n in range(100):
+            state.heartbeat(lease(instance=f"i{n}"))
+        state.expire()
+    assert len(state._deadlines) == 100
+
+
+def test_expiry_touches_only_what_is_due(state: RegistryState, clock: FakeClock) -> None:
+    for n in range(1000):
+        state.register(request(instance=f"i{n}"))
+        clock.advance(0.001)
+    earliest = state.next_deadline()
+    assert earliest is not None
+    clock.now = earliest
+    state.expire()
+    assert [t.new for t in state.transitions if t.old is not None] == [UNHEALTHY]
+    assert len(state._deadlines) == 1000
+
+
+# -- the actor ----------------------------------------------------------------------
+
+
 @pytest.fixture
 async def registry() -> AsyncIterator[ActorRef]:
-    actor = RegistryActor()
+    actor = RegistryActor(
+        policy=LeasePolicy(heartbeat_interval=0.02, lease_ttl=0.06, offline_after=0.06)
+    )
     await actor.start()
     ref = ActorRef("registry")
     ref.actor = actor
@@ -158,12 +377,15 @@ async def registry() -> AsyncIterator[ActorRef]:
         await actor.stop()
 
 
-async def test_actor_serves_register_list_and_get(registry: ActorRef) -> None:
-    outcome = await register(registry, request(metadata={"zone": "a"}))
-    assert outcome.created
+async def test_actor_serves_register_heartbeat_list_get_and_deregister(registry: ActorRef) -> None:
+    reply = await register(registry, request(metadata={"zone": "a"}))
+    assert reply.status == 201
+    assert (await heartbeat(registry, lease())).status == 200
     assert (await list_services(registry)).total == 1
     detail = await get_service(registry, "orders")
-    assert detail.instances == [outcome.instance]
+    assert [i.instance_id for i in detail.instances] == ["orders-1"]
+    assert (await deregister(registry, lease())).status == 200
+    assert (await get_service(registry, "orders", OFFLINE)).instances[0].instance_id == "orders-1"
 
 
 async def test_actor_returns_conflict_to_the_caller_and_keeps_running(registry: ActorRef) -> None:
@@ -172,6 +394,27 @@ async def test_actor_returns_conflict_to_the_caller_and_keeps_running(registry: 
         await register(registry, request(session=SESSION_B))
     assert registry.alive
     assert (await list_services(registry)).total == 1
+
+
+async def test_actor_timer_expires_leases_without_any_other_message(
+    registry: ActorRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    actor = registry.actor
+    assert isinstance(actor, RegistryActor)
+    seen: list[tuple[InstanceStatus | None, InstanceStatus | None]] = []
+    gone = asyncio.Event()
+    original = actor._log_transitions
+
+    def record() -> None:
+        seen.extend((t.old, t.new) for t in actor.state.transitions)
+        if any(new is OFFLINE for _, new in seen):
+            gone.set()
+        original()
+
+    monkeypatch.setattr(actor, "_log_transitions", record)
+    await register(registry, request())
+    await asyncio.wait_for(gone.wait(), 5)
+    assert seen == [(None, ONLINE), (ONLINE, UNHEALTHY), (UNHEALTHY, OFFLINE)]
 
 
 async def test_concurrent_claims_of_one_instance_create_it_exactly_once(registry: ActorRef) -> None:
