@@ -10,10 +10,11 @@ from aiohttp import web
 
 from actors.embedded_nats import EmbeddedNats
 from actors.http_gateway import HealthProbe, HttpGateway, build_admin_app
-from actors.nats_gateway import NatsGateway
+from actors.actor import ActorDeadError
+from actors.nats_gateway import NatsGateway, PublishEvents
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
-from protocol import LeasePolicy
+from protocol import LeasePolicy, RegistryEvent
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -52,7 +53,9 @@ class Router:
             ChildSpec(
                 "registry",
                 lambda: RegistryActor(
-                    policy=config.lease_policy, mailbox_size=config.registry_mailbox_size
+                    policy=config.lease_policy,
+                    mailbox_size=config.registry_mailbox_size,
+                    publish=self._publish_events,
                 ),
             ),
             ChildSpec("nats-gateway", lambda: NatsGateway(self.registry, self.nats_url)),
@@ -61,6 +64,7 @@ class Router:
                 lambda: HttpGateway(self._admin_app, config.http_host, config.http_port),
             ),
         ]
+        self.events_dropped = 0
         self.supervisor = Supervisor(
             specs,
             max_restarts=config.max_restarts,
@@ -77,6 +81,14 @@ class Router:
         """The bound admin port (resolves port 0 once started)."""
         gateway = self.supervisor.ref("http-gateway").actor
         return gateway.port if isinstance(gateway, HttpGateway) else self.config.http_port
+
+    def _publish_events(self, events: list[RegistryEvent]) -> None:
+        try:
+            self.supervisor.ref("nats-gateway").tell(PublishEvents(events))
+        except ActorDeadError:
+            # Watchers notice the gap in revisions and re-read a snapshot.
+            self.events_dropped += len(events)
+            log.warning("events_dropped", count=len(events), reason="nats gateway not running")
 
     def _nats_connected(self) -> bool:
         gateway = self.supervisor.ref("nats-gateway").actor

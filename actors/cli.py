@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
 from actors.logs import configure_logging
@@ -125,7 +126,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("LOG_LEVEL", "info"),
         help="log level [IPC_ROUTER_LOG_LEVEL] (default: %(default)s)",
     )
+    services = commands.add_parser(
+        "services",
+        help="list registered services, or one service's instances",
+        description="Print what the router knows, from its admin API.",
+    )
+    services.add_argument("service_name", nargs="?", metavar="NAME", help="one service's instances")
+    services.add_argument(
+        "--status",
+        type=str.upper,
+        choices=["ONLINE", "UNHEALTHY", "OFFLINE"],
+        help="only instances in this status",
+    )
+    services.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    services.add_argument(
+        "--admin-url",
+        default=_env("ADMIN_URL", "http://127.0.0.1:8080"),
+        help="the router's admin API [IPC_ROUTER_ADMIN_URL] (default: %(default)s)",
+    )
     return parser
+
+
+def _services(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(
+            run_services(args.admin_url, args.service_name, args.status, args.json)
+        )
+    except AdminApiError as error:
+        print(f"ipc-router: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RouterConfig:
@@ -169,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ipc-router` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_logging(getattr(args, "log_format", "console"), getattr(args, "log_level", "warning"))
+    if args.command == "services":
+        return _services(args)
     if args.command == "serve":
         return asyncio.run(_serve(_config(args, parser)))
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it

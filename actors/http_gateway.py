@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -17,10 +19,14 @@ from actors.openapi import ADMIN_BASE, openapi_document
 from actors.registry import get_service, list_services
 from actors.supervisor import ActorRef
 from protocol import (
+    NAME_PATTERN,
+    SERVICE_NAME_MAX_LENGTH,
     ErrorCode,
+    GetServiceRequest,
     Health,
     InstanceStatus,
     LeasePolicy,
+    ListServicesRequest,
     ProtocolError,
     Status,
     encode_json,
@@ -30,6 +36,9 @@ from protocol import (
 __all__ = ["HealthProbe", "HttpGateway", "build_admin_app"]
 
 log = structlog.get_logger(component="http_gateway")
+
+T = TypeVar("T")
+_SERVICE_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,31 +115,86 @@ async def _errors_as_json(
         )
 
 
-def _status_filter(request: web.Request) -> InstanceStatus | None:
-    raw = request.query.get("status")
-    if raw is None:
-        return None
+_QUERY_KEYS = {"status", "limit", "cursor"}
+
+
+def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
+    """Build a query Struct from URL parameters (`status`, `limit`, `cursor`,
+    `meta.<key>`), validated like the same request over NATS."""
+    fields: dict[str, Any] = dict(fixed)
+    metadata: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key.startswith("meta.") and len(key) > 5:
+            metadata[key[5:]] = value
+        elif key == "status":
+            fields["status"] = None if value.lower() == "any" else value.upper()
+        elif key in _QUERY_KEYS:
+            fields[key] = value
+        else:
+            raise ProtocolError(
+                Status.BAD_REQUEST,
+                ErrorCode.INVALID_FIELD,
+                f"Unknown query parameter {key[:64]!r}; use status, limit, cursor or meta.<key>.",
+                {"field": f"query.{key[:64]}"},
+            )
+    if metadata:
+        if target is not GetServiceRequest:
+            raise ProtocolError(
+                Status.BAD_REQUEST,
+                ErrorCode.INVALID_FIELD,
+                "meta.<key> filters apply to one service's instances only.",
+                {"field": "query.meta"},
+            )
+        fields["metadata"] = metadata
     try:
-        return InstanceStatus(raw.upper())
-    except ValueError:
+        return msgspec.convert(fields, target, strict=False)
+    except msgspec.ValidationError as error:
+        reason = str(error)
+        field = reason.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in reason else "query"
+        field = field.split(".", 1)[0].split("[", 1)[0]
         allowed = ", ".join(s.value for s in InstanceStatus)
+        hint = f" Allowed status values: {allowed}, any." if field == "status" else ""
         raise ProtocolError(
             Status.BAD_REQUEST,
             ErrorCode.INVALID_FIELD,
-            f"Query parameter status={raw[:64]!r} is not one of {allowed}.",
-            {"field": "query.status"},
+            f"Invalid query parameter {field}: {reason}.{hint}",
+            {"field": f"query.{field}"},
         ) from None
 
 
+def _as_query_error(error: ProtocolError) -> ProtocolError:
+    """A 400 about request field `$.x` is, over HTTP, about query parameter `x`."""
+    field = error.details.get("field")
+    if error.status == Status.BAD_REQUEST and isinstance(field, str) and field.startswith("$."):
+        details = {**error.details, "field": "query." + field[2:]}
+        return ProtocolError(error.status, error.code, error.message.replace(field, details["field"]), details)
+    return error
+
+
 async def _list_services(request: web.Request) -> web.Response:
-    status = _status_filter(request)
-    return _json_response(await list_services(request.app[REGISTRY], status))
+    query = _query(request, ListServicesRequest)
+    try:
+        return _json_response(await list_services(request.app[REGISTRY], query))
+    except ProtocolError as error:
+        raise _as_query_error(error) from None
 
 
 async def _get_service(request: web.Request) -> web.Response:
     name = request.match_info["service_name"]
-    status = _status_filter(request)
-    return _json_response(await get_service(request.app[REGISTRY], name, status))
+    if len(name) > SERVICE_NAME_MAX_LENGTH or not _SERVICE_NAME.match(name):
+        # Not a name anything could have registered under: the same 404 as unknown.
+        raise ProtocolError(
+            Status.NOT_FOUND,
+            ErrorCode.SERVICE_NOT_FOUND,
+            f"No service named {name[:80]!r} is registered (service names are 1-64 "
+            "characters from A-Z, a-z, 0-9, '_' and '-').",
+            {"service_name": name[:80]},
+        )
+    query = _query(request, GetServiceRequest, service_name=name, status=None)
+    try:
+        return _json_response(await get_service(request.app[REGISTRY], query))
+    except ProtocolError as error:
+        raise _as_query_error(error) from None
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -21,23 +21,31 @@ from nats.aio.msg import Msg
 
 from actors.actor import Actor, ActorDeadError, MailboxFullError
 from actors.errors import StartupError
-from actors.registry import Deregister, Heartbeat, Register
+from actors.registry import Deregister, GetService, Heartbeat, ListServices, Register
 from actors.supervisor import ActorRef
 from protocol import (
     DEREGISTER_SUBJECT,
+    GET_SUBJECT,
     HEARTBEAT_SUBJECT,
+    LIST_SUBJECT,
     REGISTER_SUBJECT,
     ROUTER_QUEUE_GROUP,
     ErrorCode,
+    GetServiceReply,
+    ListServicesReply,
     ProtocolError,
+    RegistryEvent,
     Status,
+    decode_get_request,
     decode_lease_request,
+    decode_list_request,
     decode_register_request,
     encode_msgpack,
     error_reply,
+    events_subject,
 )
 
-__all__ = ["NatsGateway"]
+__all__ = ["NatsGateway", "PublishEvents"]
 
 log = structlog.get_logger(component="nats_gateway")
 
@@ -49,33 +57,60 @@ class _Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishEvents:
+    """Publish registry change events, in order (sent by the registry)."""
+
+    events: list[RegistryEvent]
+
+
+@dataclass(frozen=True, slots=True)
 class _Route:
-    """How one request subject becomes a registry message."""
+    """How one request subject becomes a registry message, and its result a reply."""
 
     subject: str
     action: str
     decode: Callable[[bytes], Any]
     message: Callable[[Any], Any]
+    wrap: Callable[[Any], Any] | None = None
+    """Turns the registry's result into the reply Struct (None: it already is one)."""
+    log_invalid: bool = True
 
 
 _ROUTES = (
     _Route(REGISTER_SUBJECT, "registration", decode_register_request, Register),
     _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, Heartbeat),
     _Route(DEREGISTER_SUBJECT, "deregistration", decode_lease_request, Deregister),
+    _Route(
+        LIST_SUBJECT,
+        "list",
+        decode_list_request,
+        ListServices,
+        lambda result: ListServicesReply(status=Status.OK, result=result),
+    ),
+    _Route(
+        GET_SUBJECT,
+        "get",
+        decode_get_request,
+        lambda request: GetService(request, missing_ok=True),
+        lambda result: GetServiceReply(status=Status.OK, result=result),
+    ),
 )
 
 
 class _ReplyVia:
     """Reply target handed to the registry: sends the outcome back to the gateway."""
 
-    __slots__ = ("gateway", "reply_to")
+    __slots__ = ("gateway", "reply_to", "wrap")
 
-    def __init__(self, gateway: NatsGateway, reply_to: str) -> None:
+    def __init__(
+        self, gateway: NatsGateway, reply_to: str, wrap: Callable[[Any], Any] | None
+    ) -> None:
         self.gateway = gateway
         self.reply_to = reply_to
+        self.wrap = wrap
 
     def resolve(self, value: Any) -> None:
-        self.gateway.send_reply(self.reply_to, value)
+        self.gateway.send_reply(self.reply_to, value if self.wrap is None else self.wrap(value))
 
     def reject(self, error: BaseException) -> None:
         self.gateway.send_reply(self.reply_to, error)
@@ -109,6 +144,7 @@ class NatsGateway(Actor):
         self._stopping = False
         self.dropped_without_reply = 0
         """Requests that arrived without a reply subject (nothing to answer)."""
+        self.events_published = 0
 
     @property
     def connected(self) -> bool:
@@ -154,9 +190,15 @@ class NatsGateway(Actor):
                 await self._nc.close()
 
     async def handle(self, message: Any) -> None:
-        if type(message) is not _Outgoing:
-            raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
-        await self._publish(message.reply_to, self._reply_body(message.outcome))
+        kind = type(message)
+        if kind is _Outgoing:
+            await self._publish(message.reply_to, self._reply_body(message.outcome))
+        elif kind is PublishEvents:
+            for event in message.events:
+                await self._publish(events_subject(event.instance.service_name), encode_msgpack(event))
+            self.events_published += len(message.events)
+        else:
+            raise TypeError(f"nats gateway cannot handle {kind.__name__}")
 
     def send_reply(self, reply_to: str, outcome: Any) -> None:
         """Queue the outcome of a request for publishing (called by the registry)."""
@@ -220,7 +262,7 @@ class NatsGateway(Actor):
             await self._publish(reply_to, encode_msgpack(error_reply(error)))
             return
         try:
-            self._registry.tell(route.message(request), _ReplyVia(self, reply_to))
+            self._registry.tell(route.message(request), _ReplyVia(self, reply_to, route.wrap))
         except MailboxFullError:
             await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
         except ActorDeadError:

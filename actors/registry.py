@@ -15,8 +15,10 @@ scan, and a heartbeat only moves a number.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,18 +32,24 @@ from actors.actor import Actor, MailboxFullError
 from actors.supervisor import ActorRef
 from protocol import (
     ErrorCode,
+    EventType,
+    GetServiceRequest,
     Instance,
     InstanceStatus,
     LeasePolicy,
     LeaseReply,
     LeaseRequest,
+    ListServicesRequest,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
+    RegistryEvent,
     ServiceDetail,
     ServiceList,
     ServiceSummary,
     Status,
+    decode_cursor,
+    encode_cursor,
 )
 
 __all__ = [
@@ -91,17 +99,18 @@ class Deregister:
 
 @dataclass(frozen=True, slots=True)
 class ListServices:
-    """Every service with its instance counts -> `ServiceList`."""
+    """A page of services with instance counts -> `ServiceList`."""
 
-    status: InstanceStatus | None = None
+    request: ListServicesRequest
 
 
 @dataclass(frozen=True, slots=True)
 class GetService:
-    """One service with its instances -> `ServiceDetail`."""
+    """A page of one service's instances -> `ServiceDetail`. `missing_ok`: an unknown
+    service is an empty page instead of a 404."""
 
-    service_name: str
-    status: InstanceStatus | None = None
+    request: GetServiceRequest
+    missing_ok: bool = False
 
 
 class _Expire:
@@ -113,13 +122,20 @@ _EXPIRE = _Expire()
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A change of an instance's status, with the reason, for logs (and events)."""
+    """A change to an instance: the event to publish, plus the reason for the log."""
 
-    service_name: str
-    instance_id: str
+    event: RegistryEvent
     old: InstanceStatus | None
     new: InstanceStatus | None
     reason: str
+
+    @property
+    def service_name(self) -> str:
+        return self.event.instance.service_name
+
+    @property
+    def instance_id(self) -> str:
+        return self.event.instance.instance_id
 
 
 # -- state ----------------------------------------------------------------------
@@ -175,10 +191,16 @@ class RegistryState:
         self._clock = clock
         self._wall = wall_clock
         self._services: dict[str, dict[str, _Record]] = {}
+        self._sorted_names: list[str] | None = None
         self._deadlines: list[tuple[float, int, int, _Record]] = []
         self._sequence = itertools.count()
+        self._started = clock()
+        self.epoch = secrets.token_hex(8)
+        """Random id of this registry incarnation: state and revisions start afresh."""
+        self.revision = 0
+        self._service_revisions: dict[str, int] = {}
         self.transitions: list[Transition] = []
-        """Status changes since the owner last cleared this list."""
+        """Changes since the owner last cleared this list."""
 
     # -- mutations ---------------------------------------------------------------
 
@@ -192,7 +214,10 @@ class RegistryState:
         without a session, since that cannot prove ownership.
         """
         now, wall = self._clock(), self._wall()
-        instances = self._services.setdefault(request.service_name, {})
+        instances = self._services.get(request.service_name)
+        if instances is None:
+            instances = self._services[request.service_name] = {}
+            self._sorted_names = None
         record = instances.get(request.instance_id)
         if record is None or record.status is OFFLINE:
             if record is not None:
@@ -200,7 +225,7 @@ class RegistryState:
             record = _Record(request, now, wall, now + self.policy.lease_ttl)
             instances[request.instance_id] = record
             self._push(record)
-            self._note(record, None, ONLINE, "registered")
+            self._note(record, None, EventType.REGISTERED, "registered")
             return self._register_reply(Status.CREATED, record)
         if request.session_id is None or record.session_id != request.session_id:
             raise ProtocolError(
@@ -213,6 +238,7 @@ class RegistryState:
             )
         if record.metadata != request.metadata:
             record.metadata = request.metadata
+            self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
         self._renew(record, now, wall, "registered again")
         return self._register_reply(Status.OK, record)
 
@@ -240,7 +266,7 @@ class RegistryState:
             if error.status == Status.NOT_FOUND:
                 return LeaseReply(status=Status.OK, instance_status=OFFLINE)
             raise
-        self._go_offline(record, self._clock(), "deregistered")
+        self._go_offline(record, self._clock(), EventType.DEREGISTERED, "deregistered")
         return LeaseReply(status=Status.OK, instance_status=OFFLINE)
 
     def expire(self) -> None:
@@ -262,38 +288,90 @@ class RegistryState:
 
     # -- queries -----------------------------------------------------------------
 
-    def list_services(self, status: InstanceStatus | None = None) -> ServiceList:
-        """Services sorted by name, with instance counts per status. With `status`,
-        only services that have instances in that status, counted by it."""
-        services = []
-        for name, instances in sorted(self._services.items()):
+    def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
+        """A page of services sorted by name, with instance counts per status. With a
+        `status`, only services that have instances in that status, counted by it."""
+        request = request or ListServicesRequest()
+        status = request.status
+        names = self._names()
+        start = 0
+        if request.cursor is not None:
+            start = bisect.bisect_right(names, decode_cursor(request.cursor))
+        page: list[ServiceSummary] = []
+        next_cursor = None
+        for index in range(start, len(names)):
+            name = names[index]
+            instances = self._services[name]
             counts = Counter(record.status for record in instances.values())
             count = counts[status] if status is not None else len(instances)
-            if count:
-                services.append(
-                    ServiceSummary(service_name=name, instance_count=count, status_counts=dict(counts))
-                )
-        return ServiceList(services=services, total=len(services))
+            if not count:
+                continue
+            if len(page) == request.limit:
+                next_cursor = encode_cursor(page[-1].service_name)
+                break
+            page.append(
+                ServiceSummary(service_name=name, instance_count=count, status_counts=dict(counts))
+            )
+        if status is None:
+            total = len(names)
+        else:
+            total = sum(
+                any(r.status is status for r in self._services[name].values()) for name in names
+            )
+        return ServiceList(
+            services=page,
+            total=total,
+            next_cursor=next_cursor,
+            epoch=self.epoch,
+            revision=self.revision,
+        )
 
-    def get_service(self, service_name: str, status: InstanceStatus | None = None) -> ServiceDetail:
-        """One service's instances sorted by id, optionally only those in `status`.
+    def get_service(self, request: GetServiceRequest, *, missing_ok: bool = False) -> ServiceDetail:
+        """A page of one service's instances sorted by id, filtered by status and
+        metadata.
 
         Raises:
-            ProtocolError: 404 when the registry holds no instance of that service.
+            ProtocolError: 404 when the registry holds no instance of that service
+                (unless `missing_ok`: then an empty page).
         """
-        instances = self._services.get(service_name)
+        name = request.service_name
+        instances = self._services.get(name)
         if not instances:
-            raise ProtocolError(
-                Status.NOT_FOUND,
-                ErrorCode.SERVICE_NOT_FOUND,
-                f"No service named {service_name!r} is registered. "
-                "List the registered services at /api/v1/admin/services.",
-                {"service_name": service_name},
-            )
-        records: Iterable[_Record] = (instances[key] for key in sorted(instances))
-        if status is not None:
-            records = (record for record in records if record.status is status)
-        return ServiceDetail(service_name=service_name, instances=[self._view(r) for r in records])
+            if not missing_ok:
+                raise ProtocolError(
+                    Status.NOT_FOUND,
+                    ErrorCode.SERVICE_NOT_FOUND,
+                    f"No service named {name!r} is registered. "
+                    "List the registered services at /api/v1/admin/services.",
+                    {"service_name": name},
+                )
+            instances = {}
+        ids = sorted(instances)
+        start = 0
+        if request.cursor is not None:
+            start = bisect.bisect_right(ids, decode_cursor(request.cursor))
+        page: list[Instance] = []
+        next_cursor = None
+        for index in range(start, len(ids)):
+            record = instances[ids[index]]
+            if request.status is not None and record.status is not request.status:
+                continue
+            if request.metadata and not _metadata_matches(record.metadata, request.metadata):
+                continue
+            if len(page) == request.limit:
+                next_cursor = encode_cursor(page[-1].instance_id)
+                break
+            page.append(self._view(record))
+        return ServiceDetail(
+            service_name=name,
+            instances=page,
+            next_cursor=next_cursor,
+            epoch=self.epoch,
+            revision=self.revision,
+            service_revision=self._service_revisions.get(name, 0),
+            router_uptime=round(self._clock() - self._started, 3),
+            lease_ttl=self.policy.lease_ttl,
+        )
 
     # -- internals ---------------------------------------------------------------
 
@@ -326,7 +404,7 @@ class RegistryState:
             record.status = ONLINE
             record.generation += 1
             self._push(record)
-            self._note(record, UNHEALTHY, ONLINE, f"{reason}: back online")
+            self._note(record, UNHEALTHY, EventType.ONLINE, f"{reason}: back online")
 
     def _advance(self, record: _Record, now: float) -> None:
         policy = self.policy
@@ -334,26 +412,37 @@ class RegistryState:
             record.status = UNHEALTHY
             record.deadline = record.renewed + policy.lease_ttl + policy.offline_after
             self._push(record)
-            self._note(record, ONLINE, UNHEALTHY, f"no heartbeat for {policy.lease_ttl:g} s")
+            self._note(
+                record, ONLINE, EventType.UNHEALTHY, f"no heartbeat for {policy.lease_ttl:g} s"
+            )
         elif record.status is UNHEALTHY:
             silent = policy.lease_ttl + policy.offline_after
             # From when it was due, so a late tick does not extend the retention.
-            self._go_offline(record, record.deadline, f"no heartbeat for {silent:g} s")
+            self._go_offline(
+                record, record.deadline, EventType.EXPIRED, f"no heartbeat for {silent:g} s"
+            )
         else:
+            record.generation = -1
+            self._note(record, OFFLINE, EventType.REMOVED, "offline retention ended")
             instances = self._services[record.service_name]
             del instances[record.instance_id]
             if not instances:
                 del self._services[record.service_name]
-            record.generation = -1
-            self._note(record, OFFLINE, None, "offline retention ended")
+                del self._service_revisions[record.service_name]
+                self._sorted_names = None
 
-    def _go_offline(self, record: _Record, since: float, reason: str) -> None:
+    def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
         old = record.status
         record.status = OFFLINE
         record.deadline = since + self.policy.offline_retention
         record.generation += 1
         self._push(record)
-        self._note(record, old, OFFLINE, reason)
+        self._note(record, old, kind, reason)
+
+    def _names(self) -> list[str]:
+        if self._sorted_names is None:
+            self._sorted_names = sorted(self._services)
+        return self._sorted_names
 
     def _push(self, record: _Record) -> None:
         heapq.heappush(
@@ -361,11 +450,20 @@ class RegistryState:
         )
 
     def _note(
-        self, record: _Record, old: InstanceStatus | None, new: InstanceStatus | None, reason: str
+        self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
     ) -> None:
-        self.transitions.append(
-            Transition(record.service_name, record.instance_id, old, new, reason)
+        self.revision += 1
+        name = record.service_name
+        event = RegistryEvent(
+            epoch=self.epoch,
+            revision=self.revision,
+            previous_revision=self._service_revisions.get(name, 0),
+            type=kind,
+            instance=self._view(record),
         )
+        self._service_revisions[name] = self.revision
+        new = None if kind is EventType.REMOVED else record.status
+        self.transitions.append(Transition(event, old, new, reason))
 
     def _lease_expiry(self, record: _Record) -> datetime | None:
         if record.status is OFFLINE:
@@ -392,6 +490,30 @@ class RegistryState:
         )
 
 
+def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Equal values of the same JSON type; a string also matches a number, bool or nil
+    whose JSON text it is (`?meta.replicas=3` finds `{"replicas": 3}`)."""
+    for key, value in wanted.items():
+        if key not in metadata:
+            return False
+        actual = metadata[key]
+        if type(actual) is type(value) and actual == value:
+            continue
+        if isinstance(value, str) and not isinstance(actual, (str, dict, list)):
+            if _json_text(actual) == value:
+                continue
+        return False
+    return True
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 # -- actor ----------------------------------------------------------------------
 
 _TIMER_SLACK = 0.05
@@ -404,9 +526,18 @@ class RegistryActor(Actor):
 
     caller_errors = (ProtocolError,)
 
-    def __init__(self, *, policy: LeasePolicy | None = None, mailbox_size: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        policy: LeasePolicy | None = None,
+        mailbox_size: int = 0,
+        publish: Callable[[list[RegistryEvent]], None] | None = None,
+    ) -> None:
+        """`publish` receives the events of each handled message, in revision order
+        (the NATS gateway publishes them); it must not block."""
         super().__init__("registry", mailbox_size=mailbox_size)
         self.state = RegistryState(policy)
+        self._publish = publish
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
@@ -428,9 +559,9 @@ class RegistryActor(Actor):
             if kind is Deregister:
                 return self.state.deregister(message.request)
             if kind is GetService:
-                return self.state.get_service(message.service_name, message.status)
+                return self.state.get_service(message.request, missing_ok=message.missing_ok)
             if kind is ListServices:
-                return self.state.list_services(message.status)
+                return self.state.list_services(message.request)
             raise TypeError(f"registry cannot handle {kind.__name__}")
         finally:
             if self.state.transitions:
@@ -466,18 +597,23 @@ class RegistryActor(Actor):
         return reply
 
     def _log_transitions(self) -> None:
-        for change in self.state.transitions:
+        transitions = self.state.transitions
+        for change in transitions:
             if change.old is None:
                 continue  # a new instance: already logged as "registration"
             log.info(
-                "instance_status_changed",
+                "instance_status_changed" if change.old is not change.new else "instance_changed",
                 service_name=change.service_name,
                 instance_id=change.instance_id,
+                change=change.event.type,
                 old=change.old,
                 new=change.new,
                 reason=change.reason,
+                revision=change.event.revision,
             )
-        self.state.transitions.clear()
+        if self._publish is not None:
+            self._publish([change.event for change in transitions])
+        transitions.clear()
 
     def _arm_timer(self) -> None:
         deadline = self.state.next_deadline()
@@ -524,16 +660,23 @@ async def deregister(ref: ActorRef, request: LeaseRequest, timeout: float = 5.0)
 
 
 async def list_services(
-    ref: ActorRef, status: InstanceStatus | None = None, timeout: float = 5.0
+    ref: ActorRef, request: ListServicesRequest | None = None, timeout: float = 5.0
 ) -> ServiceList:
-    """All services with their instance counts."""
-    services: ServiceList = await ref.ask(ListServices(status), timeout)
+    """A page of services with their instance counts."""
+    services: ServiceList = await ref.ask(ListServices(request or ListServicesRequest()), timeout)
     return services
 
 
 async def get_service(
-    ref: ActorRef, service_name: str, status: InstanceStatus | None = None, timeout: float = 5.0
+    ref: ActorRef,
+    request: GetServiceRequest | str,
+    *,
+    missing_ok: bool = False,
+    timeout: float = 5.0,
 ) -> ServiceDetail:
-    """One service's instances (raises `ProtocolError` 404 when unknown)."""
-    detail: ServiceDetail = await ref.ask(GetService(service_name, status), timeout)
+    """A page of one service's instances (raises `ProtocolError` 404 when unknown,
+    unless `missing_ok`). A bare name asks for every instance in any status."""
+    if isinstance(request, str):
+        request = GetServiceRequest(service_name=request, status=None, limit=1000)
+    detail: ServiceDetail = await ref.ask(GetService(request, missing_ok), timeout)
     return detail

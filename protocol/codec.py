@@ -7,6 +7,7 @@ offending field path in `details.field`.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from datetime import date, datetime
@@ -24,10 +25,15 @@ from protocol.models import (
     SESSION_ID_MIN_LENGTH,
     ErrorInfo,
     ErrorReply,
+    GetServiceReply,
+    GetServiceRequest,
     LeaseReply,
     LeaseRequest,
+    ListServicesReply,
+    ListServicesRequest,
     RegisterReply,
     RegisterRequest,
+    RegistryEvent,
 )
 
 T = TypeVar("T")
@@ -60,8 +66,13 @@ msgpack_encoder = msgspec.msgpack.Encoder()
 json_encoder = msgspec.json.Encoder()
 _register_request_decoder = msgspec.msgpack.Decoder(RegisterRequest, ext_hook=_reject_extension)
 _lease_request_decoder = msgspec.msgpack.Decoder(LeaseRequest, ext_hook=_reject_extension)
+_list_request_decoder = msgspec.msgpack.Decoder(ListServicesRequest, ext_hook=_reject_extension)
+_get_request_decoder = msgspec.msgpack.Decoder(GetServiceRequest, ext_hook=_reject_extension)
 _register_reply_decoder = msgspec.msgpack.Decoder(RegisterReply)
 _lease_reply_decoder = msgspec.msgpack.Decoder(LeaseReply)
+_list_reply_decoder = msgspec.msgpack.Decoder(ListServicesReply)
+_get_reply_decoder = msgspec.msgpack.Decoder(GetServiceReply)
+_event_decoder = msgspec.msgpack.Decoder(RegistryEvent)
 
 
 def _field_path(message: str) -> str:
@@ -115,6 +126,44 @@ def decode_register_request(data: bytes) -> RegisterRequest:
 def decode_lease_request(data: bytes) -> LeaseRequest:
     """Decode and validate a heartbeat or deregistration request (400 as above)."""
     return _decode_request(_lease_request_decoder, data)
+
+
+def decode_list_request(data: bytes) -> ListServicesRequest:
+    """Decode and validate an `ipc.service.list` request (400 as above)."""
+    return _decode_request(_list_request_decoder, data)
+
+
+def decode_get_request(data: bytes) -> GetServiceRequest:
+    """Decode and validate an `ipc.service.get` request (400 as above)."""
+    return _decode_request(_get_request_decoder, data)
+
+
+_CURSOR_PREFIX = b"c1:"
+
+
+def encode_cursor(last_key: str) -> str:
+    """An opaque cursor that resumes a listing after `last_key`."""
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + last_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str = "$.cursor") -> str:
+    """The key a cursor resumes after.
+
+    Raises:
+        ProtocolError: 400 `invalid_field` when the cursor was not made by this router.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if raw.startswith(_CURSOR_PREFIX):
+            return raw[len(_CURSOR_PREFIX) :].decode()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise _invalid(
+        ErrorCode.INVALID_FIELD,
+        f"Invalid field {field}: not a cursor from this API. Pass the next_cursor of the "
+        "previous page unchanged, or omit it for the first page.",
+        field,
+    )
 
 
 def _top_field(path: str) -> str:
@@ -236,3 +285,18 @@ def decode_register_reply(data: bytes) -> RegisterReply:
 def decode_lease_reply(data: bytes) -> LeaseReply:
     """Decode a heartbeat or deregistration reply (500 as above when unreadable)."""
     return _decode_reply(_lease_reply_decoder, data)
+
+
+def decode_list_reply(data: bytes) -> ListServicesReply:
+    """Decode an `ipc.service.list` reply (500 when unreadable)."""
+    return _decode_reply(_list_reply_decoder, data)
+
+
+def decode_get_reply(data: bytes) -> GetServiceReply:
+    """Decode an `ipc.service.get` reply (500 when unreadable)."""
+    return _decode_reply(_get_reply_decoder, data)
+
+
+def decode_event(data: bytes) -> RegistryEvent:
+    """Decode a change event (500 when unreadable)."""
+    return _decode_reply(_event_decoder, data)

@@ -159,25 +159,118 @@ class ErrorReply(Base):
 
 
 class ServiceSummary(Base):
-    """One line of the service list in the admin API."""
+    """One line of the service list."""
 
     service_name: ServiceName
     instance_count: int
+    """Instances in the requested status (all instances when no status was asked)."""
     status_counts: dict[InstanceStatus, int]
 
 
-class ServiceList(Base):
-    """`GET /api/v1/admin/services`."""
+class ServiceList(Base, omit_defaults=False):
+    """A page of the service list (`ipc.service.list`, `GET /api/v1/admin/services`)."""
 
     services: list[ServiceSummary]
     total: int
+    """Services matching the filter, over all pages."""
+    next_cursor: str | None = None
+    """Pass as `cursor` to get the next page; absent on the last page."""
+    epoch: str = ""
+    """Random id of the router incarnation; changes when the router restarts."""
+    revision: int = 0
+    """Registry-wide revision this reply reflects."""
 
 
-class ServiceDetail(Base):
-    """`GET /api/v1/admin/services/{service_name}`."""
+class ServiceDetail(Base, omit_defaults=False):
+    """A page of one service's instances (`ipc.service.get`,
+    `GET /api/v1/admin/services/{service_name}`)."""
 
     service_name: ServiceName
     instances: list[Instance]
+    next_cursor: str | None = None
+    epoch: str = ""
+    revision: int = 0
+    service_revision: int = 0
+    """Revision of this service's last change: the `previous_revision` its next event
+    will carry. A cache compares the two to notice a missed event."""
+    router_uptime: float = 0.0
+    """Seconds since this router incarnation started."""
+    lease_ttl: float = 0.0
+    """The router's lease TTL: instances alive before a restart are back within it."""
+
+
+QueryLimit = Annotated[int, Meta(ge=1, le=1000, description="Page size, 1-1000.")]
+Cursor = Annotated[str, Meta(max_length=256, description="Opaque cursor from a previous page.")]
+MetadataValue = str | int | float | bool | None
+MetadataFilter = Annotated[
+    dict[str, MetadataValue],
+    Meta(description="Only instances whose metadata has each of these keys with this value."),
+]
+
+
+class ListServicesRequest(Base):
+    """Sent on `ipc.service.list`."""
+
+    status: InstanceStatus | None = None
+    """Only services with instances in this status; absent or nil: all services."""
+    limit: QueryLimit = 100
+    cursor: Cursor | None = None
+
+
+class GetServiceRequest(Base):
+    """Sent on `ipc.service.get`."""
+
+    service_name: ServiceName
+    status: InstanceStatus | None = InstanceStatus.ONLINE
+    """Only instances in this status: ONLINE when absent, every status when nil."""
+    metadata: MetadataFilter = {}
+    limit: QueryLimit = 100
+    cursor: Cursor | None = None
+
+
+class ListServicesReply(Base):
+    """Reply on `ipc.service.list`: `result` on 200, `error` otherwise."""
+
+    status: int
+    result: ServiceList | None = None
+    error: ErrorInfo | None = None
+
+
+class GetServiceReply(Base):
+    """Reply on `ipc.service.get`: `result` on 200 (an unknown service is an empty
+    list, so that a watcher can start before the first instance), `error` otherwise."""
+
+    status: int
+    result: ServiceDetail | None = None
+    error: ErrorInfo | None = None
+
+
+class EventType(StrEnum):
+    """What happened to an instance."""
+
+    REGISTERED = "registered"
+    METADATA_UPDATED = "metadata_updated"
+    UNHEALTHY = "unhealthy"
+    ONLINE = "online"
+    """Back ONLINE after being UNHEALTHY."""
+    DEREGISTERED = "deregistered"
+    EXPIRED = "expired"
+    """OFFLINE because its lease ran out."""
+    REMOVED = "removed"
+    """An OFFLINE instance forgotten after the retention period."""
+
+
+class RegistryEvent(Base, omit_defaults=False):
+    """Published once per change on `ipc.registry.events.<service_name>`."""
+
+    epoch: str
+    revision: int
+    """Registry-wide, +1 with every change (of any service) within one epoch."""
+    previous_revision: int
+    """Revision of the previous change to the same service (0: none this epoch)."""
+    type: EventType
+    instance: Instance
+    """The instance after the change."""
 
 
 class LeasePolicy(Base, omit_defaults=False):

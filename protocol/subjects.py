@@ -14,3 +14,17 @@ ROUTER_QUEUE_GROUP = "ipc-router"
 """Queue group of the routers' request subscriptions: each request reaches one
 router. Routers do not share registry state (yet), so run one router per NATS
 system; a second one subscribed in the group would split the registry in two."""
+LIST_SUBJECT = f"{SUBJECT_PREFIX}.list"
+"""Request/reply: all services with counts per status, paginated."""
+GET_SUBJECT = f"{SUBJECT_PREFIX}.get"
+"""Request/reply: one service's instances, filtered and paginated."""
+
+EVENTS_PREFIX = "ipc.registry.events"
+EVENTS_WILDCARD = f"{EVENTS_PREFIX}.*"
+"""Subscribe here to see every service's changes."""
+
+
+def events_subject(service_name: str) -> str:
+    """Subject on which changes to `service_name` are published (one token: service
+    names are restricted to subject-safe characters)."""
+    return f"{EVENTS_PREFIX}.{service_name}"

@@ -1,6 +1,7 @@
 """ipc-router client SDK: register service instances with the router over NATS."""
 
-from protocol import Instance, InstanceStatus
+from protocol import EventType, Instance, InstanceStatus, RegistryEvent, ServiceSummary
+from sdk.cache import ServiceCache
 from sdk.client import Registration, ServiceClient
 from sdk.errors import (
     ConflictError,
@@ -15,13 +16,17 @@ from sdk.retry import Backoff
 __all__ = [
     "Backoff",
     "ConflictError",
+    "EventType",
     "Instance",
     "InstanceStatus",
     "InvalidRequestError",
     "Registration",
     "RegistryError",
+    "RegistryEvent",
     "RouterError",
     "RouterTimeoutError",
     "RouterUnavailableError",
+    "ServiceCache",
     "ServiceClient",
+    "ServiceSummary",
 ]

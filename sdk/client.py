@@ -10,31 +10,44 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from protocol import (
     DEREGISTER_SUBJECT,
+    GET_SUBJECT,
     HEARTBEAT_SUBJECT,
+    LIST_SUBJECT,
     REGISTER_SUBJECT,
     ErrorCode,
     ErrorInfo,
+    GetServiceRequest,
+    Instance,
     InstanceStatus,
     LeaseRequest,
+    ListServicesRequest,
+    RegistryEvent,
+    ServiceDetail,
+    ServiceSummary,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
     Status,
+    decode_event,
+    decode_get_reply,
     decode_lease_reply,
+    decode_list_reply,
     decode_register_reply,
     decode_register_request,
     encode_msgpack,
+    events_subject,
 )
 from sdk.errors import (
     InvalidRequestError,
@@ -45,6 +58,9 @@ from sdk.errors import (
     error_from_reply,
 )
 from sdk.retry import Backoff
+
+if TYPE_CHECKING:
+    from sdk.cache import ServiceCache
 
 __all__ = ["Registration", "ServiceClient"]
 
@@ -286,6 +302,129 @@ class ServiceClient:
         reply = await self._request(DEREGISTER_SUBJECT, payload, decode_lease_reply)
         if reply.status != Status.OK:
             raise error_from_reply(reply.status, reply.error)
+
+    # -- discovery ---------------------------------------------------------------
+
+    async def get_instances(
+        self,
+        service_name: str,
+        status: InstanceStatus | None = InstanceStatus.ONLINE,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[Instance]:
+        """Every instance of `service_name` in `status` (None: any status) whose
+        metadata has each key/value of `metadata`, sorted by instance id. An unknown
+        service has no instances."""
+        instances: list[Instance] = []
+        async for page in self._service_pages(service_name, status, metadata):
+            instances.extend(page.instances)
+        return instances
+
+    async def get_service(
+        self,
+        service_name: str,
+        status: InstanceStatus | None = InstanceStatus.ONLINE,
+        metadata: dict[str, Any] | None = None,
+    ) -> ServiceDetail:
+        """Like `get_instances`, with the revision stamps of the snapshot (`epoch`,
+        `revision`, `service_revision`) that a cache needs. If the service changes
+        while the pages are read, it reads them again so the result is consistent."""
+        while True:
+            pages = [page async for page in self._service_pages(service_name, status, metadata)]
+            first, last = pages[0], pages[-1]
+            if (first.epoch, first.service_revision) == (last.epoch, last.service_revision):
+                instances = [i for page in pages for i in page.instances]
+                return msgspec.structs.replace(last, instances=instances, next_cursor=None)
+
+    async def _service_pages(
+        self,
+        service_name: str,
+        status: InstanceStatus | None,
+        metadata: dict[str, Any] | None,
+        limit: int = 1000,
+    ) -> AsyncIterator[ServiceDetail]:
+        cursor: str | None = None
+        while True:
+            request = GetServiceRequest(
+                service_name=service_name,
+                status=status,
+                metadata=metadata or {},
+                limit=limit,
+                cursor=cursor,
+            )
+            # status None is sent as nil ("any status"), not omitted: its default is ONLINE.
+            reply = await self._request(GET_SUBJECT, encode_msgpack(request), decode_get_reply)
+            if reply.status != Status.OK or reply.result is None:
+                raise error_from_reply(reply.status, reply.error)
+            yield reply.result
+            cursor = reply.result.next_cursor
+            if cursor is None:
+                return
+
+    async def _service_stamp(self, service_name: str) -> ServiceDetail:
+        """The first page of one instance: the cheapest way to read the revision stamps."""
+        async for page in self._service_pages(service_name, InstanceStatus.ONLINE, None, limit=1):
+            return page
+        raise AssertionError("unreachable: _service_pages yields at least one page")
+
+    async def list_services(self, status: InstanceStatus | None = None) -> list[ServiceSummary]:
+        """Every service (with instances in `status`, if given) and its counts."""
+        services: list[ServiceSummary] = []
+        cursor: str | None = None
+        while True:
+            payload = encode_msgpack(ListServicesRequest(status=status, limit=1000, cursor=cursor))
+            reply = await self._request(LIST_SUBJECT, payload, decode_list_reply)
+            if reply.status != Status.OK or reply.result is None:
+                raise error_from_reply(reply.status, reply.error)
+            services.extend(reply.result.services)
+            cursor = reply.result.next_cursor
+            if cursor is None:
+                return services
+
+    async def watch(self, service_name: str) -> AsyncIterator[RegistryEvent]:
+        """Every change to `service_name` from now on, as the router publishes it.
+
+        A bare stream: events missed while disconnected are not replayed (compare
+        `previous_revision` with the last `revision` seen). `discover()` builds a
+        gap-free view on top of it."""
+        if self._nc is None:
+            await self.connect()
+        assert self._nc is not None
+        subscription = await self._nc.subscribe(events_subject(service_name))
+        try:
+            async for msg in subscription.messages:
+                try:
+                    yield decode_event(msg.data)
+                except ProtocolError:
+                    log.warning("unreadable event on %s ignored", msg.subject)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def discover(self, service_name: str, **options: Any) -> ServiceCache:
+        """A started `ServiceCache` of the ONLINE instances of `service_name`: close
+        it (or use `async with`) when done. `options` go to `ServiceCache`."""
+        from sdk.cache import ServiceCache
+
+        cache = ServiceCache(self, service_name, **options)
+        await cache.start()
+        return cache
+
+    async def _subscribe_events(
+        self, service_name: str, callback: Callable[[RegistryEvent], None]
+    ) -> Any:
+        if self._nc is None:
+            await self.connect()
+        assert self._nc is not None
+
+        async def on_event(msg: Any) -> None:
+            try:
+                callback(decode_event(msg.data))
+            except ProtocolError:
+                log.warning("unreadable event on %s ignored", msg.subject)
+
+        subscription = await self._nc.subscribe(events_subject(service_name), cb=on_event)
+        await self._nc.flush()
+        return subscription
 
     @property
     def registered(self) -> list[tuple[str, str]]:

@@ -189,3 +189,44 @@ async def test_router_sigkill_and_restart_heals_every_instance_within_two_interv
     finally:
         await second.kill()
 
+
+
+async def test_cache_never_empties_across_a_router_sigkill_and_restart(
+    nats_server: NatsServerProcess, services: list[ServiceProcess]
+) -> None:
+    from sdk import ServiceClient
+
+    interval = 0.3
+    args = lease_args(interval=interval, ttl=1.0)
+    http_port = free_port()
+    expected = [f"orders-{p}-{i}" for p in range(4) for i in range(5)]
+    first = await start_router(nats_server.url, http_port, *args)
+    sizes: list[int] = []
+    try:
+        for p in range(4):
+            service = ServiceProcess(nats_server.url, "orders", *[f"orders-{p}-{i}" for i in range(5)])
+            services.append(service)
+            await service.start()
+        async with ServiceClient(nats_server.url) as watcher:
+            cache = await watcher.discover("orders", on_change=lambda i: sizes.append(len(i)))
+            try:
+                assert sorted(i.instance_id for i in cache.instances) == sorted(expected)
+                old_epoch = cache.epoch
+                first.send(signal.SIGKILL)
+                await first.wait_exit()
+                second = await start_router(nats_server.url, http_port, *args)
+                try:
+                    await cache.wait_for(
+                        lambda i: cache.epoch != old_epoch and cache._grace_until is None,
+                        timeout=20,
+                    )
+                    assert sorted(i.instance_id for i in cache.instances) == sorted(expected)
+                finally:
+                    await second.kill()
+            finally:
+                await cache.close()
+    finally:
+        await first.kill()
+    print(f"cache sizes across the restart: min {min(sizes)}, last {sizes[-1]}")
+    assert 0 not in sizes
+    assert sizes[-1] == 20

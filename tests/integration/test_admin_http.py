@@ -84,7 +84,9 @@ async def test_admin_output_never_contains_a_session_id(
 
 async def test_empty_registry_lists_no_services(http: aiohttp.ClientSession) -> None:
     status, body = await get_json(http, "/api/v1/admin/services")
-    assert (status, body) == (200, {"services": [], "total": 0})
+    assert status == 200
+    assert (body["services"], body["total"], body["revision"]) == ([], 0, 0)
+    assert len(body["epoch"]) == 16
 
 
 @pytest.mark.parametrize(
@@ -179,3 +181,51 @@ async def test_openapi_document_is_served_with_schemas_from_the_structs(
     for name in ("ServiceList", "ServiceDetail", "ErrorReply", "Instance", "Health"):
         assert name in schemas
     assert schemas["Instance"]["properties"]["status"]["$ref"].endswith("InstanceStatus")
+
+
+async def test_admin_pagination_status_and_metadata_filters(
+    router: Router, nats_server: NatsServerProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "a", {"zone": "a", "replicas": 3})
+        await client.register("orders", "b", {"zone": "b"})
+        await client.register("payments", "p")
+        await client.deregister("orders", "b")
+        status, page = await get_json(http, "/api/v1/admin/services?limit=1")
+        assert status == 200 and [s["service_name"] for s in page["services"]] == ["orders"]
+        status, rest = await get_json(http, f"/api/v1/admin/services?limit=1&cursor={page['next_cursor']}")
+        assert [s["service_name"] for s in rest["services"]] == ["payments"]
+        assert rest["next_cursor"] is None
+        base = "/api/v1/admin/services/orders"
+        for query, expected in [
+            ("", ["a", "b"]),
+            ("?status=any", ["a", "b"]),
+            ("?status=offline", ["b"]),
+            ("?meta.zone=a", ["a"]),
+            ("?meta.replicas=3", ["a"]),
+            ("?meta.zone=a&status=OFFLINE", []),
+        ]:
+            status, body = await get_json(http, base + query)
+            assert status == 200, query
+            assert [i["instance_id"] for i in body["instances"]] == expected, query
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/admin/services?limit=abc", "query.limit"),
+        ("/api/v1/admin/services?limit=0", "query.limit"),
+        ("/api/v1/admin/services?limit=5000", "query.limit"),
+        ("/api/v1/admin/services?status=sleepy", "query.status"),
+        ("/api/v1/admin/services?cursor=%00%01", "query.cursor"),
+        ("/api/v1/admin/services?bogus=1", "query.bogus"),
+        ("/api/v1/admin/services?meta.zone=a", "query.meta"),
+    ],
+)
+async def test_bad_query_parameters_are_400_with_the_parameter(
+    router: Router, http: aiohttp.ClientSession, path: str, field: str
+) -> None:
+    status, body = await get_json(http, path)
+    assert status == 400
+    assert_error_body(body, 400, "invalid_field")
+    assert body["error"]["details"]["field"] == field

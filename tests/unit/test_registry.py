@@ -19,6 +19,8 @@ from actors.registry import (
 from actors.supervisor import ActorRef
 from protocol import (
     ErrorCode,
+    GetServiceRequest,
+    ListServicesRequest,
     InstanceStatus,
     LeasePolicy,
     LeaseRequest,
@@ -77,8 +79,12 @@ def lease(service: str = "orders", instance: str = "orders-1", session: str = SE
     return LeaseRequest(service_name=service, instance_id=instance, session_id=session)
 
 
+def detail(state: RegistryState, service: str = "orders", status: InstanceStatus | None = None):  # type: ignore[no-untyped-def]
+    return state.get_service(GetServiceRequest(service_name=service, status=status, limit=1000))
+
+
 def status_of(state: RegistryState, instance: str = "orders-1") -> InstanceStatus:
-    [found] = [i for i in state.get_service("orders").instances if i.instance_id == instance]
+    [found] = [i for i in detail(state).instances if i.instance_id == instance]
     return found.status
 
 
@@ -112,7 +118,7 @@ def test_same_session_repeating_gets_the_same_record_back_and_nothing_duplicates
     again = state.register(request())
     assert again.status == 200
     assert again.instance == first.instance
-    assert state.get_service("orders").instances == [first.instance]
+    assert detail(state).instances == [first.instance]
 
 
 def test_same_session_with_new_metadata_updates_it_and_keeps_registered_at(
@@ -123,7 +129,7 @@ def test_same_session_with_new_metadata_updates_it_and_keeps_registered_at(
     assert again.instance is not None and first.instance is not None
     assert again.instance.metadata == {"v": 2}
     assert again.instance.registered_at == first.instance.registered_at
-    assert state.get_service("orders").instances[0].metadata == {"v": 2}
+    assert detail(state).instances[0].metadata == {"v": 2}
 
 
 def test_second_session_claiming_live_instance_gets_conflict_with_existing(
@@ -133,7 +139,7 @@ def test_second_session_claiming_live_instance_gets_conflict_with_existing(
     error = fails_with(409, state.register, request(session=SESSION_B))
     assert error.code == ErrorCode.INSTANCE_CONFLICT
     assert error.details["existing"] == first.instance
-    assert state.get_service("orders").instances == [first.instance]
+    assert detail(state).instances == [first.instance]
 
 
 def test_anonymous_registration_cannot_claim_or_repeat_an_instance(state: RegistryState) -> None:
@@ -168,7 +174,7 @@ def test_empty_registry_lists_nothing(state: RegistryState) -> None:
 
 def test_unknown_service_is_not_found(state: RegistryState) -> None:
     state.register(request())
-    error = fails_with(404, state.get_service, "payments")
+    error = fails_with(404, detail, state, "payments")
     assert error.code == ErrorCode.SERVICE_NOT_FOUND
 
 
@@ -185,7 +191,7 @@ def test_session_id_never_appears_in_any_output(state: RegistryState) -> None:
         forbidden.value.message,
         state.heartbeat(lease()),
         state.list_services(),
-        state.get_service("orders"),
+        detail(state),
     ]
     for output in outputs:
         for encoded in (encode_json(output), encode_msgpack(output)):
@@ -225,10 +231,10 @@ def test_silence_for_the_ttl_makes_an_instance_unhealthy_then_offline_then_gone(
     clock.advance(0.01)
     state.expire()
     assert status_of(state) is OFFLINE
-    assert state.get_service("orders").instances[0].lease_expires_at is None
+    assert detail(state).instances[0].lease_expires_at is None
     clock.advance(60.0)
     state.expire()
-    fails_with(404, state.get_service, "orders")
+    fails_with(404, detail, state)
     assert [(t.old, t.new) for t in state.transitions] == [
         (ONLINE, UNHEALTHY),
         (UNHEALTHY, OFFLINE),
@@ -243,7 +249,7 @@ def test_a_long_pause_applies_every_due_transition_at_once(
     state.register(request())
     clock.advance(1000)
     state.expire()
-    fails_with(404, state.get_service, "orders")
+    fails_with(404, detail, state)
 
 
 def test_heartbeat_brings_an_unhealthy_instance_back_online(
@@ -305,7 +311,7 @@ def test_deregistration_takes_an_instance_offline_and_is_idempotent(
     fails_with(404, state.heartbeat, lease())
     clock.advance(60)
     state.expire()
-    fails_with(404, state.get_service, "orders")
+    fails_with(404, detail, state)
 
 
 def test_an_offline_instance_id_can_be_claimed_by_a_new_session(
@@ -328,13 +334,13 @@ def test_status_filters_apply_to_lists_and_details(state: RegistryState, clock: 
     state.register(request(instance="alive"))
     clock.advance(1.5)
     state.expire()
-    listing = state.list_services(UNHEALTHY)
+    listing = state.list_services(ListServicesRequest(status=UNHEALTHY))
     assert listing.services[0].instance_count == 1
     assert listing.services[0].status_counts == {ONLINE: 1, UNHEALTHY: 1}
-    assert state.list_services(OFFLINE).total == 0
-    detail = state.get_service("orders", ONLINE)
-    assert [i.instance_id for i in detail.instances] == ["alive"]
-    assert state.get_service("orders", OFFLINE).instances == []
+    assert state.list_services(ListServicesRequest(status=OFFLINE)).total == 0
+    online = detail(state, status=ONLINE)
+    assert [i.instance_id for i in online.instances] == ["alive"]
+    assert detail(state, status=OFFLINE).instances == []
 
 
 def test_heartbeats_do_not_grow_the_deadline_heap(state: RegistryState, clock: FakeClock) -> None:
@@ -382,10 +388,11 @@ async def test_actor_serves_register_heartbeat_list_get_and_deregister(registry:
     assert reply.status == 201
     assert (await heartbeat(registry, lease())).status == 200
     assert (await list_services(registry)).total == 1
-    detail = await get_service(registry, "orders")
-    assert [i.instance_id for i in detail.instances] == ["orders-1"]
+    found = await get_service(registry, "orders")
+    assert [i.instance_id for i in found.instances] == ["orders-1"]
     assert (await deregister(registry, lease())).status == 200
-    assert (await get_service(registry, "orders", OFFLINE)).instances[0].instance_id == "orders-1"
+    offline = await get_service(registry, GetServiceRequest(service_name="orders", status=OFFLINE))
+    assert offline.instances[0].instance_id == "orders-1"
 
 
 async def test_actor_returns_conflict_to_the_caller_and_keeps_running(registry: ActorRef) -> None:

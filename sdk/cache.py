@@ -1,0 +1,222 @@
+"""`ServiceCache`: an always-fresh local view of one service's ONLINE instances.
+
+It reads a snapshot, then applies the router's change events in revision order.
+Each event names the revision of the previous change to the same service, so a
+missed event shows up as a mismatch and the cache reads a fresh snapshot. A
+periodic check catches a missed last event too.
+
+A restarted router (new epoch) starts with an empty memory that fills as services
+register again. The cache does not follow it down to zero: until the new router
+has been up for one lease TTL, instances it reports are added to the last known
+view but nothing is dropped; then the router's own view replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from protocol import Instance, InstanceStatus, RegistryEvent, ServiceDetail
+from sdk.errors import RegistryError
+
+if TYPE_CHECKING:
+    from sdk.client import ServiceClient
+
+__all__ = ["ServiceCache"]
+
+log = logging.getLogger("ipc_router.sdk.cache")
+
+_DEFAULT_CHECK_INTERVAL = 3.0
+
+
+class _Check:
+    """Queue item: time for the periodic consistency check."""
+
+
+class ServiceCache:
+    """The ONLINE instances of one service, kept fresh by change events.
+
+    Create it with `await client.discover(name)` (started) or use it as an async
+    context manager. Read `instances` at any time; `wait_for()` waits for a
+    condition; `on_change` is called with the new list after every change.
+    """
+
+    def __init__(
+        self,
+        client: ServiceClient,
+        service_name: str,
+        *,
+        check_interval: float | None = None,
+        on_change: Callable[[list[Instance]], None] | None = None,
+    ) -> None:
+        self._client = client
+        self.service_name = service_name
+        self._check_interval = check_interval
+        self._on_change = on_change
+        self._view: dict[str, Instance] = {}
+        self._sorted: list[Instance] = []
+        self.epoch: str | None = None
+        """Epoch of the router incarnation the view follows."""
+        self.service_revision = 0
+        """Revision of the last change applied."""
+        self._lease_ttl = _DEFAULT_CHECK_INTERVAL
+        self._grace_until: float | None = None
+        self._queue: asyncio.Queue[RegistryEvent | _Check] = asyncio.Queue()
+        self._subscription: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self.resyncs = 0
+        """Snapshots read after the first (gaps, restarts, failed checks)."""
+
+    # -- public ----------------------------------------------------------------------
+
+    @property
+    def instances(self) -> list[Instance]:
+        """The ONLINE instances, sorted by instance id (each at most once)."""
+        return self._sorted
+
+    async def start(self) -> None:
+        """Subscribe to events, read the first snapshot, and keep the view fresh."""
+        self._subscription = await self._client._subscribe_events(
+            self.service_name, self._queue.put_nowait
+        )
+        await self._resync(initial=True)
+        self._task = asyncio.create_task(self._run(), name=f"service-cache:{self.service_name}")
+
+    async def close(self) -> None:
+        """Stop following changes (the last view stays readable). Idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def __aenter__(self) -> ServiceCache:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def wait_for(
+        self, predicate: Callable[[list[Instance]], bool], timeout: float | None = None
+    ) -> list[Instance]:
+        """Wait until `predicate(instances)` is true; returns the instances."""
+
+        async def wait() -> list[Instance]:
+            while not predicate(self._sorted):
+                self._changed.clear()
+                await self._changed.wait()
+            return self._sorted
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    # -- internals -------------------------------------------------------------------
+
+    @property
+    def _interval(self) -> float:
+        return self._check_interval if self._check_interval is not None else self._lease_ttl
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = self._interval
+            if self._grace_until is not None:
+                timeout = max(0.0, min(timeout, self._grace_until - loop.time()))
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                item = _Check()
+            try:
+                if isinstance(item, _Check):
+                    await self._check()
+                else:
+                    await self._apply(item)
+            except RegistryError as error:
+                # Router unreachable: keep the last view; the next check tries again.
+                log.debug("service cache %s could not refresh: %s", self.service_name, error)
+
+    async def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._grace_until is not None and loop.time() >= self._grace_until:
+            await self._resync()
+            return
+        probe = await self._client._service_stamp(self.service_name)
+        if (probe.epoch, probe.service_revision) != (self.epoch, self.service_revision):
+            log.info("service cache %s is behind the router; resyncing", self.service_name)
+            await self._resync()
+
+    async def _apply(self, event: RegistryEvent) -> None:
+        if event.epoch != self.epoch:
+            await self._resync()  # a restarted router, or an event from before our snapshot
+            return
+        if event.revision <= self.service_revision:
+            return  # already in the snapshot
+        if event.previous_revision != self.service_revision:
+            log.info(
+                "service cache %s missed an event (expected previous %d, got %d); resyncing",
+                self.service_name,
+                self.service_revision,
+                event.previous_revision,
+            )
+            await self._resync()
+            return
+        self.service_revision = event.revision
+        instance = event.instance
+        if instance.status is InstanceStatus.ONLINE:
+            self._view[instance.instance_id] = instance
+        else:
+            self._view.pop(instance.instance_id, None)
+        self._publish()
+
+    async def _resync(self, *, initial: bool = False) -> None:
+        snapshot = await self._client.get_service(self.service_name)
+        if not initial:
+            self.resyncs += 1
+        self._take(snapshot)
+
+    def _take(self, snapshot: ServiceDetail) -> None:
+        loop = asyncio.get_running_loop()
+        self._lease_ttl = snapshot.lease_ttl or _DEFAULT_CHECK_INTERVAL
+        fresh = {instance.instance_id: instance for instance in snapshot.instances}
+        restarted = self.epoch is not None and snapshot.epoch != self.epoch
+        young = snapshot.router_uptime < snapshot.lease_ttl
+        if restarted and young and self._view:
+            # Keep what we knew until the new router has had a lease TTL to relearn it.
+            self._grace_until = loop.time() + snapshot.lease_ttl - snapshot.router_uptime
+            self._view.update(fresh)
+            log.info(
+                "router restarted; keeping %d known instances of %s for %.1f s",
+                len(self._view),
+                self.service_name,
+                self._grace_until - loop.time(),
+            )
+        elif self._grace_until is not None and snapshot.epoch == self.epoch and young:
+            self._view.update(fresh)  # still in the grace period: only add
+        else:
+            self._grace_until = None
+            self._view = fresh
+        self.epoch = snapshot.epoch
+        self.service_revision = snapshot.service_revision
+        self._publish()
+
+    def _publish(self) -> None:
+        self._sorted = [self._view[key] for key in sorted(self._view)]
+        self._changed.set()
+        if self._on_change is not None:
+            try:
+                self._on_change(self._sorted)
+            except Exception:  # noqa: BLE001 - a user callback must not stop the cache
+                log.exception("service cache on_change callback failed")

@@ -1,0 +1,74 @@
+"""`ipc-router services` against a running router's admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from actors.admin_cli import AdminApiError, run_services
+from actors.app import Router
+from actors.cli import main
+from actors.embedded_nats import NatsServerProcess
+from sdk import ServiceClient
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_services_table_lists_every_service_with_counts(
+    router: Router, nats_server: NatsServerProcess
+) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        for n in range(3):
+            await client.register("orders", f"orders-{n}", {"zone": "a"})
+        await client.register("payments", "payments-0")
+        out = io.StringIO()
+        await run_services(f"http://127.0.0.1:{router.http_port}", None, None, False, out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["SERVICE", "INSTANCES", "ONLINE", "UNHEALTHY", "OFFLINE"]
+    assert lines[1].split() == ["orders", "3", "3", "0", "0"]
+    assert lines[2].split() == ["payments", "1", "1", "0", "0"]
+    assert lines[-1] == "2 service(s)"
+
+
+async def test_one_service_as_table_and_as_json(router: Router, nats_server: NatsServerProcess) -> None:
+    base = f"http://127.0.0.1:{router.http_port}"
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1", {"zone": "a"})
+        table, raw = io.StringIO(), io.StringIO()
+        await run_services(base, "orders", "online", False, out=table)
+        await run_services(base, "orders", None, True, out=raw)
+    row = table.getvalue().splitlines()[1].split()
+    assert row[0:2] == ["orders-1", "ONLINE"]
+    assert row[-1] == '{"zone":"a"}'
+    body = json.loads(raw.getvalue())
+    assert body["instances"][0]["instance_id"] == "orders-1"
+
+
+async def test_paginated_lists_are_read_to_the_end(router: Router, nats_server: NatsServerProcess) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        await asyncio.gather(
+            *(client.register(f"svc-{n:04d}", "i") for n in range(1005))
+        )
+        raw = io.StringIO()
+        await run_services(f"http://127.0.0.1:{router.http_port}", None, None, True, out=raw)
+    body = json.loads(raw.getvalue())
+    assert len(body["services"]) == 1005
+    assert body["total"] == 1005
+
+
+async def test_unknown_service_is_a_readable_error(router: Router) -> None:
+    with pytest.raises(AdminApiError, match="No service named 'ghost'"):
+        await run_services(f"http://127.0.0.1:{router.http_port}", "ghost", None, False)
+
+
+def test_cli_prints_one_line_and_exits_1_when_the_api_is_unreachable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["services", "--admin-url", f"http://127.0.0.1:{free_port()}"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ipc-router: error: cannot reach the admin API")
