@@ -233,6 +233,10 @@ class Actor:
                     raise message.error
                 try:
                     result = await self.handle(message)
+                except asyncio.CancelledError:
+                    if envelope.reply is not None:
+                        envelope.reply.reject(ActorDeadError(f"actor {self.name} stopped"))
+                    raise
                 except self.caller_errors as error:
                     if envelope.reply is None:
                         raise

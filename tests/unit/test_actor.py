@@ -139,7 +139,8 @@ async def make_probe() -> AsyncIterator[Callable[..., Probe]]:
 
     yield make
     for probe in probes:
-        await probe.stop(timeout=0.5)
+        # Bounded so that a regression in stop() fails the test instead of hanging.
+        await asyncio.wait_for(probe.stop(timeout=0.5), 5)
 
 
 async def started_probe(make_probe: Callable[..., Probe], **kwargs: Any) -> Probe:
@@ -394,6 +395,20 @@ async def test_a_tell_without_reply_that_raises_a_caller_error_crashes_the_actor
     assert probe.journal == ["on_start", ("on_failure", error), "on_stop"]
 
 
+async def test_a_tell_without_reply_that_raises_an_unexpected_error_crashes_the_actor(
+    make_probe: Callable[..., Probe],
+) -> None:
+    probe = await started_probe(make_probe)
+    error = Boom("nobody to tell")
+
+    probe.tell(Raise(error))
+    await probe.stopped.wait()
+
+    assert not probe.alive
+    assert probe.failure is error
+    assert probe.journal == ["on_start", ("on_failure", error), "on_stop"]
+
+
 async def test_a_timeout_error_raised_by_the_handler_is_not_turned_into_ask_timeout_error(
     make_probe: Callable[..., Probe],
 ) -> None:
@@ -626,15 +641,6 @@ async def test_stop_cancels_a_handler_stuck_forever_after_the_timeout(
     assert probe.task is not None and probe.task.cancelled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Bug: when stop() cancels a stuck handler, the request being handled is "
-        "never answered (only the queued ones get ActorDeadError), so its asker "
-        "waits for its own timeout, or forever with timeout=None"
-    ),
-)
 async def test_the_request_in_flight_when_stop_cancels_a_stuck_handler_gets_actor_dead_error(
     make_probe: Callable[..., Probe],
 ) -> None:
