@@ -124,6 +124,11 @@ class Actor:
         """Handle one message; the return value is the reply to `ask`."""
         raise NotImplementedError
 
+    def on_mailbox_empty(self) -> None:
+        """Runs each time the actor has handled every queued message, before it waits
+        for more: the place to flush work batched across messages. Raising crashes
+        the actor."""
+
     # -- public API ------------------------------------------------------------
 
     @property
@@ -214,6 +219,8 @@ class Actor:
             waiter.set_result(None)
 
     async def _next(self) -> Envelope:
+        if not self._mailbox:
+            self.on_mailbox_empty()
         while not self._mailbox:
             self._wakeup = asyncio.get_running_loop().create_future()
             try:

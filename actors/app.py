@@ -11,7 +11,7 @@ from aiohttp import web
 from actors.embedded_nats import EmbeddedNats
 from actors.http_gateway import HealthProbe, HttpGateway, build_admin_app
 from actors.actor import ActorDeadError
-from actors.nats_gateway import NatsGateway, PublishEvents
+from actors.nats_gateway import NatsGateway
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryEvent
@@ -83,8 +83,11 @@ class Router:
         return gateway.port if isinstance(gateway, HttpGateway) else self.config.http_port
 
     def _publish_events(self, events: list[RegistryEvent]) -> None:
+        gateway = self.supervisor.ref("nats-gateway").actor
         try:
-            self.supervisor.ref("nats-gateway").tell(PublishEvents(events))
+            if not isinstance(gateway, NatsGateway):
+                raise ActorDeadError("nats gateway not started")
+            gateway.publish_events(events)
         except ActorDeadError:
             # Watchers notice the gap in revisions and re-read a snapshot.
             self.events_dropped += len(events)

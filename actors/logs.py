@@ -13,8 +13,22 @@ __all__ = ["LogFormat", "configure_logging"]
 LogFormat = Literal["console", "json"]
 
 
-def configure_logging(log_format: LogFormat = "console", level: str = "info") -> None:
-    """Configure structlog for the whole process (stderr)."""
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written. Loggers are cached on first
+    use (they are on the hot path), so they must not hold on to one stream object."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(
+    log_format: LogFormat = "console", level: str = "info", *, cache: bool = True
+) -> None:
+    """Configure structlog for the whole process (stderr). `cache` keeps each logger
+    after its first use (fast; but later reconfiguration no longer reaches it)."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -30,6 +44,6 @@ def configure_logging(log_format: LogFormat = "console", level: str = "info") ->
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),
+        cache_logger_on_first_use=cache,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -45,22 +46,16 @@ from protocol import (
     events_subject,
 )
 
-__all__ = ["NatsGateway", "PublishEvents"]
+__all__ = ["NatsGateway"]
 
 log = structlog.get_logger(component="nats_gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    reply_to: str
-    outcome: Any  # a wire Struct, or the exception the registry answered with
+class _Flush:
+    """Publish everything in the outbox."""
 
 
-@dataclass(frozen=True, slots=True)
-class PublishEvents:
-    """Publish registry change events, in order (sent by the registry)."""
-
-    events: list[RegistryEvent]
+_FLUSH = _Flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,28 +65,31 @@ class _Route:
     subject: str
     action: str
     decode: Callable[[bytes], Any]
-    message: Callable[[Any], Any]
+    message: Callable[[Any, int], Any]
+    """(request, the largest reply NATS will carry) -> registry message."""
     wrap: Callable[[Any], Any] | None = None
     """Turns the registry's result into the reply Struct (None: it already is one)."""
-    log_invalid: bool = True
 
 
 _ROUTES = (
-    _Route(REGISTER_SUBJECT, "registration", decode_register_request, Register),
-    _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, Heartbeat),
-    _Route(DEREGISTER_SUBJECT, "deregistration", decode_lease_request, Deregister),
+    _Route(REGISTER_SUBJECT, "registration", decode_register_request, lambda r, _: Register(r)),
+    _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, lambda r, _: Heartbeat(r)),
+    _Route(
+        DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
+    ),
     _Route(
         LIST_SUBJECT,
         "list",
         decode_list_request,
-        ListServices,
+        lambda r, _: ListServices(r),
         lambda result: ListServicesReply(status=Status.OK, result=result),
     ),
     _Route(
         GET_SUBJECT,
         "get",
         decode_get_request,
-        lambda request: GetService(request, missing_ok=True),
+        # Room for the reply's own fields around the instances.
+        lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
         lambda result: GetServiceReply(status=Status.OK, result=result),
     ),
 )
@@ -110,10 +108,16 @@ class _ReplyVia:
         self.wrap = wrap
 
     def resolve(self, value: Any) -> None:
-        self.gateway.send_reply(self.reply_to, value if self.wrap is None else self.wrap(value))
+        self._send(value if self.wrap is None else self.wrap(value))
 
     def reject(self, error: BaseException) -> None:
-        self.gateway.send_reply(self.reply_to, error)
+        self._send(error)
+
+    def _send(self, outcome: Any) -> None:
+        try:
+            self.gateway.send_reply(self.reply_to, outcome)
+        except ActorDeadError:
+            log.warning("reply_dropped", reason="gateway stopped")
 
 
 def _unavailable(reason: str) -> ProtocolError:
@@ -145,6 +149,12 @@ class NatsGateway(Actor):
         self.dropped_without_reply = 0
         """Requests that arrived without a reply subject (nothing to answer)."""
         self.events_published = 0
+        self._max_reply = 1024 * 1024
+        """The server's max payload (known once connected)."""
+        self._outbox: list[tuple[str | None, Any]] = []
+        """Replies (reply subject, outcome) and event batches (None, events) waiting to
+        be published, in order. A batched mailbox: one `_FLUSH` message publishes
+        whatever has gathered, instead of one message per reply."""
 
     @property
     def connected(self) -> bool:
@@ -162,6 +172,9 @@ class NatsGateway(Actor):
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
+                    # Reply subjects come from the server's protocol parser and event
+                    # subjects from validated service names: nothing to re-check per publish.
+                    skip_subject_validation=True,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -174,6 +187,7 @@ class NatsGateway(Actor):
                 f"cannot connect to NATS at {self._url} within {self._startup_timeout} s; "
                 "check --nats-url and that the server is running"
             ) from None
+        self._max_reply = self._nc.max_payload
         for route in _ROUTES:
             await self._nc.subscribe(
                 route.subject, queue=ROUTER_QUEUE_GROUP, cb=self._callback(route)
@@ -190,22 +204,31 @@ class NatsGateway(Actor):
                 await self._nc.close()
 
     async def handle(self, message: Any) -> None:
-        kind = type(message)
-        if kind is _Outgoing:
-            await self._publish(message.reply_to, self._reply_body(message.outcome))
-        elif kind is PublishEvents:
-            for event in message.events:
+        if message is not _FLUSH:
+            raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
+        batch, self._outbox = self._outbox, []
+        for reply_to, outcome in batch:
+            if reply_to is not None:
+                await self._publish(reply_to, self._reply_body(outcome))
+                continue
+            for event in outcome:
                 await self._publish(events_subject(event.instance.service_name), encode_msgpack(event))
-            self.events_published += len(message.events)
-        else:
-            raise TypeError(f"nats gateway cannot handle {kind.__name__}")
+            self.events_published += len(outcome)
 
     def send_reply(self, reply_to: str, outcome: Any) -> None:
         """Queue the outcome of a request for publishing (called by the registry)."""
-        try:
-            self.tell(_Outgoing(reply_to, outcome))
-        except ActorDeadError:
-            log.warning("reply_dropped", reason="gateway stopped")
+        self._enqueue(reply_to, outcome)
+
+    def publish_events(self, events: list[RegistryEvent]) -> None:
+        """Queue change events for publishing, in order (called by the registry)."""
+        self._enqueue(None, events)
+
+    def _enqueue(self, reply_to: str | None, outcome: Any) -> None:
+        if not self.alive:
+            raise ActorDeadError(f"actor {self.name} is not running")
+        self._outbox.append((reply_to, outcome))
+        if len(self._outbox) == 1:
+            self.tell(_FLUSH)
 
     @staticmethod
     def _reply_body(outcome: Any) -> bytes:
@@ -231,10 +254,21 @@ class NatsGateway(Actor):
         assert self._nc is not None
         try:
             await self._nc.publish(reply_to, body)
+        except nats.errors.MaxPayloadError:
+            log.error("reply_too_large", size=len(body), max_payload=self._max_reply)
+            too_large = ProtocolError(
+                Status.INTERNAL_ERROR,
+                ErrorCode.INTERNAL_ERROR,
+                f"The reply ({len(body)} bytes) exceeds the NATS max payload "
+                f"({self._max_reply} bytes); ask for a smaller page (limit).",
+            )
+            await self._publish(reply_to, encode_msgpack(error_reply(too_large)))
         except Exception as error:  # noqa: BLE001 - one lost reply must not stop the gateway
             log.warning("reply_publish_failed", error=repr(error))
 
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
+        decode, make_message, wrap = route.decode, route.message, route.wrap
+
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
             if not reply_to:
@@ -242,33 +276,27 @@ class NatsGateway(Actor):
                 log.warning("request_without_reply_subject", subject=msg.subject)
                 return
             try:
-                await self._serve(route, msg.data, reply_to)
+                message = make_message(decode(msg.data), self._max_reply)
+                self._registry.tell(message, _ReplyVia(self, reply_to, wrap))
+            except ProtocolError as error:
+                log.info(
+                    route.action,
+                    outcome="invalid",
+                    status=int(error.status),
+                    code=str(error.code),
+                    field=error.details.get("field"),
+                )
+                await self._publish(reply_to, encode_msgpack(error_reply(error)))
+            except MailboxFullError:
+                await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
+            except ActorDeadError:
+                await self._publish(
+                    reply_to, encode_msgpack(error_reply(_unavailable("the registry is restarting")))
+                )
             except Exception as error:  # noqa: BLE001 - every request gets an answer
                 await self._publish(reply_to, self._reply_body(error))
 
         return on_request
-
-    async def _serve(self, route: _Route, data: bytes, reply_to: str) -> None:
-        try:
-            request = route.decode(data)
-        except ProtocolError as error:
-            log.info(
-                route.action,
-                outcome="invalid",
-                status=int(error.status),
-                code=str(error.code),
-                field=error.details.get("field"),
-            )
-            await self._publish(reply_to, encode_msgpack(error_reply(error)))
-            return
-        try:
-            self._registry.tell(route.message(request), _ReplyVia(self, reply_to, route.wrap))
-        except MailboxFullError:
-            await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
-        except ActorDeadError:
-            await self._publish(
-                reply_to, encode_msgpack(error_reply(_unavailable("the registry is restarting")))
-            )
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("nats_error", error=repr(error))

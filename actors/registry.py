@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import heapq
 import itertools
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +50,7 @@ from protocol import (
     Status,
     decode_cursor,
     encode_cursor,
+    encode_msgpack,
 )
 
 __all__ = [
@@ -76,41 +77,42 @@ OFFLINE = InstanceStatus.OFFLINE
 # -- messages -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Register:
     """Register (or idempotently re-register) one instance -> `RegisterReply`."""
 
     request: RegisterRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     """Renew an instance's lease -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deregister:
     """Take an instance offline -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListServices:
     """A page of services with instance counts -> `ServiceList`."""
 
     request: ListServicesRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GetService:
     """A page of one service's instances -> `ServiceDetail`. `missing_ok`: an unknown
     service is an empty page instead of a 404."""
 
     request: GetServiceRequest
     missing_ok: bool = False
+    max_bytes: int | None = None
 
 
 class _Expire:
@@ -156,6 +158,8 @@ class _Record:
         "last_heartbeat",
         "deadline",
         "generation",
+        "view",
+        "size",
     )
 
     def __init__(
@@ -171,6 +175,50 @@ class _Record:
         self.last_heartbeat = wall
         self.deadline = deadline
         self.generation = 0
+        self.view: Instance | None = None
+        """The wire view, built on demand and dropped whenever the record changes."""
+        self.size = 0
+        """Encoded size bound of the view (0: not measured yet)."""
+
+
+class _Service:
+    """One service's instances, with what queries need kept up to date: the count per
+    status, and the ids in sorted order (built on first use, then maintained)."""
+
+    __slots__ = ("instances", "counts", "_sorted_ids")
+
+    def __init__(self) -> None:
+        self.instances: dict[str, _Record] = {}
+        self.counts: dict[InstanceStatus, int] = {}
+        self._sorted_ids: list[str] | None = None
+
+    def sorted_ids(self) -> list[str]:
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self.instances)
+        return self._sorted_ids
+
+    def add(self, record: _Record) -> None:
+        self.instances[record.instance_id] = record
+        if self._sorted_ids is not None:
+            bisect.insort(self._sorted_ids, record.instance_id)
+        self.count(record.status, +1)
+
+    def remove(self, record: _Record) -> None:
+        del self.instances[record.instance_id]
+        if self._sorted_ids is not None:
+            del self._sorted_ids[bisect.bisect_left(self._sorted_ids, record.instance_id)]
+        self.count(record.status, -1)
+
+    def count(self, status: InstanceStatus, delta: int) -> None:
+        left = self.counts.get(status, 0) + delta
+        if left:
+            self.counts[status] = left
+        else:
+            del self.counts[status]
+
+
+_VIEW_BYTES = 320
+"""Upper bound of an instance view's msgpack size, metadata aside."""
 
 
 class RegistryState:
@@ -190,7 +238,7 @@ class RegistryState:
         self.policy = policy or LeasePolicy()
         self._clock = clock
         self._wall = wall_clock
-        self._services: dict[str, dict[str, _Record]] = {}
+        self._services: dict[str, _Service] = {}
         self._sorted_names: list[str] | None = None
         self._deadlines: list[tuple[float, int, int, _Record]] = []
         self._sequence = itertools.count()
@@ -199,8 +247,11 @@ class RegistryState:
         """Random id of this registry incarnation: state and revisions start afresh."""
         self.revision = 0
         self._service_revisions: dict[str, int] = {}
+        """Revision of each service's last change; kept when a service empties, so
+        that its next event still links to the one before."""
         self.transitions: list[Transition] = []
         """Changes since the owner last cleared this list."""
+        self._ttl_delta = timedelta(seconds=self.policy.lease_ttl)
 
     # -- mutations ---------------------------------------------------------------
 
@@ -214,16 +265,18 @@ class RegistryState:
         without a session, since that cannot prove ownership.
         """
         now, wall = self._clock(), self._wall()
-        instances = self._services.get(request.service_name)
-        if instances is None:
-            instances = self._services[request.service_name] = {}
-            self._sorted_names = None
-        record = instances.get(request.instance_id)
+        service = self._services.get(request.service_name)
+        if service is None:
+            service = self._services[request.service_name] = _Service()
+            if self._sorted_names is not None:
+                bisect.insort(self._sorted_names, request.service_name)
+        record = service.instances.get(request.instance_id)
         if record is None or record.status is OFFLINE:
             if record is not None:
                 record.generation = -1
+                service.remove(record)
             record = _Record(request, now, wall, now + self.policy.lease_ttl)
-            instances[request.instance_id] = record
+            service.add(record)
             self._push(record)
             self._note(record, None, EventType.REGISTERED, "registered")
             return self._register_reply(Status.CREATED, record)
@@ -238,6 +291,8 @@ class RegistryState:
             )
         if record.metadata != request.metadata:
             record.metadata = request.metadata
+            record.view = None
+            record.size = 0
             self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
         self._renew(record, now, wall, "registered again")
         return self._register_reply(Status.OK, record)
@@ -254,7 +309,7 @@ class RegistryState:
         return LeaseReply(
             status=Status.OK,
             instance_status=record.status,
-            lease_expires_at=self._lease_expiry(record),
+            lease_expires_at=self._view(record).lease_expires_at,
         )
 
     def deregister(self, request: LeaseRequest) -> LeaseReply:
@@ -299,25 +354,23 @@ class RegistryState:
             start = bisect.bisect_right(names, decode_cursor(request.cursor))
         page: list[ServiceSummary] = []
         next_cursor = None
+        services = self._services
         for index in range(start, len(names)):
             name = names[index]
-            instances = self._services[name]
-            counts = Counter(record.status for record in instances.values())
-            count = counts[status] if status is not None else len(instances)
+            service = services[name]
+            count = service.counts.get(status, 0) if status is not None else len(service.instances)
             if not count:
                 continue
             if len(page) == request.limit:
                 next_cursor = encode_cursor(page[-1].service_name)
                 break
             page.append(
-                ServiceSummary(service_name=name, instance_count=count, status_counts=dict(counts))
+                ServiceSummary(service_name=name, instance_count=count, status_counts=dict(service.counts))
             )
         if status is None:
             total = len(names)
         else:
-            total = sum(
-                any(r.status is status for r in self._services[name].values()) for name in names
-            )
+            total = sum(1 for service in services.values() if status in service.counts)
         return ServiceList(
             services=page,
             total=total,
@@ -326,17 +379,24 @@ class RegistryState:
             revision=self.revision,
         )
 
-    def get_service(self, request: GetServiceRequest, *, missing_ok: bool = False) -> ServiceDetail:
+    def get_service(
+        self,
+        request: GetServiceRequest,
+        *,
+        missing_ok: bool = False,
+        max_bytes: int | None = None,
+    ) -> ServiceDetail:
         """A page of one service's instances sorted by id, filtered by status and
-        metadata.
+        metadata. `max_bytes` bounds the page's encoded size (a NATS reply must fit
+        in the server's max payload): the page then ends early, with a cursor.
 
         Raises:
             ProtocolError: 404 when the registry holds no instance of that service
                 (unless `missing_ok`: then an empty page).
         """
         name = request.service_name
-        instances = self._services.get(name)
-        if not instances:
+        service = self._services.get(name)
+        if service is None:
             if not missing_ok:
                 raise ProtocolError(
                     Status.NOT_FOUND,
@@ -345,22 +405,31 @@ class RegistryState:
                     "List the registered services at /api/v1/admin/services.",
                     {"service_name": name},
                 )
-            instances = {}
-        ids = sorted(instances)
+            ids: list[str] = []
+            instances: dict[str, _Record] = {}
+        else:
+            ids, instances = service.sorted_ids(), service.instances
         start = 0
         if request.cursor is not None:
             start = bisect.bisect_right(ids, decode_cursor(request.cursor))
         page: list[Instance] = []
         next_cursor = None
+        budget = max_bytes if max_bytes is not None else -1
+        status, wanted = request.status, request.metadata
         for index in range(start, len(ids)):
             record = instances[ids[index]]
-            if request.status is not None and record.status is not request.status:
+            if status is not None and record.status is not status:
                 continue
-            if request.metadata and not _metadata_matches(record.metadata, request.metadata):
+            if wanted and not _metadata_matches(record.metadata, wanted):
                 continue
             if len(page) == request.limit:
                 next_cursor = encode_cursor(page[-1].instance_id)
                 break
+            if budget >= 0:
+                budget -= _record_size(record)
+                if budget < 0 and page:
+                    next_cursor = encode_cursor(page[-1].instance_id)
+                    break
             page.append(self._view(record))
         return ServiceDetail(
             service_name=name,
@@ -376,8 +445,8 @@ class RegistryState:
     # -- internals ---------------------------------------------------------------
 
     def _owned(self, request: LeaseRequest, action: str) -> _Record:
-        instances = self._services.get(request.service_name)
-        record = instances.get(request.instance_id) if instances else None
+        service = self._services.get(request.service_name)
+        record = service.instances.get(request.instance_id) if service else None
         if record is None or record.status is OFFLINE:
             raise ProtocolError(
                 Status.NOT_FOUND,
@@ -396,12 +465,20 @@ class RegistryState:
             )
         return record
 
+    def _set_status(self, record: _Record, status: InstanceStatus) -> None:
+        service = self._services[record.service_name]
+        service.count(record.status, -1)
+        service.count(status, +1)
+        record.status = status
+        record.view = None
+
     def _renew(self, record: _Record, now: float, wall: float, reason: str) -> None:
         record.renewed = now
         record.last_heartbeat = wall
+        record.view = None
         record.deadline = now + self.policy.lease_ttl
         if record.status is UNHEALTHY:
-            record.status = ONLINE
+            self._set_status(record, ONLINE)
             record.generation += 1
             self._push(record)
             self._note(record, UNHEALTHY, EventType.ONLINE, f"{reason}: back online")
@@ -409,7 +486,7 @@ class RegistryState:
     def _advance(self, record: _Record, now: float) -> None:
         policy = self.policy
         if record.status is ONLINE:
-            record.status = UNHEALTHY
+            self._set_status(record, UNHEALTHY)
             record.deadline = record.renewed + policy.lease_ttl + policy.offline_after
             self._push(record)
             self._note(
@@ -424,16 +501,16 @@ class RegistryState:
         else:
             record.generation = -1
             self._note(record, OFFLINE, EventType.REMOVED, "offline retention ended")
-            instances = self._services[record.service_name]
-            del instances[record.instance_id]
-            if not instances:
+            service = self._services[record.service_name]
+            service.remove(record)
+            if not service.instances:
                 del self._services[record.service_name]
-                del self._service_revisions[record.service_name]
-                self._sorted_names = None
+                if self._sorted_names is not None:
+                    self._sorted_names.remove(record.service_name)
 
     def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
         old = record.status
-        record.status = OFFLINE
+        self._set_status(record, OFFLINE)
         record.deadline = since + self.policy.offline_retention
         record.generation += 1
         self._push(record)
@@ -465,21 +542,20 @@ class RegistryState:
         new = None if kind is EventType.REMOVED else record.status
         self.transitions.append(Transition(event, old, new, reason))
 
-    def _lease_expiry(self, record: _Record) -> datetime | None:
-        if record.status is OFFLINE:
-            return None
-        return datetime.fromtimestamp(record.last_heartbeat + self.policy.lease_ttl, UTC)
-
     def _view(self, record: _Record) -> Instance:
-        return Instance(
-            service_name=record.service_name,
-            instance_id=record.instance_id,
-            status=record.status,
-            metadata=record.metadata,
-            registered_at=record.registered_at,
-            last_heartbeat=datetime.fromtimestamp(record.last_heartbeat, UTC),
-            lease_expires_at=self._lease_expiry(record),
-        )
+        view = record.view
+        if view is None:
+            last = datetime.fromtimestamp(record.last_heartbeat, UTC)
+            view = record.view = Instance(
+                service_name=record.service_name,
+                instance_id=record.instance_id,
+                status=record.status,
+                metadata=record.metadata,
+                registered_at=record.registered_at,
+                last_heartbeat=last,
+                lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
+            )
+        return view
 
     def _register_reply(self, status: Status, record: _Record) -> RegisterReply:
         return RegisterReply(
@@ -488,6 +564,13 @@ class RegistryState:
             heartbeat_interval=self.policy.heartbeat_interval,
             lease_ttl=self.policy.lease_ttl,
         )
+
+
+def _record_size(record: _Record) -> int:
+    """Upper bound of the record's encoded view size (metadata measured once)."""
+    if not record.size:
+        record.size = _VIEW_BYTES + len(record.instance_id) + len(encode_msgpack(record.metadata))
+    return record.size
 
 
 def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -518,6 +601,8 @@ def _json_text(value: Any) -> str:
 
 _TIMER_SLACK = 0.05
 """Due transitions are applied in batches at most this often (seconds)."""
+_EVENT_BATCH = 256
+"""Events are handed on when the mailbox runs empty, or once this many wait."""
 
 
 class RegistryActor(Actor):
@@ -538,12 +623,21 @@ class RegistryActor(Actor):
         super().__init__("registry", mailbox_size=mailbox_size)
         self.state = RegistryState(policy)
         self._publish = publish
+        self._pending_events: list[RegistryEvent] = []
+        # A concrete logger (the module's is a lazy proxy, costly per call on this hot
+        # path), and whether info lines are wanted at all.
+        self._log = log.bind()
+        is_enabled_for = getattr(self._log, "is_enabled_for", None)
+        self._log_info = is_enabled_for(logging.INFO) if is_enabled_for else True
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
     async def on_stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._pending_events and self._publish is not None:
+            self._publish(self._pending_events)
+            self._pending_events = []
 
     async def handle(self, message: Any) -> Any:
         kind = type(message)
@@ -559,20 +653,31 @@ class RegistryActor(Actor):
             if kind is Deregister:
                 return self.state.deregister(message.request)
             if kind is GetService:
-                return self.state.get_service(message.request, missing_ok=message.missing_ok)
+                return self.state.get_service(
+                    message.request, missing_ok=message.missing_ok, max_bytes=message.max_bytes
+                )
             if kind is ListServices:
                 return self.state.list_services(message.request)
             raise TypeError(f"registry cannot handle {kind.__name__}")
         finally:
             if self.state.transitions:
                 self._log_transitions()
+                if len(self._pending_events) >= _EVENT_BATCH:
+                    self.on_mailbox_empty()
             self._arm_timer()
+
+    def on_mailbox_empty(self) -> None:
+        """Hand the events of the whole batch to the publisher at once."""
+        if self._pending_events:
+            events, self._pending_events = self._pending_events, []
+            if self._publish is not None:
+                self._publish(events)
 
     def _register(self, request: RegisterRequest) -> RegisterReply:
         try:
             reply = self.state.register(request)
         except ProtocolError as error:
-            log.info(
+            self._log.info(
                 "registration",
                 service_name=request.service_name,
                 instance_id=request.instance_id,
@@ -580,28 +685,31 @@ class RegistryActor(Actor):
                 status=int(error.status),
             )
             raise
-        fields: dict[str, Any] = {}
-        if isinstance(request.timestamp, (int, float)):
-            fields["client_delay_ms"] = round((time.time() - request.timestamp) * 1000, 3)
-        elif isinstance(request.timestamp, datetime) and request.timestamp.tzinfo is not None:
-            delay = datetime.now(UTC) - request.timestamp
-            fields["client_delay_ms"] = round(delay.total_seconds() * 1000, 3)
-        log.info(
-            "registration",
-            service_name=request.service_name,
-            instance_id=request.instance_id,
-            outcome="created" if reply.status == Status.CREATED else "repeated",
-            status=int(reply.status),
-            **fields,
-        )
+        if self._log_info:
+            fields: dict[str, Any] = {}
+            if isinstance(request.timestamp, (int, float)):
+                fields["client_delay_ms"] = round((time.time() - request.timestamp) * 1000, 3)
+            elif isinstance(request.timestamp, datetime) and request.timestamp.tzinfo is not None:
+                delay = datetime.now(UTC) - request.timestamp
+                fields["client_delay_ms"] = round(delay.total_seconds() * 1000, 3)
+            self._log.info(
+                "registration",
+                service_name=request.service_name,
+                instance_id=request.instance_id,
+                outcome="created" if reply.status == Status.CREATED else "repeated",
+                status=int(reply.status),
+                **fields,
+            )
         return reply
 
     def _log_transitions(self) -> None:
         transitions = self.state.transitions
+        pending = self._pending_events
         for change in transitions:
-            if change.old is None:
+            pending.append(change.event)
+            if change.old is None or not self._log_info:
                 continue  # a new instance: already logged as "registration"
-            log.info(
+            self._log.info(
                 "instance_status_changed" if change.old is not change.new else "instance_changed",
                 service_name=change.service_name,
                 instance_id=change.instance_id,
@@ -611,19 +719,20 @@ class RegistryActor(Actor):
                 reason=change.reason,
                 revision=change.event.revision,
             )
-        if self._publish is not None:
-            self._publish([change.event for change in transitions])
         transitions.clear()
 
     def _arm_timer(self) -> None:
         deadline = self.state.next_deadline()
-        if deadline is None or deadline >= self._timer_at:
+        if deadline is None:
             return
+        loop = asyncio.get_running_loop()
+        at = max(deadline, loop.time() + _TIMER_SLACK)
+        if at >= self._timer_at:
+            return  # the timer already armed fires in time
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer_at = max(deadline, loop.time() + _TIMER_SLACK)
-        self._timer = loop.call_at(self._timer_at, self._on_timer)
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

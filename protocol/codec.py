@@ -197,6 +197,13 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _check_metadata_values(metadata: dict[str, Any]) -> None:
+    # Fast path: flat maps of strings, ints and bools (the common case) need no walk.
+    for value in metadata.values():
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not bool:
+            break
+    else:
+        return
     stack: list[tuple[Any, str, int]] = [(metadata, "$.metadata", 1)]
     while stack:
         value, path, depth = stack.pop()

@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from protocol import Instance, InstanceStatus, RegistryEvent, ServiceDetail
-from sdk.errors import RegistryError
 
 if TYPE_CHECKING:
     from sdk.client import ServiceClient
@@ -41,8 +40,9 @@ class ServiceCache:
     """The ONLINE instances of one service, kept fresh by change events.
 
     Create it with `await client.discover(name)` (started) or use it as an async
-    context manager. Read `instances` at any time; `wait_for()` waits for a
-    condition; `on_change` is called with the new list after every change.
+    context manager. Read `instances` at any time (or `len(cache)`, `id in cache`,
+    `cache.get(id)`); `wait_for()` waits for a condition; `on_change(cache)` is
+    called after every change.
     """
 
     def __init__(
@@ -51,14 +51,14 @@ class ServiceCache:
         service_name: str,
         *,
         check_interval: float | None = None,
-        on_change: Callable[[list[Instance]], None] | None = None,
+        on_change: Callable[[ServiceCache], None] | None = None,
     ) -> None:
         self._client = client
         self.service_name = service_name
         self._check_interval = check_interval
         self._on_change = on_change
         self._view: dict[str, Instance] = {}
-        self._sorted: list[Instance] = []
+        self._sorted: list[Instance] | None = []
         self.epoch: str | None = None
         """Epoch of the router incarnation the view follows."""
         self.service_revision = 0
@@ -77,14 +77,30 @@ class ServiceCache:
     @property
     def instances(self) -> list[Instance]:
         """The ONLINE instances, sorted by instance id (each at most once)."""
+        if self._sorted is None:
+            self._sorted = [self._view[key] for key in sorted(self._view)]
         return self._sorted
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._view
+
+    def get(self, instance_id: str) -> Instance | None:
+        """The instance with this id, if it is ONLINE."""
+        return self._view.get(instance_id)
 
     async def start(self) -> None:
         """Subscribe to events, read the first snapshot, and keep the view fresh."""
         self._subscription = await self._client._subscribe_events(
             self.service_name, self._queue.put_nowait
         )
-        await self._resync(initial=True)
+        try:
+            await self._resync(initial=True)
+        except BaseException:
+            await self.close()
+            raise
         self._task = asyncio.create_task(self._run(), name=f"service-cache:{self.service_name}")
 
     async def close(self) -> None:
@@ -116,10 +132,10 @@ class ServiceCache:
         """Wait until `predicate(instances)` is true; returns the instances."""
 
         async def wait() -> list[Instance]:
-            while not predicate(self._sorted):
+            while not predicate(self.instances):
                 self._changed.clear()
                 await self._changed.wait()
-            return self._sorted
+            return self.instances
 
         return await asyncio.wait_for(wait(), timeout)
 
@@ -144,9 +160,11 @@ class ServiceCache:
                     await self._check()
                 else:
                     await self._apply(item)
-            except RegistryError as error:
-                # Router unreachable: keep the last view; the next check tries again.
-                log.debug("service cache %s could not refresh: %s", self.service_name, error)
+            except Exception as error:  # noqa: BLE001 - the cache must outlive one failure
+                # Router unreachable (or worse): keep the last view, try again later.
+                log.info("service cache %s could not refresh: %r", self.service_name, error)
+                if self._grace_until is not None and loop.time() >= self._grace_until:
+                    self._grace_until = loop.time() + self._interval  # not in a tight loop
 
     async def _check(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,10 +231,10 @@ class ServiceCache:
         self._publish()
 
     def _publish(self) -> None:
-        self._sorted = [self._view[key] for key in sorted(self._view)]
+        self._sorted = None  # sorted again on the next read, not on every event
         self._changed.set()
         if self._on_change is not None:
             try:
-                self._on_change(self._sorted)
+                self._on_change(self)
             except Exception:  # noqa: BLE001 - a user callback must not stop the cache
                 log.exception("service cache on_change callback failed")

@@ -87,6 +87,7 @@ _TRANSIENT_NATS_ERRORS = (
     ConnectionError,
 )
 _DEFAULT_HEARTBEAT_INTERVAL = 1.0
+_CONSISTENT_READ_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ class ServiceClient:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._sigterm_installed = False
         self._closing = False
+        self._caches: set[ServiceCache] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -221,6 +223,8 @@ class ServiceClient:
         if self._closing:
             return
         self._closing = True
+        for cache in list(self._caches):
+            await cache.close()
         await self._stop_heartbeats()
         if self._nc is not None and self._leases:
             await asyncio.gather(
@@ -296,6 +300,7 @@ class ServiceClient:
         lease = self._leases.pop((service_name, instance_id), None)
         if lease is not None and lease.reregistering is not None:
             lease.reregistering.cancel()
+            await asyncio.gather(lease.reregistering, return_exceptions=True)
         payload = encode_msgpack(
             LeaseRequest(service_name=service_name, instance_id=instance_id, session_id=self._session_id)
         )
@@ -328,12 +333,17 @@ class ServiceClient:
         """Like `get_instances`, with the revision stamps of the snapshot (`epoch`,
         `revision`, `service_revision`) that a cache needs. If the service changes
         while the pages are read, it reads them again so the result is consistent."""
-        while True:
+        for _ in range(_CONSISTENT_READ_ATTEMPTS):
             pages = [page async for page in self._service_pages(service_name, status, metadata)]
             first, last = pages[0], pages[-1]
             if (first.epoch, first.service_revision) == (last.epoch, last.service_revision):
-                instances = [i for page in pages for i in page.instances]
-                return msgspec.structs.replace(last, instances=instances, next_cursor=None)
+                break
+        # Still changing after several reads: return the last read, stamped with its
+        # first page's revision, so that events since then are applied on top.
+        instances = [i for page in pages for i in page.instances]
+        return msgspec.structs.replace(
+            last, instances=instances, next_cursor=None, service_revision=first.service_revision
+        )
 
     async def _service_pages(
         self,
@@ -386,16 +396,12 @@ class ServiceClient:
         A bare stream: events missed while disconnected are not replayed (compare
         `previous_revision` with the last `revision` seen). `discover()` builds a
         gap-free view on top of it."""
-        if self._nc is None:
-            await self.connect()
-        assert self._nc is not None
-        subscription = await self._nc.subscribe(events_subject(service_name))
+        subscription = await self._subscribe(events_subject(service_name))
         try:
             async for msg in subscription.messages:
-                try:
-                    yield decode_event(msg.data)
-                except ProtocolError:
-                    log.warning("unreadable event on %s ignored", msg.subject)
+                event = _decode_event_or_none(msg)
+                if event is not None:
+                    yield event
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -407,24 +413,35 @@ class ServiceClient:
 
         cache = ServiceCache(self, service_name, **options)
         await cache.start()
+        self._caches.add(cache)
         return cache
 
     async def _subscribe_events(
         self, service_name: str, callback: Callable[[RegistryEvent], None]
     ) -> Any:
+        async def on_event(msg: Any) -> None:
+            event = _decode_event_or_none(msg)
+            if event is not None:
+                callback(event)
+
+        return await self._subscribe(events_subject(service_name), on_event)
+
+    async def _subscribe(self, subject: str, callback: Any = None) -> Any:
+        self._check_open()
         if self._nc is None:
             await self.connect()
         assert self._nc is not None
-
-        async def on_event(msg: Any) -> None:
-            try:
-                callback(decode_event(msg.data))
-            except ProtocolError:
-                log.warning("unreadable event on %s ignored", msg.subject)
-
-        subscription = await self._nc.subscribe(events_subject(service_name), cb=on_event)
-        await self._nc.flush()
+        subscription = await self._nc.subscribe(subject, cb=callback)
+        await self._nc.flush()  # the server knows the interest before we go on
         return subscription
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RegistryError(
+                "this ServiceClient is closed; create a new one",
+                status=Status.SERVICE_UNAVAILABLE,
+                code="client_closed",
+            )
 
     @property
     def registered(self) -> list[tuple[str, str]]:
@@ -456,6 +473,7 @@ class ServiceClient:
 
         Retried: timeouts, no responders, a lost connection, and a 503 reply (the router
         is overloaded or restarting). Never retried: any other reply."""
+        self._check_open()
         if self._nc is None:
             await self.connect()
         assert self._nc is not None
@@ -526,7 +544,12 @@ class ServiceClient:
                 next_beat = now
             await asyncio.sleep(next_beat - now)
             leases = [lease for lease in self._leases.values() if lease.reregistering is None]
-            await asyncio.gather(*(self._renew(lease, interval) for lease in leases))
+            results = await asyncio.gather(
+                *(self._renew(lease, interval) for lease in leases), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Exception):  # keep beating for the others
+                    log.warning("heartbeat failed unexpectedly: %r", result)
 
     async def _renew(self, lease: _Lease, interval: float) -> None:
         nc = self._nc
@@ -539,6 +562,8 @@ class ServiceClient:
             # No router, or no reply in time: the next beat is the retry.
             log.debug("heartbeat failed for %s/%s: %r", lease.service_name, lease.instance_id, error)
             return
+        if not self._holds(lease):
+            return  # deregistered (or closing) while the beat was in flight
         if reply.status == Status.NOT_FOUND:
             log.info(
                 "router does not know %s/%s; registering it again",
@@ -559,7 +584,13 @@ class ServiceClient:
         instances do not all hit a restarted router in the same instant."""
         try:
             await asyncio.sleep(random.uniform(0, interval / 2))
+            if not self._holds(lease):
+                return
             await self._register(lease.service_name, lease.instance_id, lease.metadata)
+            if not self._holds(lease):
+                # Deregistered while the registration was in flight: undo it.
+                await self._deregister_once(lease)
+                return
             log.info("registered %s/%s again", lease.service_name, lease.instance_id)
         except RegistryError as error:
             if error.status == Status.CONFLICT:
@@ -580,6 +611,9 @@ class ServiceClient:
         finally:
             lease.reregistering = None
 
+    def _holds(self, lease: _Lease) -> bool:
+        return not self._closing and self._leases.get((lease.service_name, lease.instance_id)) is lease
+
     async def _deregister_once(self, lease: _Lease) -> None:
         nc = self._nc
         assert nc is not None
@@ -599,6 +633,14 @@ class ServiceClient:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         asyncio.get_running_loop().create_task(leave_then_exit())
+
+
+def _decode_event_or_none(msg: Any) -> RegistryEvent | None:
+    try:
+        return decode_event(msg.data)
+    except ProtocolError:
+        log.warning("unreadable event on %s ignored", msg.subject)
+        return None
 
 
 async def _ignore_error(error: Exception) -> None:

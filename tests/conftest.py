@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+from functools import partial
 from collections.abc import AsyncIterator
 
 import pytest
 import structlog
+
+from actors.logs import configure_logging
 
 from actors.embedded_nats import NatsServerProcess
 
@@ -30,7 +33,8 @@ async def nats_server() -> AsyncIterator[NatsServerProcess]:
 
 
 @pytest.fixture(autouse=True)
-def _default_structlog() -> None:
-    """A test that configured logging (the CLI does) must not leak it to the next,
-    whose captured stderr would already be closed."""
+def _default_structlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that configures logging (the CLI does) must not leak it to the next:
+    loggers are not cached in tests, so that a reset (and capture_logs) reaches them."""
     structlog.reset_defaults()
+    monkeypatch.setattr("actors.cli.configure_logging", partial(configure_logging, cache=False))

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
-from actors.nats_gateway import NatsGateway, PublishEvents
+from actors.nats_gateway import NatsGateway
 from protocol import (
     GET_SUBJECT,
     LIST_SUBJECT,
@@ -267,16 +267,16 @@ async def test_cache_notices_a_missed_event_and_resyncs(
     gateway = router.supervisor.ref("nats-gateway").actor
     assert isinstance(gateway, NatsGateway)
     cache = await client.discover("orders", check_interval=60)
-    original = gateway.handle
+    original = gateway.publish_events
     dropped: list[RegistryEvent] = []
 
-    async def drop_first_event(message: Any) -> None:
-        if isinstance(message, PublishEvents) and not dropped:
-            dropped.extend(message.events)
+    def drop_first_event(events: list[RegistryEvent]) -> None:
+        if not dropped:
+            dropped.extend(events)
             return
-        await original(message)
+        original(events)
 
-    monkeypatch.setattr(gateway, "handle", drop_first_event)
+    monkeypatch.setattr(gateway, "publish_events", drop_first_event)
     try:
         await client.register("orders", "lost")  # its event never reaches the cache
         await client.register("orders", "next")  # previous_revision exposes the gap
@@ -296,13 +296,7 @@ async def test_cache_notices_a_missed_last_event_by_its_periodic_check(
     gateway = router.supervisor.ref("nats-gateway").actor
     assert isinstance(gateway, NatsGateway)
     cache = await client.discover("orders", check_interval=0.1)
-    original = gateway.handle
-
-    async def drop_events(message: Any) -> None:
-        if not isinstance(message, PublishEvents):
-            await original(message)
-
-    monkeypatch.setattr(gateway, "handle", drop_events)
+    monkeypatch.setattr(gateway, "publish_events", lambda events: None)
     try:
         await client.register("orders", "silent")
         await cache.wait_for(lambda i: names(i) == ["silent"], timeout=5)

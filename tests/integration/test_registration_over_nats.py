@@ -142,13 +142,12 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
     retries: the first attempt then creates the record (its reply goes nowhere) and
     the retry, with the same session, gets that record back instead of a conflict."""
     registry = router.registry.actor
-    gateway = router.supervisor.ref("nats-gateway").actor
-    assert registry is not None and gateway is not None
+    assert registry is not None
     release = asyncio.Event()
     handled = 0
-    served = 0
+    told = 0
     original_handle = registry.handle
-    original_serve = gateway._serve  # type: ignore[attr-defined]
+    original_tell = registry.tell
 
     async def hold_first(message: Any) -> Any:
         nonlocal handled
@@ -157,20 +156,20 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
             await release.wait()
         return await original_handle(message)
 
-    async def release_on_retry(route: Any, data: bytes, reply_to: str) -> None:
-        nonlocal served
-        served += 1
-        if served == 2:
+    def release_on_retry(message: Any, reply: Any = None) -> None:
+        nonlocal told
+        told += 1
+        if told == 2:
             release.set()
-        await original_serve(route, data, reply_to)
+        original_tell(message, reply)
 
     monkeypatch.setattr(registry, "handle", hold_first)
-    monkeypatch.setattr(gateway, "_serve", release_on_retry)
+    monkeypatch.setattr(registry, "tell", release_on_retry)
     async with ServiceClient(
         nats_server.url, timeout=0.3, retries=2, backoff=FAST, heartbeat=False
     ) as client:
         info = await client.register("orders", "orders-1")
-        assert served == 2
+        assert told == 2
         assert not info.created
         detail = await get_service(router.registry, "orders")
         assert [i.instance_id for i in detail.instances] == ["orders-1"]

@@ -19,6 +19,7 @@ from actors.registry import (
 from actors.supervisor import ActorRef
 from protocol import (
     ErrorCode,
+    EventType,
     GetServiceRequest,
     ListServicesRequest,
     InstanceStatus,
@@ -440,3 +441,80 @@ async def test_unknown_message_crashes_the_actor(registry: ActorRef) -> None:
     with pytest.raises(TypeError):
         await registry.ask(object())
     assert not registry.alive
+
+
+async def test_a_steady_stream_of_messages_does_not_starve_the_lease_timer() -> None:
+    """Every message used to re-arm the timer 50 ms ahead once a deadline was near,
+    so with traffic every 10 ms nothing ever expired."""
+    actor = RegistryActor(policy=LeasePolicy(heartbeat_interval=0.05, lease_ttl=0.15))
+    await actor.start()
+    ref = ActorRef("registry")
+    ref.actor = actor
+    try:
+        await register(ref, request(session=None))  # anonymous: never renewed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while loop.time() < deadline:
+            detail = await get_service(ref, "orders")
+            if detail.instances[0].status is UNHEALTHY:
+                break
+            await asyncio.sleep(0.01)
+        assert detail.instances[0].status is UNHEALTHY
+    finally:
+        await actor.stop()
+
+
+def test_pages_end_early_to_stay_within_a_byte_budget(state: RegistryState) -> None:
+    for n in range(50):
+        state.register(request(instance=f"i{n:02d}", metadata={"blob": "x" * 1000}))
+    page = state.get_service(
+        GetServiceRequest(service_name="orders", status=None, limit=1000), max_bytes=10_000
+    )
+    assert 1 <= len(page.instances) < 10
+    assert page.next_cursor is not None
+    assert len(encode_msgpack(page)) <= 10_000 + 1024
+    seen = [i.instance_id for i in page.instances]
+    while page.next_cursor:
+        page = state.get_service(
+            GetServiceRequest(service_name="orders", status=None, limit=1000, cursor=page.next_cursor),
+            max_bytes=10_000,
+        )
+        seen += [i.instance_id for i in page.instances]
+    assert seen == [f"i{n:02d}" for n in range(50)]
+
+
+def test_counts_and_order_stay_right_through_every_transition(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request(instance="b"))
+    state.list_services()
+    detail(state)  # build the cached indexes, so that later changes must maintain them
+    state.register(request(instance="a"))
+    state.register(request(instance="c", session=SESSION_B))
+    clock.advance(1)
+    state.heartbeat(lease(instance="a"))
+    state.deregister(lease(instance="c", session=SESSION_B))
+    clock.advance(2.5)
+    state.expire()  # b: UNHEALTHY
+    assert [i.instance_id for i in detail(state).instances] == ["a", "b", "c"]
+    assert state.list_services().services[0].status_counts == {ONLINE: 1, UNHEALTHY: 1, OFFLINE: 1}
+    state.register(request(instance="c"))  # the OFFLINE id taken over by a new session
+    assert state.list_services().services[0].status_counts == {ONLINE: 2, UNHEALTHY: 1}
+    clock.advance(1000)
+    state.expire()
+    fails_with(404, detail, state)
+    assert state.list_services().total == 0
+    state.register(request(instance="z", service="orders"))
+    assert [i.instance_id for i in detail(state).instances] == ["z"]
+
+
+def test_a_service_that_empties_keeps_its_revision_chain(state: RegistryState, clock: FakeClock) -> None:
+    state.register(request(instance="a"))
+    state.deregister(lease(instance="a"))
+    clock.advance(100)
+    state.expire()
+    last = state.transitions[-1].event
+    assert last.type is EventType.REMOVED
+    state.transitions.clear()
+    state.register(request(instance="b"))
+    assert state.transitions[0].event.previous_revision == last.revision

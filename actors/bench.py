@@ -1,0 +1,510 @@
+"""`ipc-router bench`: load-test a router and compare it with the raw NATS round trip.
+
+The load generator runs in this process; the router (unless `--nats-url` names a
+running one) and an echo responder each run in a process of their own, on the same
+nats-server, so the echo figures are the physical limit of a nats-py client on
+this machine in this run, and the ratio is what the router costs on top.
+
+`python -m actors.bench echo URL` is the echo responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from actors.embedded_nats import NatsServerProcess
+from protocol import (
+    GET_SUBJECT,
+    HEARTBEAT_SUBJECT,
+    LIST_SUBJECT,
+    REGISTER_SUBJECT,
+    GetServiceRequest,
+    LeaseRequest,
+    ListServicesRequest,
+    RegisterRequest,
+    encode_msgpack,
+)
+
+__all__ = [
+    "BenchConfig",
+    "EchoResponder",
+    "PhaseResult",
+    "RouterProcess",
+    "free_port",
+    "run_bench",
+    "run_phase",
+]
+
+ECHO_SUBJECT = "ipc.bench.echo"
+_STATUS_KEY = b"\xa6status"
+
+
+# -- measuring ----------------------------------------------------------------------
+
+
+@dataclass
+class PhaseResult:
+    """Throughput and latency of one phase."""
+
+    name: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+    outcomes: dict[str, int]
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile in milliseconds (nearest rank)."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Outcomes other than success, by status or error kind."""
+        return {k: v for k, v in self.outcomes.items() if k not in ("200", "201")}
+
+    def summary(self) -> dict[str, Any]:
+        """The figures, rounded, for the report."""
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "throughput": round(self.throughput, 1),
+            "p50_ms": round(self.percentile(50), 3),
+            "p95_ms": round(self.percentile(95), 3),
+            "p99_ms": round(self.percentile(99), 3),
+            "max_ms": round(max(self.latencies_ms, default=0.0), 3),
+            "errors": self.errors,
+        }
+
+
+Call = Callable[[int], Awaitable[str]]
+"""One request for item `i`; returns the outcome ("201", "409", "timeout", ...)."""
+
+
+async def run_phase(
+    name: str,
+    call: Call,
+    *,
+    concurrency: int,
+    count: int | None = None,
+    duration: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PhaseResult:
+    """Run `call(i)` for i = 0, 1, ... with `concurrency` requests in flight, until
+    `count` requests are done or `duration` seconds have passed."""
+    if count is None and duration is None:
+        raise ValueError("a phase needs a count or a duration")
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    next_index = 0
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    deadline = loop.time() + duration if duration is not None else None
+
+    async def worker() -> None:
+        nonlocal next_index
+        while True:
+            if count is not None and next_index >= count:
+                return
+            if deadline is not None and loop.time() >= deadline:
+                return
+            index = next_index
+            next_index += 1
+            t0 = time.perf_counter()
+            try:
+                outcome = await call(index)
+            except Exception as error:  # noqa: BLE001 - counted, never hidden
+                outcome = type(error).__name__
+            latencies.append((time.perf_counter() - t0) * 1000)
+            outcomes[outcome] += 1
+            if progress is not None:
+                progress(1)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return PhaseResult(name, len(latencies), time.perf_counter() - started, latencies, dict(outcomes))
+
+
+def reply_status(data: bytes) -> str:
+    """The `status` of a msgpack reply map, read without decoding the whole reply:
+    the router always encodes `status` first, as a positive fixint or uint16."""
+    at = data.find(_STATUS_KEY)
+    if at < 0:
+        return "unreadable"
+    code = data[at + len(_STATUS_KEY)]
+    if code < 0x80:
+        return str(code)
+    if code == 0xCD:
+        return str(int.from_bytes(data[at + 8 : at + 10], "big"))
+    if code == 0xCC:
+        return str(data[at + 8])
+    return "unreadable"
+
+
+async def timed_request(
+    nc: NatsClient, subject: str, payload: bytes, timeout: float, *, echo: bool = False
+) -> str:
+    """One request/reply; the outcome is the reply status (200 for any echo) or the
+    failure kind."""
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return "no_responders"
+    except nats.errors.TimeoutError:
+        return "timeout"
+    return "200" if echo else reply_status(msg.data)
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _router_command() -> list[str]:
+    script = Path(sys.executable).parent / "ipc-router"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "actors"]
+
+
+class RouterProcess:
+    """`ipc-router serve` in a subprocess, ready once its /healthz answers 200."""
+
+    def __init__(self, nats_url: str, *extra: str) -> None:
+        self.http_port = free_port()
+        self.args = [
+            "serve", "--nats-url", nats_url, "--http-port", str(self.http_port),
+            "--log-level", "warning", "--log-format", "json", *extra,
+        ]  # fmt: skip
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *_router_command(), *self.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"router exited with code {self.process.returncode}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.admin_url}/healthz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"router not ready within {timeout} s")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the router process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the router process."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+class EchoResponder:
+    """A nats-py echo responder in its own process: the raw round-trip baseline."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "actors.bench", "echo", self.nats_url,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 20)
+        if line.strip() != b"READY":
+            raise RuntimeError(f"echo responder failed to start: {line!r}")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+async def _echo_main(url: str) -> None:
+    nc = await nats.connect(url)
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe(ECHO_SUBJECT, cb=echo)
+    await nc.flush()
+    print("READY", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await nc.close()
+
+
+# -- the bench command ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `ipc-router bench` was asked to do."""
+
+    instances: int = 10_000
+    services: int = 100
+    concurrency: int = 64
+    heartbeat_seconds: float = 5.0
+    nats_url: str | None = None
+    raw: bool = False
+    timeout: float = 5.0
+    progress: bool = True
+
+
+def _names(config: BenchConfig) -> Iterator[tuple[str, str]]:
+    for i in range(config.instances):
+        yield f"bench-{i % config.services}", f"instance-{i}"
+
+
+def _register_payloads(config: BenchConfig, session: str) -> list[bytes]:
+    return [
+        encode_msgpack(
+            RegisterRequest(
+                service_name=service,
+                instance_id=instance,
+                metadata={"zone": "a", "version": "1.0.0", "index": str(i)},
+                session_id=session,
+            )
+        )
+        for i, (service, instance) in enumerate(_names(config))
+    ]
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+        if not self.enabled:
+            yield None
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=f"{name:<16}", unit="req", file=sys.stderr, leave=False) as bar:
+            yield bar.update
+
+
+async def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run the whole bench (baselines included); returns the report as a dict."""
+    server: NatsServerProcess | None = None
+    router: RouterProcess | None = None
+    echo: EchoResponder | None = None
+    nats_url = config.nats_url
+    try:
+        if nats_url is None:
+            server = NatsServerProcess(port=free_port(), jetstream=False)
+            await server.start()
+            nats_url = server.url
+            router = RouterProcess(nats_url)
+            await router.start()
+        echo = EchoResponder(nats_url)
+        await echo.start()
+        return await _measure(config, nats_url)
+    finally:
+        if echo is not None:
+            await echo.stop()
+        if router is not None:
+            await router.stop()
+        if server is not None:
+            await server.stop()
+
+
+async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
+    from sdk import RegistryError, ServiceClient
+
+    progress = _Progress(config.progress)
+    session = "bench-session-" + os.urandom(8).hex()
+    registrations = _register_payloads(config, session)
+    heartbeats = [
+        encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
+        for s, i in _names(config)
+    ]
+    nc = await nats.connect(nats_url, max_reconnect_attempts=0)
+    phases: list[PhaseResult] = []
+    try:
+
+        async def phase(name: str, call: Call, count: int | None = None, duration: float | None = None) -> PhaseResult:
+            total = count if count is not None else None
+            with progress.phase(name, total) as tick:
+                result = await run_phase(
+                    name, call, concurrency=config.concurrency, count=count, duration=duration, progress=tick
+                )
+            phases.append(result)
+            return result
+
+        # Registration: the echo baseline sends the same bytes to the echo responder.
+        await phase(
+            "echo-register",
+            lambda i: timed_request(nc, ECHO_SUBJECT, registrations[i], config.timeout, echo=True),
+            count=config.instances,
+        )
+        # The SDK client stays open (not deregistering) until the phases that need
+        # its instances are done.
+        client = ServiceClient(nc=nc, heartbeat=False, timeout=config.timeout, retries=0)
+        names = list(_names(config))
+        if config.raw:
+            await phase(
+                "register",
+                lambda i: timed_request(nc, REGISTER_SUBJECT, registrations[i], config.timeout),
+                count=config.instances,
+            )
+        else:
+            metadata = [{"zone": "a", "version": "1.0.0", "index": str(i)} for i in range(config.instances)]
+
+            async def sdk_register(i: int) -> str:
+                try:
+                    info = await client.register(*names[i], metadata[i])
+                except RegistryError as error:
+                    return str(error.status)
+                return "201" if info.created else "200"
+
+            await phase("register", sdk_register, count=config.instances)
+            session = client._session_id
+            heartbeats = [
+                encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
+                for s, i in names
+            ]
+        count = config.instances
+        await phase(
+            "echo-heartbeat",
+            lambda i: timed_request(nc, ECHO_SUBJECT, heartbeats[i % count], config.timeout, echo=True),
+            duration=config.heartbeat_seconds,
+        )
+        await phase(
+            "heartbeat",
+            lambda i: timed_request(nc, HEARTBEAT_SUBJECT, heartbeats[i % count], config.timeout),
+            duration=config.heartbeat_seconds,
+        )
+        gets = [
+            encode_msgpack(GetServiceRequest(service_name=f"bench-{s}", limit=1000))
+            for s in range(config.services)
+        ]
+        await phase(
+            "echo-query",
+            lambda i: timed_request(nc, ECHO_SUBJECT, gets[i % len(gets)], config.timeout, echo=True),
+            count=config.services * 10,
+        )
+        await phase(
+            "query",
+            lambda i: timed_request(nc, GET_SUBJECT, gets[i % len(gets)], config.timeout),
+            count=config.services * 10,
+        )
+        listing = await timed_request(nc, LIST_SUBJECT, encode_msgpack(ListServicesRequest()), config.timeout)
+    finally:
+        await nc.close()
+    by_name = {p.name: p for p in phases}
+    report: dict[str, Any] = {
+        "config": asdict(config),
+        "phases": [p.summary() for p in phases],
+        "ratios": {},
+        "list_status": listing,
+    }
+    for name in ("register", "heartbeat", "query"):
+        mine, echo = by_name[name], by_name[f"echo-{name}"]
+        report["ratios"][name] = {
+            "throughput": round(mine.throughput / echo.throughput, 3) if echo.throughput else None,
+            "p50": round(mine.percentile(50) / echo.percentile(50), 3) if echo.percentile(50) else None,
+        }
+    return report
+
+
+def render_report(report: dict[str, Any], out: TextIO) -> None:
+    """The report as a readable table."""
+    config = report["config"]
+    out.write(
+        f"ipc-router bench: {config['instances']} instances in {config['services']} services, "
+        f"{config['concurrency']} in flight, heartbeats for {config['heartbeat_seconds']} s, "
+        f"{'raw nats-py' if config['raw'] else 'SDK'} registrations\n\n"
+    )
+    header = f"{'phase':<16}{'requests':>10}{'req/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}  errors\n"
+    out.write(header)
+    for phase in report["phases"]:
+        errors = ", ".join(f"{k}: {v}" for k, v in phase["errors"].items()) or "-"
+        out.write(
+            f"{phase['name']:<16}{phase['requests']:>10}{phase['throughput']:>11.0f}"
+            f"{phase['p50_ms']:>9.3f}{phase['p95_ms']:>9.3f}{phase['p99_ms']:>9.3f}"
+            f"{phase['max_ms']:>9.3f}  {errors}\n"
+        )
+    out.write("\nratio to the raw NATS echo round trip (same payloads, same run):\n")
+    for name, ratio in report["ratios"].items():
+        out.write(f"  {name:<10} throughput x{ratio['throughput']}   p50 x{ratio['p50']}\n")
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report as JSON."""
+    return json.dumps(report, indent=2)
+
+
+def main(argv: Sequence[str]) -> int:  # pragma: no cover - the echo responder process
+    if len(argv) == 2 and argv[0] == "echo":
+        asyncio.run(_echo_main(argv[1]))
+        return 0
+    print("usage: python -m actors.bench echo NATS_URL", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
