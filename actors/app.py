@@ -14,7 +14,7 @@ from actors.actor import ActorDeadError
 from actors.nats_gateway import NatsGateway
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
-from protocol import LeasePolicy, RegistryEvent
+from protocol import LeasePolicy, RegistryEvent, RegistryLimits
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -35,6 +35,7 @@ class RouterConfig:
     max_restarts: int = 3
     restart_window_seconds: float = 5.0
     lease_policy: LeasePolicy = LeasePolicy()
+    limits: RegistryLimits = RegistryLimits()
 
 
 class Router:
@@ -56,9 +57,13 @@ class Router:
                     policy=config.lease_policy,
                     mailbox_size=config.registry_mailbox_size,
                     publish=self._publish_events,
+                    limits=config.limits,
                 ),
             ),
-            ChildSpec("nats-gateway", lambda: NatsGateway(self.registry, self.nats_url)),
+            ChildSpec(
+                "nats-gateway",
+                lambda: NatsGateway(self.registry, self.nats_url, limits=config.limits),
+            ),
             ChildSpec(
                 "http-gateway",
                 lambda: HttpGateway(self._admin_app, config.http_host, config.http_port),
@@ -104,6 +109,7 @@ class Router:
                 nats_connected=self._nats_connected,
                 registry_running=lambda: self.registry.alive,
                 lease_policy=self.config.lease_policy,
+                limits=self.config.limits,
             ),
         )
 

@@ -310,6 +310,8 @@ class BenchConfig:
     raw: bool = False
     timeout: float = 5.0
     progress: bool = True
+    uvloop: bool = False
+    """Start the router with --uvloop (when the bench starts it)."""
 
 
 def _names(config: BenchConfig) -> Iterator[tuple[str, str]]:
@@ -358,7 +360,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             server = NatsServerProcess(port=free_port(), jetstream=False)
             await server.start()
             nats_url = server.url
-            router = RouterProcess(nats_url)
+            router = RouterProcess(nats_url, *(["--uvloop"] if config.uvloop else []))
             await router.start()
         echo = EchoResponder(nats_url)
         await echo.start()

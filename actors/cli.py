@@ -18,7 +18,7 @@ from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
 from actors.logs import configure_logging
-from protocol import LeasePolicy
+from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 
 __all__ = ["build_parser", "main"]
 
@@ -115,6 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds an OFFLINE instance stays visible to admins "
         "[IPC_ROUTER_OFFLINE_RETENTION] (default: %(default)s)",
     )
+    limits = RegistryLimits()
+    serve.add_argument(
+        "--max-instances",
+        type=_positive,
+        default=_env("MAX_INSTANCES", str(limits.max_instances)),
+        help="live instances the registry holds before 507 registry_full "
+        "[IPC_ROUTER_MAX_INSTANCES] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-instances-per-service",
+        type=_positive,
+        default=_env("MAX_INSTANCES_PER_SERVICE", str(limits.max_instances_per_service)),
+        help="live instances of one service before 507 service_full "
+        "[IPC_ROUTER_MAX_INSTANCES_PER_SERVICE] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-metadata-bytes",
+        type=_positive,
+        default=_env("MAX_METADATA_BYTES", str(limits.max_metadata_bytes)),
+        help="encoded metadata size per instance before 400 metadata_too_large "
+        "[IPC_ROUTER_MAX_METADATA_BYTES] (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--mailbox-size",
+        type=_positive,
+        default=_env("MAILBOX_SIZE", "10000"),
+        help="requests queued for the registry before 503 router_unavailable "
+        "[IPC_ROUTER_MAILBOX_SIZE] (default: %(default)s)",
+    )
     serve.add_argument(
         "--uvloop",
         action="store_true",
@@ -169,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-seconds", "-d", type=_seconds, default=5.0, help="(default: %(default)s)"
     )
     bench.add_argument("--raw", action="store_true", help="register with raw nats-py instead of the SDK")
+    bench.add_argument("--uvloop", action="store_true", help="start the router with --uvloop")
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
@@ -194,6 +224,7 @@ def _bench(args: argparse.Namespace) -> int:
         heartbeat_seconds=args.heartbeat_seconds,
         nats_url=args.nats_url,
         raw=args.raw,
+        uvloop=args.uvloop,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     try:
@@ -236,6 +267,12 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             offline_after=args.offline_after,
             offline_retention=args.offline_retention,
         ),
+        limits=RegistryLimits(
+            max_instances=args.max_instances,
+            max_instances_per_service=args.max_instances_per_service,
+            max_metadata_bytes=min(args.max_metadata_bytes, MAX_REQUEST_BYTES),
+        ),
+        registry_mailbox_size=args.mailbox_size,
     )
 
 

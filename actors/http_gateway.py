@@ -28,6 +28,7 @@ from protocol import (
     LeasePolicy,
     ListServicesRequest,
     ProtocolError,
+    RegistryLimits,
     Status,
     encode_json,
     error_reply,
@@ -48,6 +49,7 @@ class HealthProbe:
     nats_connected: Callable[[], bool]
     registry_running: Callable[[], bool]
     lease_policy: LeasePolicy
+    limits: RegistryLimits | None = None
 
 
 REGISTRY = web.AppKey("registry", ActorRef)
@@ -206,6 +208,7 @@ async def _healthz(request: web.Request) -> web.Response:
         nats_connected=nats_ok,
         registry_running=registry_ok,
         lease_policy=probe.lease_policy,
+        limits=probe.limits,
     )
     return _json_response(body, status=200 if healthy else 503)
 

@@ -36,6 +36,7 @@ from protocol import (
     ListServicesReply,
     ProtocolError,
     RegistryEvent,
+    RegistryLimits,
     Status,
     decode_get_request,
     decode_lease_request,
@@ -71,28 +72,32 @@ class _Route:
     """Turns the registry's result into the reply Struct (None: it already is one)."""
 
 
-_ROUTES = (
-    _Route(REGISTER_SUBJECT, "registration", decode_register_request, lambda r, _: Register(r)),
-    _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, lambda r, _: Heartbeat(r)),
-    _Route(
-        DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
-    ),
-    _Route(
-        LIST_SUBJECT,
-        "list",
-        decode_list_request,
-        lambda r, _: ListServices(r),
-        lambda result: ListServicesReply(status=Status.OK, result=result),
-    ),
-    _Route(
-        GET_SUBJECT,
-        "get",
-        decode_get_request,
-        # Room for the reply's own fields around the instances.
-        lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
-        lambda result: GetServiceReply(status=Status.OK, result=result),
-    ),
-)
+def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
+    def decode_register(data: bytes) -> Any:
+        return decode_register_request(data, limits.max_metadata_bytes)
+
+    return (
+        _Route(REGISTER_SUBJECT, "registration", decode_register, lambda r, _: Register(r)),
+        _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, lambda r, _: Heartbeat(r)),
+        _Route(
+            DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
+        ),
+        _Route(
+            LIST_SUBJECT,
+            "list",
+            decode_list_request,
+            lambda r, _: ListServices(r),
+            lambda result: ListServicesReply(status=Status.OK, result=result),
+        ),
+        _Route(
+            GET_SUBJECT,
+            "get",
+            decode_get_request,
+            # Room for the reply's own fields around the instances.
+            lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
+            lambda result: GetServiceReply(status=Status.OK, result=result),
+        ),
+    )
 
 
 class _ReplyVia:
@@ -138,8 +143,10 @@ class NatsGateway(Actor):
         *,
         client_name: str = "ipc-router",
         startup_timeout: float = 10.0,
+        limits: RegistryLimits | None = None,
     ) -> None:
         super().__init__("nats-gateway")
+        self._routes = _routes(limits or RegistryLimits())
         self._startup_timeout = startup_timeout
         self._registry = registry
         self._url = nats_url
@@ -188,12 +195,12 @@ class NatsGateway(Actor):
                 "check --nats-url and that the server is running"
             ) from None
         self._max_reply = self._nc.max_payload
-        for route in _ROUTES:
+        for route in self._routes:
             await self._nc.subscribe(
                 route.subject, queue=ROUTER_QUEUE_GROUP, cb=self._callback(route)
             )
         await self._nc.flush()
-        log.info("nats_gateway_ready", url=self._url, subjects=[r.subject for r in _ROUTES])
+        log.info("nats_gateway_ready", url=self._url, subjects=[r.subject for r in self._routes])
 
     async def on_stop(self) -> None:
         self._stopping = True

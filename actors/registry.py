@@ -44,6 +44,7 @@ from protocol import (
     RegisterReply,
     RegisterRequest,
     RegistryEvent,
+    RegistryLimits,
     ServiceDetail,
     ServiceList,
     ServiceSummary,
@@ -232,10 +233,14 @@ class RegistryState:
         self,
         policy: LeasePolicy | None = None,
         *,
+        limits: RegistryLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy or LeasePolicy()
+        self.limits = limits or RegistryLimits()
+        self.live = 0
+        """Instances not OFFLINE (what `limits.max_instances` caps)."""
         self._clock = clock
         self._wall = wall_clock
         self._services: dict[str, _Service] = {}
@@ -272,11 +277,13 @@ class RegistryState:
                 bisect.insort(self._sorted_names, request.service_name)
         record = service.instances.get(request.instance_id)
         if record is None or record.status is OFFLINE:
+            self._check_room(service, request)
             if record is not None:
                 record.generation = -1
                 service.remove(record)
             record = _Record(request, now, wall, now + self.policy.lease_ttl)
             service.add(record)
+            self.live += 1
             self._push(record)
             self._note(record, None, EventType.REGISTERED, "registered")
             return self._register_reply(Status.CREATED, record)
@@ -465,7 +472,30 @@ class RegistryState:
             )
         return record
 
+    def _check_room(self, service: _Service, request: RegisterRequest) -> None:
+        limits = self.limits
+        if len(service.instances) - service.counts.get(OFFLINE, 0) >= limits.max_instances_per_service:
+            raise ProtocolError(
+                Status.INSUFFICIENT_STORAGE,
+                ErrorCode.SERVICE_FULL,
+                f"Service {request.service_name!r} already has "
+                f"{limits.max_instances_per_service} live instances, the most one service may "
+                "have on this router. Deregister unused instances or raise "
+                "--max-instances-per-service.",
+                {"service_name": request.service_name, "limit": limits.max_instances_per_service},
+            )
+        if self.live >= limits.max_instances:
+            raise ProtocolError(
+                Status.INSUFFICIENT_STORAGE,
+                ErrorCode.REGISTRY_FULL,
+                f"The registry holds {limits.max_instances} live instances, the most this router "
+                "is configured for. Deregister unused instances or raise --max-instances.",
+                {"limit": limits.max_instances},
+            )
+
     def _set_status(self, record: _Record, status: InstanceStatus) -> None:
+        if status is OFFLINE:
+            self.live -= 1
         service = self._services[record.service_name]
         service.count(record.status, -1)
         service.count(status, +1)
@@ -617,11 +647,12 @@ class RegistryActor(Actor):
         policy: LeasePolicy | None = None,
         mailbox_size: int = 0,
         publish: Callable[[list[RegistryEvent]], None] | None = None,
+        limits: RegistryLimits | None = None,
     ) -> None:
         """`publish` receives the events of each handled message, in revision order
         (the NATS gateway publishes them); it must not block."""
         super().__init__("registry", mailbox_size=mailbox_size)
-        self.state = RegistryState(policy)
+        self.state = RegistryState(policy, limits=limits)
         self._publish = publish
         self._pending_events: list[RegistryEvent] = []
         # A concrete logger (the module's is a lazy proxy, costly per call on this hot
@@ -681,7 +712,7 @@ class RegistryActor(Actor):
                 "registration",
                 service_name=request.service_name,
                 instance_id=request.instance_id,
-                outcome="conflict",
+                outcome="conflict" if error.status == Status.CONFLICT else str(error.code),
                 status=int(error.status),
             )
             raise
@@ -723,8 +754,8 @@ class RegistryActor(Actor):
 
     def _arm_timer(self) -> None:
         deadline = self.state.next_deadline()
-        if deadline is None:
-            return
+        if deadline is None or deadline >= self._timer_at:
+            return  # nothing to expire, or the armed timer fires in time (checked cheaply)
         loop = asyncio.get_running_loop()
         at = max(deadline, loop.time() + _TIMER_SLACK)
         if at >= self._timer_at:

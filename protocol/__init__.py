@@ -5,6 +5,7 @@ Imports nothing of the router or the SDK; both import it.
 
 from protocol.codec import (
     check_metadata,
+    check_payload_size,
     decode_cursor,
     decode_event,
     decode_get_reply,
@@ -23,6 +24,7 @@ from protocol.codec import (
 from protocol.errors import ErrorCode, ProtocolError, Status
 from protocol.models import (
     INSTANCE_ID_MAX_LENGTH,
+    MAX_REQUEST_BYTES,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     NAME_PATTERN,
@@ -46,6 +48,7 @@ from protocol.models import (
     RegisterReply,
     RegisterRequest,
     RegistryEvent,
+    RegistryLimits,
     ServiceDetail,
     ServiceList,
     ServiceSummary,
@@ -69,6 +72,7 @@ __all__ = [
     "GET_SUBJECT",
     "HEARTBEAT_SUBJECT",
     "INSTANCE_ID_MAX_LENGTH",
+    "MAX_REQUEST_BYTES",
     "LIST_SUBJECT",
     "METADATA_MAX_BYTES",
     "METADATA_MAX_DEPTH",
@@ -97,11 +101,13 @@ __all__ = [
     "RegisterReply",
     "RegisterRequest",
     "RegistryEvent",
+    "RegistryLimits",
     "ServiceDetail",
     "ServiceList",
     "ServiceSummary",
     "Status",
     "check_metadata",
+    "check_payload_size",
     "decode_cursor",
     "decode_event",
     "decode_get_reply",

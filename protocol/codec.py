@@ -18,6 +18,7 @@ import msgspec
 from protocol.errors import ErrorCode, ProtocolError, Status
 from protocol.models import (
     INSTANCE_ID_MAX_LENGTH,
+    MAX_REQUEST_BYTES,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     SERVICE_NAME_MAX_LENGTH,
@@ -110,31 +111,54 @@ def _decode_request(decoder: msgspec.msgpack.Decoder[T], data: bytes) -> T:
         ) from None
 
 
-def decode_register_request(data: bytes) -> RegisterRequest:
+def check_payload_size(data: bytes, limit: int = MAX_REQUEST_BYTES) -> None:
+    """Refuse a request larger than `limit` before spending any work on it.
+
+    Raises:
+        ProtocolError: 413 `payload_too_large`.
+    """
+    if len(data) > limit:
+        raise ProtocolError(
+            Status.PAYLOAD_TOO_LARGE,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"The request is {len(data)} bytes; the router accepts at most {limit}. "
+            "Keep metadata small (it is limited separately).",
+            {"field": "$", "size": len(data), "limit": limit},
+        )
+
+
+def decode_register_request(
+    data: bytes, max_metadata_bytes: int = METADATA_MAX_BYTES
+) -> RegisterRequest:
     """Decode and validate a registration request.
 
     Raises:
-        ProtocolError: status 400 with code `invalid_payload`, `invalid_field` or
-            `metadata_too_large`, and `details.field` naming the offending path.
+        ProtocolError: status 413 `payload_too_large`, or 400 with code
+            `invalid_payload`, `invalid_field` or `metadata_too_large`, and
+            `details.field` naming the offending path.
     """
+    check_payload_size(data)
     request = _decode_request(_register_request_decoder, data)
     if request.metadata:
-        check_metadata(request.metadata, len(data))
+        check_metadata(request.metadata, len(data), max_metadata_bytes)
     return request
 
 
 def decode_lease_request(data: bytes) -> LeaseRequest:
     """Decode and validate a heartbeat or deregistration request (400 as above)."""
+    check_payload_size(data)
     return _decode_request(_lease_request_decoder, data)
 
 
 def decode_list_request(data: bytes) -> ListServicesRequest:
     """Decode and validate an `ipc.service.list` request (400 as above)."""
+    check_payload_size(data)
     return _decode_request(_list_request_decoder, data)
 
 
 def decode_get_request(data: bytes) -> GetServiceRequest:
     """Decode and validate an `ipc.service.get` request (400 as above)."""
+    check_payload_size(data)
     return _decode_request(_get_request_decoder, data)
 
 
@@ -172,25 +196,30 @@ def _top_field(path: str) -> str:
     return f"$.{head}"
 
 
-def check_metadata(metadata: dict[str, Any], payload_size: int | None = None) -> None:
-    """Check that metadata is JSON-compatible, not too deep and not too large.
+def check_metadata(
+    metadata: dict[str, Any],
+    payload_size: int | None = None,
+    max_bytes: int = METADATA_MAX_BYTES,
+) -> None:
+    """Check that metadata is not too large, JSON-compatible and not too deep.
 
     `payload_size`, when given, is the size of the whole request: metadata cannot be
-    larger, so the re-encoding that measures it is skipped for small requests.
+    much larger, so the re-encoding that measures it is skipped for small requests.
+    The size is checked first: it is measured in C, while the value walk is Python
+    and must not run over a megabyte of hostile input.
     """
-    _check_metadata_values(metadata)
     # Re-encoding can grow a foreign encoding by at most 9/5 (float32 -> float64), so a
     # request that small cannot hold metadata over the limit: skip the measurement.
-    if payload_size is not None and payload_size * 9 // 5 <= METADATA_MAX_BYTES:
-        return
-    size = len(msgpack_encoder.encode(metadata))
-    if size > METADATA_MAX_BYTES:
-        raise _invalid(
-            ErrorCode.METADATA_TOO_LARGE,
-            f"metadata is {size} bytes once msgpack-encoded; the limit is "
-            f"{METADATA_MAX_BYTES} bytes. Keep large data elsewhere and store a reference.",
-            "$.metadata",
-        )
+    if payload_size is None or payload_size * 9 // 5 > max_bytes:
+        size = len(msgpack_encoder.encode(metadata))
+        if size > max_bytes:
+            raise _invalid(
+                ErrorCode.METADATA_TOO_LARGE,
+                f"metadata is {size} bytes once msgpack-encoded; the limit is "
+                f"{max_bytes} bytes. Keep large data elsewhere and store a reference.",
+                "$.metadata",
+            )
+    _check_metadata_values(metadata)
 
 
 _SCALARS = (str, int, float, bool, type(None))

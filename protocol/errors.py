@@ -12,13 +12,16 @@ class Status(IntEnum):
     OK = 200
     CREATED = 201
     BAD_REQUEST = 400
+    UNAUTHORIZED = 401
     FORBIDDEN = 403
     NOT_FOUND = 404
     METHOD_NOT_ALLOWED = 405
     CONFLICT = 409
+    PAYLOAD_TOO_LARGE = 413
     INTERNAL_ERROR = 500
     SERVICE_UNAVAILABLE = 503
     GATEWAY_TIMEOUT = 504
+    INSUFFICIENT_STORAGE = 507
 
 
 class ErrorCode(StrEnum):
@@ -29,6 +32,12 @@ class ErrorCode(StrEnum):
     INVALID_FIELD = "invalid_field"
     """A field is missing, has the wrong type or breaks a constraint."""
     METADATA_TOO_LARGE = "metadata_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    """413: the request is larger than the router decodes at all."""
+    REGISTRY_FULL = "registry_full"
+    """507: the router holds as many instances as it is configured to."""
+    SERVICE_FULL = "service_full"
+    """507: the service holds as many instances as one service may."""
     INSTANCE_CONFLICT = "instance_conflict"
     NOT_OWNER = "not_owner"
     """A heartbeat or deregistration from a session that does not own the instance."""
@@ -39,6 +48,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
     ROUTER_UNAVAILABLE = "router_unavailable"
+    UNAUTHORIZED = "unauthorized"
+    """401: the admin API needs `Authorization: Bearer <token>`."""
     ROUTER_TIMEOUT = "router_timeout"
 
 

@@ -20,7 +20,10 @@ INSTANCE_ID_MAX_LENGTH = 128
 SESSION_ID_MIN_LENGTH = 16
 SESSION_ID_MAX_LENGTH = 128
 METADATA_MAX_BYTES = 4096
-"""Upper bound of the msgpack-encoded size of a registration's metadata map."""
+"""Default upper bound of the msgpack-encoded size of a registration's metadata map
+(a router may be configured with another)."""
+MAX_REQUEST_BYTES = 64 * 1024
+"""Largest request the router decodes at all; anything bigger is a 413."""
 METADATA_MAX_DEPTH = 8
 """Deepest nesting of arrays and maps allowed inside metadata."""
 
@@ -286,6 +289,19 @@ class LeasePolicy(Base, omit_defaults=False):
     """How long an OFFLINE instance stays visible to admins before it is forgotten."""
 
 
+class RegistryLimits(Base, omit_defaults=False):
+    """How much a router holds. Past a limit, registration gets the stated error."""
+
+    max_instances: int = 500_000
+    """Live (not OFFLINE) instances in the whole registry; then 507 `registry_full`."""
+    max_instances_per_service: int = 50_000
+    """Live instances of one service; then 507 `service_full`."""
+    max_metadata_bytes: int = METADATA_MAX_BYTES
+    """Encoded metadata of one instance; then 400 `metadata_too_large`."""
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    """Any request on NATS; then 413 `payload_too_large` (not configurable)."""
+
+
 class Health(Base):
     """`GET /healthz`: 200 when everything is up, 503 otherwise."""
 
@@ -293,3 +309,4 @@ class Health(Base):
     nats_connected: bool
     registry_running: bool
     lease_policy: LeasePolicy | None = None
+    limits: RegistryLimits | None = None

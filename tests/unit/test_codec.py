@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from protocol import (
+    MAX_REQUEST_BYTES,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     ErrorCode,
@@ -164,8 +165,32 @@ def test_metadata_nested_at_the_limit_is_accepted() -> None:
 
 
 def test_pathologically_deep_nesting_is_a_400_not_a_crash() -> None:
-    payload = b"\x82\xacservice_name\xa1a\xabinstance_id" + b"\x91" * 200_000 + b"\x01"
+    payload = b"\x82\xacservice_name\xa1a\xabinstance_id" + b"\x91" * 60_000 + b"\x01"
     rejected(payload)
+
+
+def test_a_payload_over_the_request_limit_is_413_before_any_decoding() -> None:
+    payload = b"\x82\xacservice_name\xa1a\xabinstance_id" + b"\x91" * MAX_REQUEST_BYTES + b"\x01"
+    with pytest.raises(ProtocolError) as caught:
+        decode_register_request(payload)
+    assert caught.value.status == 413
+    assert caught.value.code == ErrorCode.PAYLOAD_TOO_LARGE
+    assert caught.value.details["limit"] == MAX_REQUEST_BYTES
+
+
+def test_a_router_may_lower_the_metadata_limit() -> None:
+    payload = msgpack.packb({**VALID, "metadata": {"blob": "x" * 200}})
+    with pytest.raises(ProtocolError) as caught:
+        decode_register_request(payload, max_metadata_bytes=100)
+    assert caught.value.code == ErrorCode.METADATA_TOO_LARGE
+    assert "100 bytes" in caught.value.message
+
+
+def test_huge_metadata_is_measured_before_it_is_walked() -> None:
+    """A megabyte of small values used to be walked value by value in Python first."""
+    with pytest.raises(ProtocolError) as caught:
+        check_metadata({"list": list(range(1_000_000))})
+    assert caught.value.code == ErrorCode.METADATA_TOO_LARGE
 
 
 @pytest.mark.parametrize(

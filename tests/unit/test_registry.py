@@ -27,6 +27,7 @@ from protocol import (
     LeaseRequest,
     ProtocolError,
     RegisterRequest,
+    RegistryLimits,
     encode_json,
     encode_msgpack,
 )
@@ -518,3 +519,32 @@ def test_a_service_that_empties_keeps_its_revision_chain(state: RegistryState, c
     state.transitions.clear()
     state.register(request(instance="b"))
     assert state.transitions[0].event.previous_revision == last.revision
+
+
+def test_a_full_service_refuses_new_instances_with_507(clock: FakeClock) -> None:
+    state = RegistryState(
+        POLICY, limits=RegistryLimits(max_instances_per_service=2), clock=clock.monotonic, wall_clock=clock.wall
+    )
+    state.register(request(instance="a"))
+    state.register(request(instance="b"))
+    error = fails_with(507, state.register, request(instance="c"))
+    assert error.code == ErrorCode.SERVICE_FULL
+    assert error.details["limit"] == 2
+    assert state.register(request(instance="a")).status == 200  # a repeat is no new instance
+    assert state.register(request(service="payments", instance="c")).status == 201
+    state.deregister(lease(instance="a"))  # OFFLINE instances do not count
+    assert state.register(request(instance="c")).status == 201
+
+
+def test_a_full_registry_refuses_new_instances_with_507(clock: FakeClock) -> None:
+    state = RegistryState(
+        POLICY, limits=RegistryLimits(max_instances=2), clock=clock.monotonic, wall_clock=clock.wall
+    )
+    state.register(request(service="x", instance="a"))
+    state.register(request(service="y", instance="b"))
+    error = fails_with(507, state.register, request(service="z", instance="c"))
+    assert error.code == ErrorCode.REGISTRY_FULL
+    clock.advance(POLICY.lease_ttl + POLICY.offline_after + 1)
+    state.expire()  # both leases ran out: room again
+    assert state.live == 0
+    assert state.register(request(service="z", instance="c")).status == 201
