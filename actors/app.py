@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -15,6 +15,7 @@ from actors.nats_gateway import NatsGateway
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryEvent, RegistryLimits
+from sdk.connection import NatsAuth
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -36,6 +37,9 @@ class RouterConfig:
     restart_window_seconds: float = 5.0
     lease_policy: LeasePolicy = LeasePolicy()
     limits: RegistryLimits = RegistryLimits()
+    nats_auth: NatsAuth = NatsAuth()
+    admin_token: str | None = field(default=None, repr=False)
+    """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
 
 
 class Router:
@@ -62,7 +66,9 @@ class Router:
             ),
             ChildSpec(
                 "nats-gateway",
-                lambda: NatsGateway(self.registry, self.nats_url, limits=config.limits),
+                lambda: NatsGateway(
+                    self.registry, self.nats_url, limits=config.limits, auth=config.nats_auth
+                ),
             ),
             ChildSpec(
                 "http-gateway",
@@ -111,6 +117,7 @@ class Router:
                 lease_policy=self.config.lease_policy,
                 limits=self.config.limits,
             ),
+            admin_token=self.config.admin_token,
         )
 
     async def start(self) -> None:

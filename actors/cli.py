@@ -19,6 +19,7 @@ from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
 from actors.logs import configure_logging
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
+from sdk.connection import NatsAuth
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("EMBEDDED_NATS_PORT", "4222"),
         help="port of the bundled nats-server on 127.0.0.1 [IPC_ROUTER_EMBEDDED_NATS_PORT] "
         "(default: %(default)s)",
+    )
+    _add_nats_auth_arguments(serve)
+    serve.add_argument(
+        "--admin-token",
+        default=_env("ADMIN_TOKEN", None),
+        help="require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside "
+        "[IPC_ROUTER_ADMIN_TOKEN]; prefer the environment variable (command lines are visible)",
     )
     policy = LeasePolicy()
     serve.add_argument(
@@ -176,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     services.add_argument(
+        "--admin-token",
+        default=_env("ADMIN_TOKEN", None),
+        help="the router's admin token [IPC_ROUTER_ADMIN_TOKEN]",
+    )
+    services.add_argument(
         "--admin-url",
         default=_env("ADMIN_URL", "http://127.0.0.1:8080"),
         help="the router's admin API [IPC_ROUTER_ADMIN_URL] (default: %(default)s)",
@@ -202,6 +215,46 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
+
+
+def _add_nats_auth_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "NATS authentication", "credentials for --nats-url (each also an IPC_ROUTER_* variable)"
+    )
+    group.add_argument("--nats-user", default=_env("NATS_USER", None), help="[IPC_ROUTER_NATS_USER]")
+    group.add_argument(
+        "--nats-password",
+        default=_env("NATS_PASSWORD", None),
+        help="[IPC_ROUTER_NATS_PASSWORD]; prefer the environment variable",
+    )
+    group.add_argument(
+        "--nats-token",
+        default=_env("NATS_TOKEN", None),
+        help="[IPC_ROUTER_NATS_TOKEN]; prefer the environment variable",
+    )
+    group.add_argument("--nats-creds", default=_env("NATS_CREDS", None), help="a .creds file [IPC_ROUTER_NATS_CREDS]")
+    group.add_argument("--nats-tls-ca", default=_env("NATS_TLS_CA", None), help="CA file [IPC_ROUTER_NATS_TLS_CA]")
+    group.add_argument(
+        "--nats-tls-cert", default=_env("NATS_TLS_CERT", None), help="client certificate [IPC_ROUTER_NATS_TLS_CERT]"
+    )
+    group.add_argument(
+        "--nats-tls-key", default=_env("NATS_TLS_KEY", None), help="client key [IPC_ROUTER_NATS_TLS_KEY]"
+    )
+
+
+def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth:
+    try:
+        return NatsAuth(
+            user=args.nats_user,
+            password=args.nats_password,
+            token=args.nats_token,
+            creds=args.nats_creds,
+            tls_ca=args.nats_tls_ca,
+            tls_cert=args.nats_tls_cert,
+            tls_key=args.nats_tls_key,
+        )
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def _positive(text: str) -> int:
@@ -242,7 +295,9 @@ def _bench(args: argparse.Namespace) -> int:
 def _services(args: argparse.Namespace) -> int:
     try:
         asyncio.run(
-            run_services(args.admin_url, args.service_name, args.status, args.json)
+            run_services(
+                args.admin_url, args.service_name, args.status, args.json, args.admin_token
+            )
         )
     except AdminApiError as error:
         print(f"ipc-router: error: {error}", file=sys.stderr)
@@ -273,6 +328,8 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             max_metadata_bytes=min(args.max_metadata_bytes, MAX_REQUEST_BYTES),
         ),
         registry_mailbox_size=args.mailbox_size,
+        nats_auth=_nats_auth(args, parser),
+        admin_token=args.admin_token or None,
     )
 
 

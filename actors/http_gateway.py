@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hmac
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class HealthProbe:
 
 
 REGISTRY = web.AppKey("registry", ActorRef)
+ADMIN_TOKEN = web.AppKey("admin_token", bytes)
 HEALTH = web.AppKey("health", HealthProbe)
 OPENAPI = web.AppKey("openapi", bytes)
 
@@ -224,9 +226,37 @@ def _package_version() -> str:
         return "0.0.0"
 
 
-def build_admin_app(registry: ActorRef, health: HealthProbe) -> web.Application:
-    """The admin application: routes, error middleware, OpenAPI document."""
-    app = web.Application(middlewares=[_errors_as_json])
+@web.middleware
+async def _bearer_token(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every endpoint but /healthz wants `Authorization: Bearer <token>` (compared in
+    constant time) when the app has a token."""
+    token = request.app.get(ADMIN_TOKEN)
+    if token is not None and request.path != "/healthz":
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            log.warning("admin_unauthorized", path=request.path, remote=request.remote)
+            response = _error_response(
+                ProtocolError(
+                    Status.UNAUTHORIZED,
+                    ErrorCode.UNAUTHORIZED,
+                    "The admin API needs the header 'Authorization: Bearer <token>' with the "
+                    "router's admin token (--admin-token / IPC_ROUTER_ADMIN_TOKEN).",
+                )
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="ipc-router"'
+            return response
+    return await handler(request)
+
+
+def build_admin_app(
+    registry: ActorRef, health: HealthProbe, admin_token: str | None = None
+) -> web.Application:
+    """The admin application: routes, error and token middlewares, OpenAPI document."""
+    app = web.Application(middlewares=[_errors_as_json, _bearer_token])
+    if admin_token:
+        app[ADMIN_TOKEN] = admin_token.encode()
     app[REGISTRY] = registry
     app[HEALTH] = health
     app[OPENAPI] = encode_json(openapi_document(_package_version()))

@@ -24,6 +24,7 @@ from actors.actor import Actor, ActorDeadError, MailboxFullError
 from actors.errors import StartupError
 from actors.registry import Deregister, GetService, Heartbeat, ListServices, Register
 from actors.supervisor import ActorRef
+from sdk.connection import NatsAuth, NatsConnectError, connect
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -144,9 +145,11 @@ class NatsGateway(Actor):
         client_name: str = "ipc-router",
         startup_timeout: float = 10.0,
         limits: RegistryLimits | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         super().__init__("nats-gateway")
         self._routes = _routes(limits or RegistryLimits())
+        self._auth = auth or NatsAuth()
         self._startup_timeout = startup_timeout
         self._registry = registry
         self._url = nats_url
@@ -171,29 +174,22 @@ class NatsGateway(Actor):
     async def on_start(self) -> None:
         self._nc = NatsClient()
         try:
-            await asyncio.wait_for(
-                self._nc.connect(
-                    servers=[self._url],
-                    name=self._client_name,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    # Reply subjects come from the server's protocol parser and event
-                    # subjects from validated service names: nothing to re-check per publish.
-                    skip_subject_validation=True,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                ),
-                self._startup_timeout,
+            await connect(
+                self._nc,
+                self._url,
+                auth=self._auth,
+                timeout=self._startup_timeout,
+                error_cb=self._on_error,
+                name=self._client_name,
+                # Reply subjects come from the server's protocol parser and event
+                # subjects from validated service names: nothing to re-check per publish.
+                skip_subject_validation=True,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
             )
-        except TimeoutError:
-            raise StartupError(
-                f"cannot connect to NATS at {self._url} within {self._startup_timeout} s; "
-                "check --nats-url and that the server is running"
-            ) from None
+        except NatsConnectError as error:
+            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
         self._max_reply = self._nc.max_payload
         for route in self._routes:
             await self._nc.subscribe(

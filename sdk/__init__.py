@@ -3,6 +3,7 @@
 from protocol import EventType, Instance, InstanceStatus, RegistryEvent, ServiceSummary
 from sdk.cache import ServiceCache
 from sdk.client import Registration, ServiceClient
+from sdk.connection import NatsAuth
 from sdk.errors import (
     ConflictError,
     InvalidRequestError,
@@ -20,6 +21,7 @@ __all__ = [
     "Instance",
     "InstanceStatus",
     "InvalidRequestError",
+    "NatsAuth",
     "Registration",
     "RegistryError",
     "RegistryEvent",

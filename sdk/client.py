@@ -25,6 +25,7 @@ from protocol import (
     GET_SUBJECT,
     HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
+    MAX_REQUEST_BYTES,
     REGISTER_SUBJECT,
     ErrorCode,
     ErrorInfo,
@@ -57,6 +58,7 @@ from sdk.errors import (
     RouterUnavailableError,
     error_from_reply,
 )
+from sdk.connection import NatsAuth, NatsConnectError, connect
 from sdk.retry import Backoff
 
 if TYPE_CHECKING:
@@ -135,7 +137,8 @@ class ServiceClient:
 
     Each client has its own random session id, sent with every request, so that its
     retries are idempotent and only it can renew or deregister its instances. Pass
-    `nc` to reuse a connected nats-py client (it is then left open on exit).
+    `nc` to reuse a connected nats-py client (it is then left open on exit), or
+    `auth=NatsAuth(...)` for a NATS server that wants credentials or TLS.
     """
 
     def __init__(
@@ -149,12 +152,14 @@ class ServiceClient:
         connect_timeout: float = 10.0,
         heartbeat: bool = True,
         deregister_on_exit: bool = False,
+        auth: NatsAuth | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if retries < 0:
             raise ValueError("retries must be zero or more")
         self._nats_url = nats_url
+        self._auth = auth or NatsAuth()
         self._nc = nc
         self._owns_connection = nc is None
         self.timeout = timeout
@@ -198,23 +203,9 @@ class ServiceClient:
             return
         nc = NatsClient()
         try:
-            await asyncio.wait_for(
-                nc.connect(
-                    servers=[self._nats_url],
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    error_cb=_ignore_error,
-                ),
-                self._connect_timeout,
-            )
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            await nc.close()
-            raise RouterUnavailableError(
-                f"cannot connect to NATS at {self._nats_url}: {error!r}",
-                code=ErrorCode.ROUTER_UNAVAILABLE,
-            ) from None
+            await connect(nc, self._nats_url, auth=self._auth, timeout=self._connect_timeout)
+        except NatsConnectError as error:
+            raise RouterUnavailableError(str(error), code=ErrorCode.ROUTER_UNAVAILABLE) from None
         self._nc = nc
 
     async def close(self) -> None:
@@ -460,9 +451,12 @@ class ServiceClient:
         )
         payload = encode_msgpack(request)
         try:
-            decode_register_request(payload)
+            # Names and types are checked here; the metadata size limit is the router's.
+            decode_register_request(payload, max_metadata_bytes=MAX_REQUEST_BYTES)
         except ProtocolError as error:
-            raise InvalidRequestError(error.message, code=error.code, details=error.details) from None
+            raise InvalidRequestError(
+                error.message, status=error.status, code=error.code, details=error.details
+            ) from None
         reply = await self._request(REGISTER_SUBJECT, payload, decode_register_reply)
         if reply.status in (Status.OK, Status.CREATED) and reply.instance is not None:
             return reply
@@ -641,7 +635,3 @@ def _decode_event_or_none(msg: Any) -> RegistryEvent | None:
     except ProtocolError:
         log.warning("unreadable event on %s ignored", msg.subject)
         return None
-
-
-async def _ignore_error(error: Exception) -> None:
-    """nats-py reports reconnect attempts here; the request path reports what matters."""

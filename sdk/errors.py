@@ -43,7 +43,8 @@ class RegistryError(Exception):
 
 
 class InvalidRequestError(RegistryError):
-    """400: the request is invalid; `details["field"]` names the offending field."""
+    """400 (or 413, too large): the request is invalid; `details["field"]` names the
+    offending field."""
 
     default_status = Status.BAD_REQUEST
 
@@ -86,6 +87,7 @@ class RouterTimeoutError(RegistryError):
 _BY_STATUS: dict[int, type[RegistryError]] = {
     Status.BAD_REQUEST: InvalidRequestError,
     Status.CONFLICT: ConflictError,
+    Status.PAYLOAD_TOO_LARGE: InvalidRequestError,
     Status.INTERNAL_ERROR: RouterError,
     Status.SERVICE_UNAVAILABLE: RouterUnavailableError,
     Status.GATEWAY_TIMEOUT: RouterTimeoutError,

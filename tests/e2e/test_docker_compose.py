@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import contextlib
 import ctypes
 import json
@@ -46,6 +47,19 @@ READY_TIMEOUT = 20.0
 PORT_FLAGS = ("-p", "--port")
 HTTP_PORT_FLAGS = ("-m", "--http_port")
 STORE_DIR_FLAGS = ("-sd", "--store_dir")
+CONFIG_FLAGS = ("-c", "--config")
+
+
+def _mounted_file(service: dict[str, Any], container_path: str) -> Path:
+    """The repository file that compose mounts at `container_path`."""
+    for volume in service.get("volumes", []):
+        source, _, rest = volume.partition(":")
+        target = rest.split(":", 1)[0]
+        if target == container_path and source.startswith("."):
+            path = (COMPOSE_FILE.parent / source).resolve()
+            assert path.is_file(), f"compose mounts {source}, which does not exist"
+            return path
+    raise AssertionError(f"{container_path} is not mounted from the repository")
 HOST_FLAGS = ("-a", "--addr", "--net")
 
 
@@ -403,9 +417,14 @@ async def test_nats_command_runs_on_the_bundled_nats_server(
     if _flag_value(args, STORE_DIR_FLAGS) is not None:
         args = _replace_flag(args, STORE_DIR_FLAGS, str(tmp_path / "jetstream"))
     args = _replace_flag(args, HOST_FLAGS, "127.0.0.1")
+    config = _flag_value(args, CONFIG_FLAGS)
+    if config is not None:  # the container path of a file compose mounts from the repo
+        args = _replace_flag(args, CONFIG_FLAGS, str(_mounted_file(nats, config)))
+    env = {**os.environ, **{name: "test-password" for name in nats.get("environment", {})}}
 
     process = await asyncio.create_subprocess_exec(
         nats_server_binary(), *args,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

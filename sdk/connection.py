@@ -1,0 +1,115 @@
+"""NATS credentials, shared by the SDK and the router: one place that turns them
+into nats-py connect options."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+__all__ = ["NatsAuth", "NatsConnectError", "connect"]
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How to authenticate to NATS. Any combination nats-py supports: user and
+    password, a token, a `.creds` file (JWT + nkey), and TLS (a CA to verify the
+    server, a client certificate and key for mutual TLS). Secrets never appear in
+    `repr()` (and so in no log line)."""
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    creds: str | None = None
+    """Path of a NATS `.creds` file."""
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS client certificate needs its key, and the key its certificate")
+        if self.password is not None and self.user is None:
+            raise ValueError("a NATS password needs a user")
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for `nats.aio.client.Client.connect`."""
+        options: dict[str, Any] = {}
+        if self.user is not None:
+            options["user"] = self.user
+            options["password"] = self.password or ""
+        if self.token is not None:
+            options["token"] = self.token
+        if self.creds is not None:
+            options["user_credentials"] = self.creds
+        if self.tls_ca is not None or self.tls_cert is not None:
+            context = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert is not None:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+            options["tls"] = context
+        return options
+
+
+class NatsConnectError(ConnectionError):
+    """NATS could not be reached in time, or refused the credentials."""
+
+
+async def connect(
+    nc: NatsClient,
+    url: str,
+    *,
+    auth: NatsAuth,
+    timeout: float,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    **options: Any,
+) -> None:
+    """Connect `nc` to `url`, reconnecting for ever afterwards.
+
+    nats-py keeps retrying the first connection too when reconnects are unbounded,
+    so this bounds it by `timeout` and gives up at once when the server refuses
+    the credentials, naming the last error either way.
+
+    Raises:
+        NatsConnectError: not connected within `timeout`, or authorization refused.
+    """
+    rejected = asyncio.Event()
+    last_error: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        last_error[:] = [error]
+        if "authorization violation" in str(error).lower():
+            rejected.set()
+        if error_cb is not None:
+            await error_cb(error)
+
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=[url],
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=min(2.0, timeout),
+            error_cb=on_error,
+            **auth.connect_options(),
+            **options,
+        )
+    )
+    refused = asyncio.ensure_future(rejected.wait())
+    done, _ = await asyncio.wait({connecting, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    refused.cancel()
+    if connecting in done:
+        connecting.result()
+        return
+    connecting.cancel()
+    await asyncio.gather(connecting, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await nc.close()
+    reason = f" (last error: {last_error[0]!r})" if last_error else ""
+    if rejected.is_set():
+        raise NatsConnectError(f"NATS at {url} rejected the credentials{reason}")
+    raise NatsConnectError(f"cannot connect to NATS at {url} within {timeout:g} s{reason}")
