@@ -1,0 +1,137 @@
+"""Faults against real processes: a crash inside the RegistryActor, and the NATS
+server going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgpack
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from actors.actor import ActorDeadError
+from actors.app import Router, RouterConfig
+from actors.embedded_nats import NatsServerProcess
+from actors.registry import get_service
+from protocol import REGISTER_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
+from sdk import ServiceClient
+
+pytestmark = pytest.mark.timeout(60)
+
+POLICY = LeasePolicy(heartbeat_interval=0.2, lease_ttl=0.6, offline_after=30, offline_retention=30)
+
+
+@pytest.fixture
+async def router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
+    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=POLICY))
+    await router.start()
+    try:
+        yield router
+    finally:
+        await router.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> float:
+    """Re-check every 20 ms until true; returns how long it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def poll() -> None:
+        while not await check():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+    return loop.time() - started
+
+
+async def statuses(router: Router, service: str = "orders") -> dict[str, InstanceStatus]:
+    try:
+        detail = await get_service(router.registry, service)
+    except (ProtocolError, ActorDeadError):  # unknown service, or registry restarting
+        return {}
+    return {i.instance_id: i.status for i in detail.instances}
+
+
+async def test_a_crash_inside_the_registry_answers_every_caller_and_heals(
+    router: Router, nats_server: NatsServerProcess, nc: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ServiceClient(nats_server.url) as survivor:
+        await survivor.register("orders", "survivor", {"zone": "a"})
+        registry = router.registry.actor
+        assert registry is not None
+        original = registry.state.register
+
+        def poisoned(request: Any) -> Any:
+            if request.instance_id == "poison":
+                raise RuntimeError("injected fault")
+            return original(request)
+
+        monkeypatch.setattr(registry.state, "register", poisoned)
+
+        async def send(instance: str) -> int | str:
+            payload = msgpack.packb({"service_name": "orders", "instance_id": instance})
+            try:
+                reply = await nc.request(REGISTER_SUBJECT, payload, timeout=5)
+            except nats.errors.TimeoutError:
+                return "silence"
+            return int(msgpack.unpackb(reply.data)["status"])
+
+        names = [f"before-{n}" for n in range(20)] + ["poison"] + [f"after-{n}" for n in range(20)]
+        replies = dict(zip(names, await asyncio.gather(*(send(n) for n in names)), strict=True))
+        assert "silence" not in replies.values(), replies
+        assert replies["poison"] == 500
+        assert set(replies.values()) <= {201, 500, 503}
+        assert router.registry.actor is not registry  # restarted by its supervisor
+        took = await eventually(lambda: _online(router, ["survivor"]))
+        print(f"registry crash: the survivor was back ONLINE {took:.3f} s after the crash")
+        detail = await get_service(router.registry, "orders")
+        assert [i.metadata for i in detail.instances if i.instance_id == "survivor"] == [{"zone": "a"}]
+
+
+async def _online(router: Router, instances: list[str]) -> bool:
+    now = await statuses(router)
+    return all(now.get(i) is InstanceStatus.ONLINE for i in instances)
+
+
+async def test_nats_server_restart_is_survived_by_router_and_clients(
+    router: Router, nats_server: NatsServerProcess
+) -> None:
+    clients = [ServiceClient(nats_server.url) for _ in range(3)]
+    names = [f"orders-{n}" for n in range(3)]
+    try:
+        for client, name in zip(clients, names, strict=True):
+            await client.connect()
+            await client.register("orders", name)
+        await nats_server.stop()
+        await eventually(lambda: _not(router._nats_connected))
+        # Down for longer than the lease TTL: every instance goes UNHEALTHY meanwhile.
+        await eventually(lambda: _all_status(router, names, InstanceStatus.UNHEALTHY))
+        restarted = NatsServerProcess(port=nats_server.port, jetstream=False)
+        await restarted.start()
+        try:
+            took = await eventually(lambda: _online(router, names))
+            print(f"nats restart: all instances ONLINE {took:.3f} s after the server was back")
+            assert took < 10 * POLICY.heartbeat_interval + 2.0  # reconnect wait + a few beats
+            assert router._nats_connected()
+            async with ServiceClient(restarted.url) as late:
+                assert (await late.register("orders", "late")).created
+        finally:
+            for client in clients:
+                await client.close()
+            await restarted.stop()
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def _not(check: Callable[[], bool]) -> bool:
+    return not check()
+
+
+async def _all_status(router: Router, names: list[str], status: InstanceStatus) -> bool:
+    now = await statuses(router)
+    return all(now.get(n) is status for n in names)
+
