@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 ECHO_SUBJECT = "ipc.bench.echo"
+SIZED_ECHO_PREFIX = "ipc.bench.sized"
+"""`ipc.bench.sized.<n>` answers with n bytes: a baseline for replies bigger than
+their request."""
 _STATUS_KEY = b"\xa6status"
 
 
@@ -281,12 +284,25 @@ class EchoResponder:
 
 
 async def _echo_main(url: str) -> None:
-    nc = await nats.connect(url)
+    async def quiet(error: Exception) -> None:
+        pass
+
+    nc = await nats.connect(url, error_cb=quiet)
 
     async def echo(msg: Any) -> None:
         await msg.respond(msg.data)
 
+    bodies: dict[int, bytes] = {}
+
+    async def sized(msg: Any) -> None:
+        size = int(msg.subject.rsplit(".", 1)[1])
+        body = bodies.get(size)
+        if body is None:
+            body = bodies[size] = b"x" * min(size, 1024 * 1024)
+        await msg.respond(body)
+
     await nc.subscribe(ECHO_SUBJECT, cb=echo)
+    await nc.subscribe(f"{SIZED_ECHO_PREFIX}.*", cb=sized)
     await nc.flush()
     print("READY", flush=True)
     stop = asyncio.Event()
@@ -444,9 +460,12 @@ async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
             encode_msgpack(GetServiceRequest(service_name=f"bench-{s}", limit=1000))
             for s in range(config.services)
         ]
+        # The query baseline answers with as many bytes as the router's reply.
+        sample = await nc.request(GET_SUBJECT, gets[0], timeout=config.timeout)
+        sized = f"{SIZED_ECHO_PREFIX}.{len(sample.data)}"
         await phase(
             "echo-query",
-            lambda i: timed_request(nc, ECHO_SUBJECT, gets[i % len(gets)], config.timeout, echo=True),
+            lambda i: timed_request(nc, sized, gets[i % len(gets)], config.timeout, echo=True),
             count=config.services * 10,
         )
         await phase(

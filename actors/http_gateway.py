@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hmac
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +18,7 @@ from aiohttp import web
 from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError
 from actors.errors import PortInUseError
 from actors.openapi import ADMIN_BASE, openapi_document
-from actors.registry import get_service, list_services
+from actors.registry import UNCHANGED, GetService, ListServices, read_if_changed
 from actors.supervisor import ActorRef
 from protocol import (
     NAME_PATTERN,
@@ -35,7 +36,7 @@ from protocol import (
     error_reply,
 )
 
-__all__ = ["HealthProbe", "HttpGateway", "build_admin_app"]
+__all__ = ["RUNNER_OPTIONS", "HealthProbe", "HttpGateway", "build_admin_app"]
 
 log = structlog.get_logger(component="http_gateway")
 
@@ -120,6 +121,33 @@ async def _errors_as_json(
 
 
 _QUERY_KEYS = {"status", "limit", "cursor"}
+_STATUS_VALUES = ", ".join(s.value for s in InstanceStatus)
+
+
+def _whole_number(key: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            f"Query parameter {key}={value[:64]!r} is not a whole number from 1 to 1000.",
+            {"field": f"query.{key}"},
+        )
+    return int(value)
+
+
+def _status(value: str) -> InstanceStatus | None:
+    """`?status=` in any letter case; `any` means every status."""
+    if value.lower() == "any":
+        return None
+    try:
+        return InstanceStatus(value.upper())
+    except ValueError:
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            f"Query parameter status={value[:64]!r} is not one of {_STATUS_VALUES} or any.",
+            {"field": "query.status"},
+        ) from None
 
 
 def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
@@ -127,11 +155,21 @@ def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
     `meta.<key>`), validated like the same request over NATS."""
     fields: dict[str, Any] = dict(fixed)
     metadata: dict[str, str] = {}
+    for key in request.query:
+        if len(request.query.getall(key)) > 1:
+            raise ProtocolError(
+                Status.BAD_REQUEST,
+                ErrorCode.INVALID_FIELD,
+                f"Query parameter {key[:64]!r} is given more than once; give it once.",
+                {"field": f"query.{key[:64]}"},
+            )
     for key, value in request.query.items():
         if key.startswith("meta.") and len(key) > 5:
             metadata[key[5:]] = value
         elif key == "status":
-            fields["status"] = None if value.lower() == "any" else value.upper()
+            fields["status"] = _status(value)
+        elif key == "limit":
+            fields["limit"] = _whole_number(key, value)
         elif key in _QUERY_KEYS:
             fields[key] = value
         else:
@@ -151,17 +189,15 @@ def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
             )
         fields["metadata"] = metadata
     try:
-        return msgspec.convert(fields, target, strict=False)
+        return msgspec.convert(fields, target)
     except msgspec.ValidationError as error:
         reason = str(error)
         field = reason.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in reason else "query"
         field = field.split(".", 1)[0].split("[", 1)[0]
-        allowed = ", ".join(s.value for s in InstanceStatus)
-        hint = f" Allowed status values: {allowed}, any." if field == "status" else ""
         raise ProtocolError(
             Status.BAD_REQUEST,
             ErrorCode.INVALID_FIELD,
-            f"Invalid query parameter {field}: {reason}.{hint}",
+            f"Invalid query parameter {field}: {reason}.",
             {"field": f"query.{field}"},
         ) from None
 
@@ -175,12 +211,40 @@ def _as_query_error(error: ProtocolError) -> ProtocolError:
     return error
 
 
+class _ResponseCache:
+    """Encoded admin responses, reused while the registry says nothing they show has
+    changed (asking costs a mailbox hop; building and encoding a page costs far more)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, bytes]] = OrderedDict()
+
+    async def read(self, request: web.Request, query: ListServices | GetService) -> web.Response:
+        key = (request.path, request.query_string)
+        cached = self._entries.get(key)
+        query.known = cached[0] if cached else None
+        try:
+            answer = await read_if_changed(request.app[REGISTRY], query)
+        except ProtocolError as error:
+            raise _as_query_error(error) from None
+        if answer is UNCHANGED:
+            assert cached is not None
+            self._entries.move_to_end(key)
+            body = cached[1]
+        else:
+            body = encode_json(answer.result)
+            self._entries[key] = (answer.stamp, body)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return web.Response(body=body, content_type="application/json")
+
+
+CACHE = web.AppKey("cache", _ResponseCache)
+
+
 async def _list_services(request: web.Request) -> web.Response:
     query = _query(request, ListServicesRequest)
-    try:
-        return _json_response(await list_services(request.app[REGISTRY], query))
-    except ProtocolError as error:
-        raise _as_query_error(error) from None
+    return await request.app[CACHE].read(request, ListServices(query))
 
 
 async def _get_service(request: web.Request) -> web.Response:
@@ -195,10 +259,7 @@ async def _get_service(request: web.Request) -> web.Response:
             {"service_name": name[:80]},
         )
     query = _query(request, GetServiceRequest, service_name=name, status=None)
-    try:
-        return _json_response(await get_service(request.app[REGISTRY], query))
-    except ProtocolError as error:
-        raise _as_query_error(error) from None
+    return await request.app[CACHE].read(request, GetService(query))
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -258,13 +319,28 @@ def build_admin_app(
     if admin_token:
         app[ADMIN_TOKEN] = admin_token.encode()
     app[REGISTRY] = registry
+    app[CACHE] = _ResponseCache()
     app[HEALTH] = health
-    app[OPENAPI] = encode_json(openapi_document(_package_version()))
+    app[OPENAPI] = encode_json(
+        openapi_document(_package_version(), token_required=bool(admin_token))
+    )
     app.router.add_get(f"{ADMIN_BASE}/services", _list_services)
     app.router.add_get(f"{ADMIN_BASE}/services/{{service_name}}", _get_service)
     app.router.add_get(f"{ADMIN_BASE}/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     return app
+
+
+RUNNER_OPTIONS: dict[str, Any] = {
+    "access_log": None,
+    "handle_signals": False,
+    # Long enough for any name, cursor or filter we could accept, so that such
+    # requests reach our handlers (and their JSON errors) instead of aiohttp's
+    # plain-text 400 for over-long lines.
+    "max_line_size": 65536,
+    "max_field_size": 65536,
+}
+"""How the admin app is served (tests serve it the same way)."""
 
 
 class HttpGateway(Actor):
@@ -278,7 +354,7 @@ class HttpGateway(Actor):
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self._app_factory(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app_factory(), **RUNNER_OPTIONS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:

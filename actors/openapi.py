@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import ErrorReply, Health, ServiceDetail, ServiceList
+from protocol import NAME_PATTERN, SERVICE_NAME_MAX_LENGTH, ErrorReply, Health, ServiceDetail, ServiceList
 
 __all__ = ["ADMIN_BASE", "openapi_document"]
 
@@ -25,57 +25,88 @@ def _error(description: str) -> dict[str, Any]:
     return _json("ErrorReply", description)
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+_STATUS = _query(
+    "status",
+    "Only instances in this status; letter case does not matter; `any` for every status. "
+    "Default: every status.",
+    {
+        "type": "string",
+        "enum": [
+            *(name for value in ("ONLINE", "UNHEALTHY", "OFFLINE", "ANY") for name in (value, value.lower()))
+        ],
+    },
+)
+_LIMIT = _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
+_CURSOR = _query(
+    "cursor", "The `next_cursor` of the previous page, unchanged.", {"type": "string", "maxLength": 256}
+)
+_META_FILTERS = (
+    "Metadata filters: `meta.<key>=<value>` (any number of them) keeps only instances whose "
+    "metadata has that key with that value; a number, bool or null matches its JSON text, "
+    "so `meta.replicas=3` finds `{\"replicas\": 3}`. (OpenAPI has no form for a parameter "
+    "name prefix, so they are described here rather than listed.)"
+)
+
+
+def openapi_document(version: str, *, token_required: bool = False) -> dict[str, Any]:
     """Build the document (once, at app start)."""
-    (list_ref, detail_ref, error_ref, health_ref), components = msgspec.json.schema_components(
+    _, components = msgspec.json.schema_components(
         [ServiceList, ServiceDetail, ErrorReply, Health], ref_template=_REF
     )
-    del list_ref, detail_ref, error_ref, health_ref
-    common_errors = {
-        "400": _error("Invalid query parameter"),
+    errors = {
+        "400": _error("Invalid query parameter (`error.details.field` names it)"),
+        "404": _error("No such route (`route_not_found`)"),
+        "405": _error("Method not allowed (the API is read-only; see the `Allow` header)"),
         "500": _error("Unexpected error"),
-        "503": _error("Registry unavailable"),
+        "503": _error("Registry unavailable (restarting or overloaded): retry"),
     }
-    status_parameter = {
-        "name": "status",
-        "in": "query",
-        "required": False,
-        "description": "Only instances in this status (case-insensitive).",
-        "schema": {"type": "string", "enum": ["ONLINE", "UNHEALTHY", "OFFLINE"]},
-    }
-    return {
+    if token_required:
+        errors["401"] = _error("Missing or wrong bearer token")
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "ipc-router admin API",
             "version": version,
-            "description": "Read-only view of the services registered with the router.",
+            "description": "Read-only view of the services registered with the router. Every "
+            "error has the body `{status, error: {code, message, details}}`.",
         },
         "paths": {
             f"{ADMIN_BASE}/services": {
                 "get": {
                     "operationId": "listServices",
-                    "summary": "List registered services with instance counts per status",
-                    "parameters": [status_parameter],
-                    "responses": {"200": _json("ServiceList", "All services"), **common_errors},
+                    "summary": "A page of registered services with instance counts per status",
+                    "parameters": [_STATUS, _LIMIT, _CURSOR],
+                    "responses": {"200": _json("ServiceList", "A page of services"), **errors},
                 }
             },
             f"{ADMIN_BASE}/services/{{service_name}}": {
                 "get": {
                     "operationId": "getService",
-                    "summary": "One service and its instances",
+                    "summary": "A page of one service's instances",
+                    "description": _META_FILTERS,
                     "parameters": [
                         {
                             "name": "service_name",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {
+                                "type": "string",
+                                "pattern": NAME_PATTERN.replace("(?!\\n)", ""),
+                                "maxLength": SERVICE_NAME_MAX_LENGTH,
+                            },
                         },
-                        status_parameter,
+                        _STATUS,
+                        _LIMIT,
+                        _CURSOR,
                     ],
                     "responses": {
-                        "200": _json("ServiceDetail", "The service and its instances"),
-                        "404": _error("No such service"),
-                        **common_errors,
+                        "200": _json("ServiceDetail", "A page of the service's instances"),
+                        **errors,
+                        "404": _error("No such service (`service_not_found`) or route"),
                     },
                 }
             },
@@ -83,9 +114,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "summary": "200 once NATS is connected and the registry runs, 503 otherwise",
+                    "security": [],
                     "responses": {
                         "200": _json("Health", "Healthy"),
-                        "503": _json("Health", "Not ready"),
+                        "503": _json("Health", "Not ready (the same Health body, not an error body)"),
                     },
                 }
             },
@@ -93,9 +125,19 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **{k: v for k, v in errors.items() if k in ("401", "404", "405")},
+                    },
                 }
             },
         },
         "components": {"schemas": components},
     }
+    if token_required:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    return document

@@ -20,6 +20,7 @@ import logging
 import heapq
 import itertools
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,16 +56,19 @@ from protocol import (
 )
 
 __all__ = [
+    "UNCHANGED",
     "Deregister",
     "GetService",
     "Heartbeat",
     "ListServices",
     "Register",
     "RegistryActor",
+    "Stamped",
     "RegistryState",
     "Transition",
     "get_service",
     "list_services",
+    "read_if_changed",
     "register",
 ]
 
@@ -101,9 +105,11 @@ class Deregister:
 
 @dataclass(slots=True)
 class ListServices:
-    """A page of services with instance counts -> `ServiceList`."""
+    """A page of services with instance counts -> `ServiceList`; with `known` (a
+    stamp from an earlier `Stamped` answer): `UNCHANGED` or a new `Stamped`."""
 
     request: ListServicesRequest
+    known: Any = None
 
 
 @dataclass(slots=True)
@@ -114,6 +120,20 @@ class GetService:
     request: GetServiceRequest
     missing_ok: bool = False
     max_bytes: int | None = None
+    known: Any = None
+    """As for `ListServices`."""
+
+
+@dataclass(slots=True)
+class Stamped:
+    """A query result with the stamp that tells whether it is still current."""
+
+    stamp: Any
+    result: Any
+
+
+UNCHANGED = object()
+"""Answer to a query whose `known` stamp is still current."""
 
 
 class _Expire:
@@ -159,25 +179,23 @@ class _Record:
         "last_heartbeat",
         "deadline",
         "generation",
-        "view",
         "size",
     )
 
     def __init__(
         self, request: RegisterRequest, now: float, wall: float, deadline: float
     ) -> None:
-        self.service_name = request.service_name
+        # Shared strings (the service name, a client's session) are stored once.
+        self.service_name = sys.intern(request.service_name)
         self.instance_id = request.instance_id
         self.metadata = request.metadata
-        self.registered_at = datetime.fromtimestamp(wall, UTC)
-        self.session_id = request.session_id
+        self.registered_at = wall
+        self.session_id = sys.intern(request.session_id) if request.session_id else None
         self.status = ONLINE
         self.renewed = now
         self.last_heartbeat = wall
         self.deadline = deadline
         self.generation = 0
-        self.view: Instance | None = None
-        """The wire view, built on demand and dropped whenever the record changes."""
         self.size = 0
         """Encoded size bound of the view (0: not measured yet)."""
 
@@ -186,11 +204,13 @@ class _Service:
     """One service's instances, with what queries need kept up to date: the count per
     status, and the ids in sorted order (built on first use, then maintained)."""
 
-    __slots__ = ("instances", "counts", "_sorted_ids")
+    __slots__ = ("instances", "counts", "version", "_sorted_ids")
 
     def __init__(self) -> None:
         self.instances: dict[str, _Record] = {}
         self.counts: dict[InstanceStatus, int] = {}
+        self.version = 0
+        """+1 with every change to any of its instances, heartbeats included."""
         self._sorted_ids: list[str] | None = None
 
     def sorted_ids(self) -> list[str]:
@@ -211,6 +231,7 @@ class _Service:
         self.count(record.status, -1)
 
     def count(self, status: InstanceStatus, delta: int) -> None:
+        self.version += 1
         left = self.counts.get(status, 0) + delta
         if left:
             self.counts[status] = left
@@ -285,8 +306,8 @@ class RegistryState:
             service.add(record)
             self.live += 1
             self._push(record)
-            self._note(record, None, EventType.REGISTERED, "registered")
-            return self._register_reply(Status.CREATED, record)
+            view = self._note(record, None, EventType.REGISTERED, "registered")
+            return self._register_reply(Status.CREATED, view)
         if request.session_id is None or record.session_id != request.session_id:
             raise ProtocolError(
                 Status.CONFLICT,
@@ -298,11 +319,10 @@ class RegistryState:
             )
         if record.metadata != request.metadata:
             record.metadata = request.metadata
-            record.view = None
             record.size = 0
             self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
         self._renew(record, now, wall, "registered again")
-        return self._register_reply(Status.OK, record)
+        return self._register_reply(Status.OK, self._view(record))
 
     def heartbeat(self, request: LeaseRequest) -> LeaseReply:
         """Renew a lease (UNHEALTHY comes back ONLINE).
@@ -316,7 +336,9 @@ class RegistryState:
         return LeaseReply(
             status=Status.OK,
             instance_status=record.status,
-            lease_expires_at=self._view(record).lease_expires_at,
+            lease_expires_at=datetime.fromtimestamp(
+                record.last_heartbeat + self.policy.lease_ttl, UTC
+            ),
         )
 
     def deregister(self, request: LeaseRequest) -> LeaseReply:
@@ -349,6 +371,16 @@ class RegistryState:
         return self._deadlines[0][0] if self._deadlines else None
 
     # -- queries -----------------------------------------------------------------
+
+    def list_stamp(self) -> tuple[str, int]:
+        """Changes whenever any service list page could: every change bumps the
+        revision."""
+        return (self.epoch, self.revision)
+
+    def service_stamp(self, service_name: str) -> tuple[str, int, int]:
+        """Changes whenever a page of this service could, heartbeats included."""
+        service = self._services.get(service_name)
+        return (self.epoch, id(service), service.version if service else -1)
 
     def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
         """A page of services sorted by name, with instance counts per status. With a
@@ -500,12 +532,11 @@ class RegistryState:
         service.count(record.status, -1)
         service.count(status, +1)
         record.status = status
-        record.view = None
 
     def _renew(self, record: _Record, now: float, wall: float, reason: str) -> None:
+        self._services[record.service_name].version += 1
         record.renewed = now
         record.last_heartbeat = wall
-        record.view = None
         record.deadline = now + self.policy.lease_ttl
         if record.status is UNHEALTHY:
             self._set_status(record, ONLINE)
@@ -558,7 +589,8 @@ class RegistryState:
 
     def _note(
         self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
-    ) -> None:
+    ) -> Instance:
+        """Record a change: bump the revision, queue its event; returns the view."""
         self.revision += 1
         name = record.service_name
         event = RegistryEvent(
@@ -569,28 +601,31 @@ class RegistryState:
             instance=self._view(record),
         )
         self._service_revisions[name] = self.revision
+        service = self._services.get(name)
+        if service is not None:
+            service.version += 1
         new = None if kind is EventType.REMOVED else record.status
         self.transitions.append(Transition(event, old, new, reason))
+        return event.instance
 
     def _view(self, record: _Record) -> Instance:
-        view = record.view
-        if view is None:
-            last = datetime.fromtimestamp(record.last_heartbeat, UTC)
-            view = record.view = Instance(
-                service_name=record.service_name,
-                instance_id=record.instance_id,
-                status=record.status,
-                metadata=record.metadata,
-                registered_at=record.registered_at,
-                last_heartbeat=last,
-                lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
-            )
-        return view
+        """The wire view (built afresh: keeping one per record would cost ~200 bytes
+        of memory per instance for a small saving on queries)."""
+        last = datetime.fromtimestamp(record.last_heartbeat, UTC)
+        return Instance(
+            service_name=record.service_name,
+            instance_id=record.instance_id,
+            status=record.status,
+            metadata=record.metadata,
+            registered_at=datetime.fromtimestamp(record.registered_at, UTC),
+            last_heartbeat=last,
+            lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
+        )
 
-    def _register_reply(self, status: Status, record: _Record) -> RegisterReply:
+    def _register_reply(self, status: Status, view: Instance) -> RegisterReply:
         return RegisterReply(
             status=status,
-            instance=self._view(record),
+            instance=view,
             heartbeat_interval=self.policy.heartbeat_interval,
             lease_ttl=self.policy.lease_ttl,
         )
@@ -684,11 +719,19 @@ class RegistryActor(Actor):
             if kind is Deregister:
                 return self.state.deregister(message.request)
             if kind is GetService:
-                return self.state.get_service(
-                    message.request, missing_ok=message.missing_ok, max_bytes=message.max_bytes
+                return self._query(
+                    message.known,
+                    self.state.service_stamp(message.request.service_name),
+                    lambda: self.state.get_service(
+                        message.request, missing_ok=message.missing_ok, max_bytes=message.max_bytes
+                    ),
                 )
             if kind is ListServices:
-                return self.state.list_services(message.request)
+                return self._query(
+                    message.known,
+                    self.state.list_stamp(),
+                    lambda: self.state.list_services(message.request),
+                )
             raise TypeError(f"registry cannot handle {kind.__name__}")
         finally:
             if self.state.transitions:
@@ -696,6 +739,14 @@ class RegistryActor(Actor):
                 if len(self._pending_events) >= _EVENT_BATCH:
                     self.on_mailbox_empty()
             self._arm_timer()
+
+    @staticmethod
+    def _query(known: Any, stamp: Any, build: Callable[[], Any]) -> Any:
+        if known is None:
+            return build()
+        if known == stamp:
+            return UNCHANGED
+        return Stamped(stamp, build())
 
     def on_mailbox_empty(self) -> None:
         """Hand the events of the whole batch to the publisher at once."""
@@ -797,6 +848,14 @@ async def deregister(ref: ActorRef, request: LeaseRequest, timeout: float = 5.0)
     """Take an instance offline (raises `ProtocolError` 403)."""
     reply: LeaseReply = await ref.ask(Deregister(request), timeout)
     return reply
+
+
+async def read_if_changed(ref: ActorRef, query: ListServices | GetService, timeout: float = 5.0) -> Any:
+    """`UNCHANGED` when `query.known` is still current, else a new `Stamped` result
+    (`query.known` None: any stamp counts as a change)."""
+    if query.known is None:
+        query.known = ()
+    return await ref.ask(query, timeout)
 
 
 async def list_services(
