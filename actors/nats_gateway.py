@@ -24,7 +24,7 @@ from actors.actor import Actor, ActorDeadError, MailboxFullError
 from actors.errors import StartupError
 from actors.registry import Deregister, GetService, Heartbeat, ListServices, Register
 from actors.supervisor import ActorRef
-from sdk.connection import NatsAuth, NatsConnectError, connect
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -172,7 +172,7 @@ class NatsGateway(Actor):
         return self._nc is not None and self._nc.is_connected
 
     async def on_start(self) -> None:
-        self._nc = NatsClient()
+        self._nc = GuardedClient()
         try:
             await connect(
                 self._nc,

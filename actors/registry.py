@@ -22,7 +22,7 @@ import itertools
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -292,13 +292,13 @@ class RegistryState:
         """
         now, wall = self._clock(), self._wall()
         service = self._services.get(request.service_name)
-        if service is None:
-            service = self._services[request.service_name] = _Service()
-            if self._sorted_names is not None:
-                bisect.insort(self._sorted_names, request.service_name)
-        record = service.instances.get(request.instance_id)
+        record = service.instances.get(request.instance_id) if service is not None else None
         if record is None or record.status is OFFLINE:
             self._check_room(service, request)
+            if service is None:  # only now: a refused registration leaves nothing behind
+                service = self._services[request.service_name] = _Service()
+                if self._sorted_names is not None:
+                    bisect.insort(self._sorted_names, request.service_name)
             if record is not None:
                 record.generation = -1
                 service.remove(record)
@@ -504,9 +504,10 @@ class RegistryState:
             )
         return record
 
-    def _check_room(self, service: _Service, request: RegisterRequest) -> None:
+    def _check_room(self, service: _Service | None, request: RegisterRequest) -> None:
         limits = self.limits
-        if len(service.instances) - service.counts.get(OFFLINE, 0) >= limits.max_instances_per_service:
+        live_in_service = len(service.instances) - service.counts.get(OFFLINE, 0) if service else 0
+        if live_in_service >= limits.max_instances_per_service:
             raise ProtocolError(
                 Status.INSUFFICIENT_STORAGE,
                 ErrorCode.SERVICE_FULL,

@@ -58,7 +58,7 @@ from sdk.errors import (
     RouterUnavailableError,
     error_from_reply,
 )
-from sdk.connection import NatsAuth, NatsConnectError, connect
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 from sdk.retry import Backoff
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class ServiceClient:
             self._sigterm_installed = True
         if self._nc is not None:
             return
-        nc = NatsClient()
+        nc = GuardedClient()
         try:
             await connect(nc, self._nats_url, auth=self._auth, timeout=self._connect_timeout)
         except NatsConnectError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,29 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-__all__ = ["NatsAuth", "NatsConnectError", "connect"]
+__all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect"]
+
+log = logging.getLogger("ipc_router.nats")
+
+
+class GuardedClient(NatsClient):
+    """A nats-py client that survives a malformed message.
+
+    In nats-py 2.16 an exception while processing one incoming message (a reply
+    subject or header that is not UTF-8, a header block that is a bare status line)
+    escapes `_process_msg` and ends the connection's read loop for good: the client
+    still looks connected but never reads again. Anyone allowed to publish can send
+    such a message, so it is dropped here and counted instead.
+    """
+
+    dropped_malformed = 0
+
+    async def _process_msg(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super()._process_msg(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - one bad message must not end the read loop
+            self.dropped_malformed += 1
+            log.warning("dropped a malformed NATS message: %r", error)
 
 
 @dataclass(frozen=True)

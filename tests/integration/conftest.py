@@ -10,12 +10,19 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
+from protocol import LeasePolicy
 
 
 @pytest.fixture
-async def router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
+def lease_policy() -> LeasePolicy:
+    """The router's lease policy; a module overrides this fixture for short leases."""
+    return LeasePolicy()
+
+
+@pytest.fixture
+async def router(nats_server: NatsServerProcess, lease_policy: LeasePolicy) -> AsyncIterator[Router]:
     """A started router (registry, NATS gateway, HTTP gateway on a free port)."""
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0))
+    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=lease_policy))
     await router.start()
     try:
         yield router

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from actors.app import Router, RouterConfig
+from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.nats_gateway import NatsGateway
 from protocol import (
@@ -34,13 +34,8 @@ POLICY = LeasePolicy(heartbeat_interval=0.1, lease_ttl=0.3, offline_after=0.3, o
 
 
 @pytest.fixture
-async def router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=POLICY))
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
+def lease_policy() -> LeasePolicy:
+    return POLICY
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ server going away and coming back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from actors.actor import ActorDeadError
-from actors.app import Router, RouterConfig
+from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.registry import get_service
 from protocol import REGISTER_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
@@ -25,13 +25,8 @@ POLICY = LeasePolicy(heartbeat_interval=0.2, lease_ttl=0.6, offline_after=30, of
 
 
 @pytest.fixture
-async def router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=POLICY))
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
+def lease_policy() -> LeasePolicy:
+    return POLICY
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> float:

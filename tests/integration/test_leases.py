@@ -4,18 +4,18 @@ nats-server and an in-process router with short lease times."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from actors.app import Router, RouterConfig
+from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.registry import RegistryActor, get_service
 from protocol import DEREGISTER_SUBJECT, HEARTBEAT_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
-from sdk import ConflictError, RegistryError, ServiceClient
+from sdk import RegistryError, ServiceClient
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -23,13 +23,8 @@ POLICY = LeasePolicy(heartbeat_interval=0.1, lease_ttl=0.3, offline_after=0.3, o
 
 
 @pytest.fixture
-async def router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=POLICY))
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
+def lease_policy() -> LeasePolicy:
+    return POLICY
 
 
 async def status_of(router: Router, instance: str) -> InstanceStatus | None:
