@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=80
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --json benchmarks/last-run.json
+	$(BIN)/python -m benchmarks.fanout
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache

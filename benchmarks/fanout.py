@@ -77,7 +77,7 @@ import nats  # noqa: E402
 import structlog  # noqa: E402
 
 from actors.embedded_nats import NatsServerProcess  # noqa: E402
-from protocol import Instance, ProtocolError, decode_event, events_subject  # noqa: E402
+from protocol import ProtocolError, decode_event, events_subject  # noqa: E402
 from sdk import ServiceClient  # noqa: E402
 from sdk.cache import ServiceCache  # noqa: E402
 

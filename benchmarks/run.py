@@ -1,0 +1,414 @@
+"""The benchmark suite behind `make bench`: every figure beside its baseline,
+measured in the same run on the same machine, as a ratio.
+
+    .venv/bin/python -m benchmarks.run [--quick] [--json FILE]
+
+Sections (each against a fresh router subprocess on a fresh nats-server):
+  registration  raw nats-py registrations at 16/64/256 in flight vs the echo
+                round trip with the same payloads, plus the SDK at 64
+  heartbeat     heartbeats at 64 in flight vs echo
+  memory        router RSS per registered instance (100,000, 3 metadata keys)
+  admin         GET /services/{name} (1,000 instances) and GET /services
+                (10,000 services) vs an aiohttp handler returning the same bytes
+  expiry        router CPU seconds per second with 100,000 instances registered
+                and heartbeats as fast as this machine can send them
+No assertions: the suite prints, a human judges (see README for the targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp  # noqa: E402
+import nats  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from actors.bench import (  # noqa: E402
+    ECHO_SUBJECT,
+    EchoResponder,
+    PhaseResult,
+    RouterProcess,
+    free_port,
+    run_phase,
+    timed_request,
+)
+from actors.embedded_nats import NatsServerProcess  # noqa: E402
+from actors.logs import configure_logging  # noqa: E402
+from protocol import (  # noqa: E402
+    HEARTBEAT_SUBJECT,
+    REGISTER_SUBJECT,
+    LeaseRequest,
+    RegisterRequest,
+    encode_msgpack,
+)
+from sdk import ServiceClient  # noqa: E402
+
+SESSION = "bench-suite-session-0001"
+QUIET_LEASES = ["--heartbeat-interval", "600", "--lease-ttl", "3600"]
+"""For sections that must not see instances expire while they run."""
+
+
+def _registrations(prefix: str, count: int, services: int = 100) -> list[bytes]:
+    return [
+        encode_msgpack(
+            RegisterRequest(
+                service_name=f"{prefix}-{i % services}",
+                instance_id=f"i-{i}",
+                metadata={"zone": "a", "version": "1.0.0", "index": str(i)},
+                session_id=SESSION,
+            )
+        )
+        for i in range(count)
+    ]
+
+
+def _heartbeats(prefix: str, count: int, services: int = 100) -> list[bytes]:
+    return [
+        encode_msgpack(
+            LeaseRequest(service_name=f"{prefix}-{i % services}", instance_id=f"i-{i}", session_id=SESSION)
+        )
+        for i in range(count)
+    ]
+
+
+def _ratio(mine: float, base: float) -> float | None:
+    return round(mine / base, 3) if base else None
+
+
+def _row(name: str, mine: PhaseResult, base: PhaseResult) -> dict[str, Any]:
+    return {
+        "name": name,
+        "throughput": round(mine.throughput),
+        "baseline_throughput": round(base.throughput),
+        "throughput_ratio": _ratio(mine.throughput, base.throughput),
+        "p50_ms": round(mine.percentile(50), 3),
+        "baseline_p50_ms": round(base.percentile(50), 3),
+        "p50_ratio": _ratio(mine.percentile(50), base.percentile(50)),
+        "p99_ms": round(mine.percentile(99), 3),
+        "baseline_p99_ms": round(base.percentile(99), 3),
+        "errors": mine.errors,
+    }
+
+
+class _Stack:
+    """A nats-server, a router and an echo responder, started and stopped together."""
+
+    def __init__(self, *router_args: str) -> None:
+        self.server = NatsServerProcess(port=free_port(), jetstream=False)
+        self.router_args = router_args
+        self.router: RouterProcess | None = None
+        self.echo: EchoResponder | None = None
+
+    async def __aenter__(self) -> _Stack:
+        await self.server.start()
+        self.router = RouterProcess(self.server.url, *self.router_args)
+        await self.router.start()
+        self.echo = EchoResponder(self.server.url)
+        await self.echo.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.echo is not None:
+            await self.echo.stop()
+        if self.router is not None:
+            await self.router.stop()
+        await self.server.stop()
+
+
+async def registration(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    count = 5_000 if quick else 20_000
+    async with _Stack(*QUIET_LEASES) as stack:
+        nc = await nats.connect(stack.server.url)
+        try:
+            for concurrency in (16, 64, 256):
+                payloads = _registrations(f"reg{concurrency}", count)
+                base = await run_phase(
+                    "echo",
+                    lambda i, p=payloads: timed_request(nc, ECHO_SUBJECT, p[i], 5, echo=True),
+                    concurrency=concurrency,
+                    count=count,
+                )
+                mine = await run_phase(
+                    "register",
+                    lambda i, p=payloads: timed_request(nc, REGISTER_SUBJECT, p[i], 5),
+                    concurrency=concurrency,
+                    count=count,
+                )
+                rows.append(_row(f"register raw, {concurrency} in flight", mine, base))
+            client = ServiceClient(nc=nc, heartbeat=False, retries=0)
+            payloads = _registrations("sdk", count)
+            base = await run_phase(
+                "echo",
+                lambda i: timed_request(nc, ECHO_SUBJECT, payloads[i], 5, echo=True),
+                concurrency=64,
+                count=count,
+            )
+
+            async def sdk_register(i: int) -> str:
+                info = await client.register(f"sdk-{i % 100}", f"i-{i}", {"zone": "a", "version": "1.0.0", "index": str(i)})
+                return "201" if info.created else "200"
+
+            mine = await run_phase("sdk", sdk_register, concurrency=64, count=count)
+            rows.append(_row("register via SDK, 64 in flight", mine, base))
+        finally:
+            await nc.close()
+    return rows
+
+
+async def heartbeat(quick: bool) -> list[dict[str, Any]]:
+    seconds = 2.0 if quick else 5.0
+    async with _Stack(*QUIET_LEASES) as stack:
+        nc = await nats.connect(stack.server.url)
+        try:
+            registrations = _registrations("hb", 10_000)
+            await run_phase(
+                "setup", lambda i: timed_request(nc, REGISTER_SUBJECT, registrations[i], 5), concurrency=256, count=10_000
+            )
+            beats = _heartbeats("hb", 10_000)
+            base = await run_phase(
+                "echo",
+                lambda i: timed_request(nc, ECHO_SUBJECT, beats[i % 10_000], 5, echo=True),
+                concurrency=64,
+                duration=seconds,
+            )
+            mine = await run_phase(
+                "heartbeat",
+                lambda i: timed_request(nc, HEARTBEAT_SUBJECT, beats[i % 10_000], 5),
+                concurrency=64,
+                duration=seconds,
+            )
+        finally:
+            await nc.close()
+    return [_row("heartbeat, 64 in flight", mine, base)]
+
+
+async def memory(quick: bool) -> dict[str, Any]:
+    count = 20_000 if quick else 100_000
+    async with _Stack(*QUIET_LEASES, "--max-instances-per-service", "100000") as stack:
+        assert stack.router is not None
+        nc = await nats.connect(stack.server.url)
+        try:
+            payloads = _registrations("mem", count)
+            before = stack.router.rss_bytes()
+            result = await run_phase(
+                "register", lambda i: timed_request(nc, REGISTER_SUBJECT, payloads[i], 10), concurrency=256, count=count
+            )
+            after = stack.router.rss_bytes()
+        finally:
+            await nc.close()
+    return {
+        "instances": count,
+        "metadata_keys": 3,
+        "rss_before_mb": round(before / 2**20, 1),
+        "rss_after_mb": round(after / 2**20, 1),
+        "bytes_per_instance": round((after - before) / count),
+        "errors": result.errors,
+    }
+
+
+async def _http_load(url: str, concurrency: int, seconds: float, headers: dict[str, str] | None = None) -> PhaseResult:
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def get(_: int) -> str:
+            async with session.get(url) as response:
+                await response.read()
+                return str(response.status)
+
+        await get(0)  # warm the connection pool
+        return await run_phase(url, get, concurrency=concurrency, duration=seconds)
+
+
+async def _static_server(body: bytes) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    path = Path(f"/tmp/ipc-router-bench-body-{os.getpid()}-{port}")
+    path.write_bytes(body)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.run", "--serve-static", str(port), str(path),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 20)
+    path.unlink()
+    return process, port
+
+
+async def admin(quick: bool) -> list[dict[str, Any]]:
+    seconds = 2.0 if quick else 4.0
+    services = 2_000 if quick else 10_000
+    rows = []
+    async with _Stack(*QUIET_LEASES) as stack:
+        assert stack.router is not None
+        nc = await nats.connect(stack.server.url)
+        try:
+            one = _registrations("admin-one", 1_000, services=1)
+            many = [
+                encode_msgpack(RegisterRequest(service_name=f"svc-{n:05d}", instance_id="i", session_id=SESSION))
+                for n in range(services)
+            ]
+            for payloads in (one, many):
+                await run_phase(
+                    "setup", lambda i, p=payloads: timed_request(nc, REGISTER_SUBJECT, p[i], 10), concurrency=256, count=len(payloads)
+                )
+        finally:
+            await nc.close()
+        base_url = stack.router.admin_url
+        targets = [
+            ("GET /services/{name}, 1,000 instances", "/api/v1/admin/services/admin-one-0?limit=1000"),
+            (f"GET /services, {services:,} services", "/api/v1/admin/services?limit=1000"),
+        ]
+        for name, path in targets:
+            async with aiohttp.ClientSession() as session, session.get(base_url + path) as response:
+                body = await response.read()
+            process, port = await _static_server(body)
+            try:
+                base = await _http_load(f"http://127.0.0.1:{port}/static", 16, seconds)
+                mine = await _http_load(base_url + path, 16, seconds)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+            row = _row(f"{name} ({len(body):,} B)", mine, base)
+            rows.append(row)
+    return rows
+
+
+async def expiry(quick: bool) -> dict[str, Any]:
+    count = 20_000 if quick else 100_000
+    seconds = 5.0 if quick else 10.0
+    async with _Stack("--max-instances-per-service", "100000") as stack:  # default leases
+        assert stack.router is not None
+        nc = await nats.connect(stack.server.url)
+        try:
+            payloads = _registrations("exp", count)
+            await run_phase(
+                "setup", lambda i: timed_request(nc, REGISTER_SUBJECT, payloads[i], 10), concurrency=256, count=count
+            )
+            beats = _heartbeats("exp", count)
+            cpu_before, started = stack.router.cpu_seconds(), time.perf_counter()
+            result = await run_phase(
+                "heartbeat",
+                lambda i: timed_request(nc, HEARTBEAT_SUBJECT, beats[i % count], 10),
+                concurrency=256,
+                duration=seconds,
+            )
+            cpu = stack.router.cpu_seconds() - cpu_before
+            wall = time.perf_counter() - started
+            async with aiohttp.ClientSession() as session:
+                url = f"{stack.router.admin_url}/api/v1/admin/services?limit=1000"
+                async with session.get(url) as response:
+                    listing = await response.json()
+        finally:
+            await nc.close()
+    counts: dict[str, int] = {}
+    for service in listing["services"]:
+        for status, n in service["status_counts"].items():
+            counts[status] = counts.get(status, 0) + n
+    return {
+        "instances": count,
+        "heartbeats_per_second": round(result.throughput),
+        "each_instance_renewed_every_s": round(count / result.throughput, 2) if result.throughput else None,
+        "router_cpu_seconds_per_second": round(cpu / wall, 3),
+        "status_counts_after": counts,
+        "errors": result.errors,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"ipc-router benchmarks, {report['date']}, {report['machine']}",
+        "",
+        f"{'measure':<48}{'ours':>12}{'baseline':>12}{'ratio':>8}{'p50 ms':>9}{'base p50':>10}{'p50 x':>7}{'p99 ms':>9}",
+    ]
+    for row in report["throughput"]:
+        lines.append(
+            f"{row['name']:<48}{row['throughput']:>10}/s{row['baseline_throughput']:>10}/s"
+            f"{row['throughput_ratio']:>8}{row['p50_ms']:>9.3f}{row['baseline_p50_ms']:>10.3f}"
+            f"{row['p50_ratio']:>7}{row['p99_ms']:>9.3f}"
+            + (f"  errors {row['errors']}" if row["errors"] else "")
+        )
+    mem = report["memory"]
+    lines += [
+        "",
+        f"memory: {mem['instances']:,} instances with {mem['metadata_keys']} metadata keys: "
+        f"RSS {mem['rss_before_mb']} -> {mem['rss_after_mb']} MiB = {mem['bytes_per_instance']} bytes per instance",
+    ]
+    exp = report["expiry"]
+    lines += [
+        f"expiry: {exp['instances']:,} instances, heartbeats at {exp['heartbeats_per_second']:,}/s "
+        f"(each renewed every {exp['each_instance_renewed_every_s']} s): router CPU "
+        f"{exp['router_cpu_seconds_per_second']} s per s; statuses after: {exp['status_counts_after']}",
+    ]
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    sections: dict[str, Callable[[bool], Any]] = {
+        "registration": registration,
+        "heartbeat": heartbeat,
+        "admin": admin,
+        "memory": memory,
+        "expiry": expiry,
+    }
+    results: dict[str, Any] = {}
+    for name, section in sections.items():
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = await section(args.quick)
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
+        "throughput": results["registration"] + results["heartbeat"] + results["admin"],
+        "memory": results["memory"],
+        "expiry": results["expiry"],
+    }
+
+
+def _serve_static(port: int, path: str) -> None:
+    body = Path(path).read_bytes()
+
+    async def static(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/static", static)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        print("READY", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--serve-static", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve_static:
+        _serve_static(int(arguments.serve_static[0]), arguments.serve_static[1])
+        sys.exit(0)
+    configure_logging("console", "warning")
+    report = asyncio.run(main(arguments))
+    print(render(report))
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(report, indent=2))
