@@ -311,6 +311,11 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             f"--heartbeat-interval ({args.heartbeat_interval:g} s) must be shorter than "
             f"--lease-ttl ({args.lease_ttl:g} s), or every instance would flap UNHEALTHY"
         )
+    if args.max_metadata_bytes > MAX_REQUEST_BYTES:
+        parser.error(
+            f"--max-metadata-bytes ({args.max_metadata_bytes}) cannot exceed the request size "
+            f"limit of {MAX_REQUEST_BYTES} bytes"
+        )
     return RouterConfig(
         nats_url=args.nats_url or None,
         http_host=args.http_host,
@@ -325,7 +330,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         limits=RegistryLimits(
             max_instances=args.max_instances,
             max_instances_per_service=args.max_instances_per_service,
-            max_metadata_bytes=min(args.max_metadata_bytes, MAX_REQUEST_BYTES),
+            max_metadata_bytes=args.max_metadata_bytes,
         ),
         registry_mailbox_size=args.mailbox_size,
         nats_auth=_nats_auth(args, parser),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal
 
+import msgspec
 import structlog
 
 __all__ = ["LogFormat", "configure_logging"]
@@ -24,21 +25,38 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+def _json_line(event: dict[str, Any], **_: Any) -> str:
+    return _encode(event).decode()
+
+
 def configure_logging(
     log_format: LogFormat = "console", level: str = "info", *, cache: bool = True
 ) -> None:
     """Configure structlog for the whole process (stderr). `cache` keeps each logger
     after its first use (fast; but later reconfiguration no longer reaches it)."""
     shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: list[structlog.typing.Processor]
     if log_format == "json":
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # msgspec's encoder: a registration is logged per request, on the hot path.
+        renderer = [
+            # Never local variables in tracebacks: they hold session ids and tokens.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(serializer=_json_line),
+        ]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     structlog.configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

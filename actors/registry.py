@@ -52,6 +52,7 @@ from protocol import (
     Status,
     decode_cursor,
     encode_cursor,
+    encode_json,
     encode_msgpack,
 )
 
@@ -143,7 +144,7 @@ class _Expire:
 _EXPIRE = _Expire()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
     """A change to an instance: the event to publish, plus the reason for the log."""
 
@@ -317,11 +318,14 @@ class RegistryState:
                 "retry from the client that registered it.",
                 {"existing": self._view(record)},
             )
-        if record.metadata != request.metadata:
+        changed = record.metadata != request.metadata
+        if changed:
             record.metadata = request.metadata
             record.size = 0
-            self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
         self._renew(record, now, wall, "registered again")
+        if changed:  # noted after the renewal, so the event shows the instance as it is now
+            view = self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
+            return self._register_reply(Status.OK, view)
         return self._register_reply(Status.OK, self._view(record))
 
     def heartbeat(self, request: LeaseRequest) -> LeaseReply:
@@ -656,11 +660,7 @@ def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def _json_text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+    return encode_json(value).decode()
 
 
 # -- actor ----------------------------------------------------------------------

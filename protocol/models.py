@@ -106,7 +106,8 @@ class Instance(Base):
     last_heartbeat: datetime | None = None
     """When the lease was last renewed (registration counts as a renewal)."""
     lease_expires_at: datetime | None = None
-    """When the instance turns UNHEALTHY unless renewed (ONLINE instances only)."""
+    """When the lease runs (or ran) out: ONLINE instances turn UNHEALTHY then unless
+    renewed; absent for OFFLINE instances."""
 
 
 class ErrorInfo(Base, omit_defaults=False):
@@ -177,7 +178,7 @@ class ServiceList(Base, omit_defaults=False):
     total: int
     """Services matching the filter, over all pages."""
     next_cursor: str | None = None
-    """Pass as `cursor` to get the next page; absent on the last page."""
+    """Pass as `cursor` to get the next page; nil on the last page."""
     epoch: str = ""
     """Random id of the router incarnation; changes when the router restarts."""
     revision: int = 0

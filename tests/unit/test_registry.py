@@ -548,3 +548,27 @@ def test_a_full_registry_refuses_new_instances_with_507(clock: FakeClock) -> Non
     state.expire()  # both leases ran out: room again
     assert state.live == 0
     assert state.register(request(service="z", instance="c")).status == 201
+
+
+def test_a_metadata_update_event_shows_the_instance_after_the_renewal(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    state.register(request(metadata={"v": 1}))
+    clock.advance(5)
+    state.expire()  # UNHEALTHY
+    state.transitions.clear()
+    reply = state.register(request(metadata={"v": 2}))
+    [back, updated] = [t.event for t in state.transitions]
+    assert (back.type, updated.type) == (EventType.ONLINE, EventType.METADATA_UPDATED)
+    assert updated.instance.status is ONLINE and updated.instance.metadata == {"v": 2}
+    assert updated.instance == reply.instance
+    assert updated.instance.last_heartbeat == reply.instance.last_heartbeat
+
+
+def test_a_string_filter_matches_numbers_by_their_json_text(state: RegistryState) -> None:
+    state.register(request(instance="big", metadata={"n": 1e20, "flag": True, "none": None}))
+    for wanted in ({"n": "1e20"}, {"flag": "true"}, {"none": "null"}, {"n": 1e20}):
+        page = state.get_service(GetServiceRequest(service_name="orders", metadata=wanted))
+        assert [i.instance_id for i in page.instances] == ["big"], wanted
+    page = state.get_service(GetServiceRequest(service_name="orders", metadata={"n": "1e+20"}))
+    assert page.instances == []
