@@ -15,7 +15,7 @@ from actors.nats_gateway import NatsGateway
 from actors.registry import RegistryActor
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryEvent, RegistryLimits
-from sdk.connection import NatsAuth
+from sdk.connection import NatsAuth, redact
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -125,7 +125,7 @@ class Router:
         await self.supervisor.start()
         log.info(
             "router_started",
-            nats_url=self.nats_url,
+            nats_url=redact(self.nats_url),
             embedded_nats=self.config.nats_url is None,
             admin_url=f"http://{self.config.http_host}:{self.http_port}/api/v1/admin",
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
 import re
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from protocol import (
     ProtocolError,
     RegistryLimits,
     Status,
+    decode_cursor,
     encode_json,
     error_reply,
 )
@@ -213,30 +215,58 @@ def _as_query_error(error: ProtocolError) -> ProtocolError:
 
 class _ResponseCache:
     """Encoded admin responses, reused while the registry says nothing they show has
-    changed (asking costs a mailbox hop; building and encoding a page costs far more)."""
+    changed (asking costs a mailbox hop; building and encoding a page costs far more).
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], tuple[Any, bytes]] = OrderedDict()
+    Keyed by the parsed query, so spellings of one request share an entry, and bounded
+    by bytes: at most `max_bytes` in all, no single body over `max_body`."""
+
+    def __init__(self, max_bytes: int = 32 * 2**20, max_body: int = 2**20) -> None:
+        self._max_bytes = max_bytes
+        self._max_body = max_body
+        self._bytes = 0
+        self._entries: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
 
     async def read(self, request: web.Request, query: ListServices | GetService) -> web.Response:
-        key = (request.path, request.query_string)
-        cached = self._entries.get(key)
-        query.known = cached[0] if cached else None
         try:
+            key = _cache_key(query)
+            cached = self._entries.get(key)
+            query.known = cached[0] if cached else None
             answer = await read_if_changed(request.app[REGISTRY], query)
         except ProtocolError as error:
             raise _as_query_error(error) from None
         if answer is UNCHANGED:
             assert cached is not None
             self._entries.move_to_end(key)
-            body = cached[1]
-        else:
-            body = encode_json(answer.result)
-            self._entries[key] = (answer.stamp, body)
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            return web.Response(body=cached[1], content_type="application/json")
+        body = encode_json(answer.result)
+        self._store(key, answer.stamp, body)
         return web.Response(body=body, content_type="application/json")
+
+    def _store(self, key: Any, stamp: Any, body: bytes) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        if len(body) > self._max_body:
+            return
+        self._entries[key] = (stamp, body)
+        self._bytes += len(body)
+        while self._bytes > self._max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
+
+
+def _cache_key(query: ListServices | GetService) -> Any:
+    request = query.request
+    if isinstance(request, GetServiceRequest):
+        return (
+            "get",
+            request.service_name,
+            request.status,
+            request.limit,
+            request.cursor and decode_cursor(request.cursor),
+            tuple(sorted(request.metadata.items())),
+        )
+    return ("list", request.status, request.limit, request.cursor and decode_cursor(request.cursor))
 
 
 CACHE = web.AppKey("cache", _ResponseCache)
@@ -296,7 +326,9 @@ async def _bearer_token(
     token = request.app.get(ADMIN_TOKEN)
     if token is not None and request.path != "/healthz":
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        presented = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+        # Digests of equal length: the comparison time tells nothing, not even the length.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token):
             log.warning("admin_unauthorized", path=request.path, remote=request.remote)
             response = _error_response(
                 ProtocolError(
@@ -317,7 +349,7 @@ def build_admin_app(
     """The admin application: routes, error and token middlewares, OpenAPI document."""
     app = web.Application(middlewares=[_errors_as_json, _bearer_token])
     if admin_token:
-        app[ADMIN_TOKEN] = admin_token.encode()
+        app[ADMIN_TOKEN] = hashlib.sha256(admin_token.encode()).digest()
     app[REGISTRY] = registry
     app[CACHE] = _ResponseCache()
     app[HEALTH] = health

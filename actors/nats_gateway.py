@@ -24,7 +24,7 @@ from actors.actor import Actor, ActorDeadError, MailboxFullError
 from actors.errors import StartupError
 from actors.registry import Deregister, GetService, Heartbeat, ListServices, Register
 from actors.supervisor import ActorRef
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -196,7 +196,7 @@ class NatsGateway(Actor):
                 route.subject, queue=ROUTER_QUEUE_GROUP, cb=self._callback(route)
             )
         await self._nc.flush()
-        log.info("nats_gateway_ready", url=self._url, subjects=[r.subject for r in self._routes])
+        log.info("nats_gateway_ready", url=redact(self._url), subjects=[r.subject for r in self._routes])
 
     async def on_stop(self) -> None:
         self._stopping = True
@@ -306,10 +306,10 @@ class NatsGateway(Actor):
 
     async def _on_disconnected(self) -> None:
         if not self._stopping:
-            log.warning("nats_disconnected", url=self._url)
+            log.warning("nats_disconnected", url=redact(self._url))
 
     async def _on_reconnected(self) -> None:
-        log.info("nats_reconnected", url=self._url)
+        log.info("nats_reconnected", url=redact(self._url))
 
     async def _on_closed(self) -> None:
         if not self._stopping:

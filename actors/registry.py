@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import logging
 import heapq
 import itertools
+import logging
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -205,9 +206,11 @@ class _Service:
     """One service's instances, with what queries need kept up to date: the count per
     status, and the ids in sorted order (built on first use, then maintained)."""
 
-    __slots__ = ("instances", "counts", "version", "_sorted_ids")
+    __slots__ = ("instances", "counts", "serial", "version", "_sorted_ids")
 
-    def __init__(self) -> None:
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        """Unique within the registry: a service emptied and created again is another."""
         self.instances: dict[str, _Record] = {}
         self.counts: dict[InstanceStatus, int] = {}
         self.version = 0
@@ -263,6 +266,10 @@ class RegistryState:
         self.limits = limits or RegistryLimits()
         self.live = 0
         """Instances not OFFLINE (what `limits.max_instances` caps)."""
+        self._offline: deque[_Record] = deque()
+        """OFFLINE records in the order they went OFFLINE (stale entries skipped): the
+        oldest is forgotten early when they would outnumber `limits.max_instances`."""
+        self.offline = 0
         self._clock = clock
         self._wall = wall_clock
         self._services: dict[str, _Service] = {}
@@ -297,11 +304,12 @@ class RegistryState:
         if record is None or record.status is OFFLINE:
             self._check_room(service, request)
             if service is None:  # only now: a refused registration leaves nothing behind
-                service = self._services[request.service_name] = _Service()
+                service = self._services[request.service_name] = _Service(next(self._sequence))
                 if self._sorted_names is not None:
                     bisect.insort(self._sorted_names, request.service_name)
-            if record is not None:
+            if record is not None:  # an OFFLINE record, replaced
                 record.generation = -1
+                self.offline -= 1
                 service.remove(record)
             record = _Record(request, now, wall, now + self.policy.lease_ttl)
             service.add(record)
@@ -384,7 +392,7 @@ class RegistryState:
     def service_stamp(self, service_name: str) -> tuple[str, int, int]:
         """Changes whenever a page of this service could, heartbeats included."""
         service = self._services.get(service_name)
-        return (self.epoch, id(service), service.version if service else -1)
+        return (self.epoch, service.serial, service.version) if service else (self.epoch, -1, -1)
 
     def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
         """A page of services sorted by name, with instance counts per status. With a
@@ -457,7 +465,7 @@ class RegistryState:
             start = bisect.bisect_right(ids, decode_cursor(request.cursor))
         page: list[Instance] = []
         next_cursor = None
-        budget = max_bytes if max_bytes is not None else -1
+        budget = max(max_bytes, 0) if max_bytes is not None else None
         status, wanted = request.status, request.metadata
         for index in range(start, len(ids)):
             record = instances[ids[index]]
@@ -468,9 +476,9 @@ class RegistryState:
             if len(page) == request.limit:
                 next_cursor = encode_cursor(page[-1].instance_id)
                 break
-            if budget >= 0:
+            if budget is not None:
                 budget -= _record_size(record)
-                if budget < 0 and page:
+                if budget < 0 and page:  # (a page always holds at least one instance)
                     next_cursor = encode_cursor(page[-1].instance_id)
                     break
             page.append(self._view(record))
@@ -565,18 +573,34 @@ class RegistryState:
                 record, record.deadline, EventType.EXPIRED, f"no heartbeat for {silent:g} s"
             )
         else:
-            record.generation = -1
-            self._note(record, OFFLINE, EventType.REMOVED, "offline retention ended")
-            service = self._services[record.service_name]
-            service.remove(record)
-            if not service.instances:
-                del self._services[record.service_name]
-                if self._sorted_names is not None:
-                    self._sorted_names.remove(record.service_name)
+            self._forget(record, "offline retention ended")
+
+    def _forget(self, record: _Record, reason: str) -> None:
+        """Remove an OFFLINE record for good."""
+        record.generation = -1
+        self.offline -= 1
+        offline = self._offline
+        while offline and offline[0].generation < 0:
+            offline.popleft()  # forgotten or replaced already
+        self._note(record, OFFLINE, EventType.REMOVED, reason)
+        service = self._services[record.service_name]
+        service.remove(record)
+        if not service.instances:
+            del self._services[record.service_name]
+            if self._sorted_names is not None:
+                self._sorted_names.remove(record.service_name)
 
     def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
         old = record.status
         self._set_status(record, OFFLINE)
+        self.offline += 1
+        self._offline.append(record)
+        while self.offline > self.limits.max_instances:
+            # Register/deregister churn must not hold memory without bound: forget the
+            # oldest OFFLINE record before its retention ends.
+            oldest = self._offline.popleft()
+            if oldest.status is OFFLINE and oldest.generation >= 0:
+                self._forget(oldest, "forgotten early: too many OFFLINE records")
         record.deadline = since + self.policy.offline_retention
         record.generation += 1
         self._push(record)

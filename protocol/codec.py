@@ -163,6 +163,7 @@ def decode_get_request(data: bytes) -> GetServiceRequest:
 
 
 _CURSOR_PREFIX = b"c1:"
+_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def encode_cursor(last_key: str) -> str:
@@ -177,9 +178,10 @@ def decode_cursor(cursor: str, field: str = "$.cursor") -> str:
         ProtocolError: 400 `invalid_field` when the cursor was not made by this router.
     """
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if raw.startswith(_CURSOR_PREFIX):
-            return raw[len(_CURSOR_PREFIX) :].decode()
+        if _CURSOR_CHARS.fullmatch(cursor):  # strict: one cursor, one spelling
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            if raw.startswith(_CURSOR_PREFIX) and encode_cursor(key := raw[len(_CURSOR_PREFIX) :].decode()) == cursor:
+                return key
     except (ValueError, UnicodeDecodeError):
         pass
     raise _invalid(

@@ -10,10 +10,11 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
 
-__all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect"]
+__all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect", "redact"]
 
 log = logging.getLogger("ipc_router.nats")
 
@@ -100,6 +101,11 @@ async def connect(
     Raises:
         NatsConnectError: not connected within `timeout`, or authorization refused.
     """
+    shown = redact(url)
+    try:
+        auth_options = auth.connect_options()
+    except (OSError, ssl.SSLError, ValueError) as error:
+        raise NatsConnectError(f"cannot use the NATS credentials for {shown}: {error}") from None
     rejected = asyncio.Event()
     last_error: list[Exception] = []
 
@@ -118,21 +124,41 @@ async def connect(
             reconnect_time_wait=0.5,
             connect_timeout=min(2.0, timeout),
             error_cb=on_error,
-            **auth.connect_options(),
+            **auth_options,
             **options,
         )
     )
     refused = asyncio.ensure_future(rejected.wait())
-    done, _ = await asyncio.wait({connecting, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    refused.cancel()
-    if connecting in done:
-        connecting.result()
-        return
-    connecting.cancel()
-    await asyncio.gather(connecting, return_exceptions=True)
-    with contextlib.suppress(Exception):
-        await nc.close()
+    connected = False
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting in done:
+            try:
+                connecting.result()
+            except Exception as error:  # e.g. a creds file nats-py cannot read
+                raise NatsConnectError(f"cannot connect to NATS at {shown}: {error!r}") from None
+            connected = True
+            return
+    finally:
+        refused.cancel()
+        if not connected:  # timed out, refused, failed, or we were cancelled: leave nothing
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await nc.close()
     reason = f" (last error: {last_error[0]!r})" if last_error else ""
     if rejected.is_set():
-        raise NatsConnectError(f"NATS at {url} rejected the credentials{reason}")
-    raise NatsConnectError(f"cannot connect to NATS at {url} within {timeout:g} s{reason}")
+        raise NatsConnectError(f"NATS at {shown} rejected the credentials{reason}")
+    raise NatsConnectError(f"cannot connect to NATS at {shown} within {timeout:g} s{reason}")
+
+
+def redact(url: str) -> str:
+    """The URL without a password (or token) in it, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 
@@ -71,3 +72,17 @@ async def test_the_admin_cli_sends_the_token(client: TestClient) -> None:
     assert "orders" in out.getvalue()
     with pytest.raises(AdminApiError, match="Bearer"):
         await run_services(base, None, None, False, "wrong", out=io.StringIO())
+
+
+async def test_a_token_that_is_not_utf8_is_a_401_not_a_500(client: TestClient) -> None:
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /api/v1/admin/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+    assert b'"code":"unauthorized"' in answer

@@ -10,12 +10,14 @@ from typing import Any
 
 import nats
 import pytest
+import structlog
 
 from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from protocol import REGISTER_SUBJECT, events_subject
 from sdk import NatsAuth, RouterUnavailableError, ServiceClient
+from sdk.connection import GuardedClient, connect, redact
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,3 +116,44 @@ async def test_clients_without_valid_credentials_are_refused_at_once(
         client = ServiceClient(secured_nats.url, auth=credentials, connect_timeout=30)
         with pytest.raises(RouterUnavailableError, match="rejected the credentials"):
             await asyncio.wait_for(client.connect(), 10)
+
+
+async def test_credentials_in_the_nats_url_work_and_never_reach_the_logs(
+    secured_nats: NatsServerProcess,
+) -> None:
+    url = f"nats://router:{PASSWORDS['router']}@127.0.0.1:{secured_nats.port}"
+    with structlog.testing.capture_logs() as logs:
+        router = Router(RouterConfig(nats_url=url, http_port=0))
+        await router.start()
+        await router.stop()
+    assert any(e["event"] == "router_started" for e in logs)
+    assert PASSWORDS["router"] not in repr(logs)
+    wrong = f"nats://router:not-the-password@127.0.0.1:{secured_nats.port}"
+    with pytest.raises(StartupError) as caught:
+        await Router(RouterConfig(nats_url=wrong, http_port=0)).start()
+    assert "not-the-password" not in str(caught.value)
+
+
+async def test_an_unreadable_creds_file_is_a_clear_error(secured_nats: NatsServerProcess, tmp_path: Path) -> None:
+    client = ServiceClient(secured_nats.url, auth=NatsAuth(creds=str(tmp_path / "missing.creds")))
+    with pytest.raises(RouterUnavailableError, match="NATS"):
+        await client.connect()
+    router = Router(
+        RouterConfig(nats_url=secured_nats.url, http_port=0, nats_auth=NatsAuth(creds=str(tmp_path / "x")))
+    )
+    with pytest.raises(StartupError):
+        await router.start()
+
+
+async def test_a_cancelled_connect_leaves_no_client_behind() -> None:
+    nc = GuardedClient()
+    with pytest.raises(TimeoutError):
+        # Nothing listens there: connect() would retry for 30 s; the caller gives up first.
+        await asyncio.wait_for(connect(nc, f"nats://127.0.0.1:{free_port()}", auth=NatsAuth(), timeout=30), 0.3)
+    assert nc.is_closed
+
+
+def test_redact_hides_passwords_and_tokens_only() -> None:
+    assert redact("nats://bob:hunter2@host:4222") == "nats://***@host:4222"
+    assert redact("nats://s3cr3ttoken@host") == "nats://***@host"
+    assert redact("nats://host:4222") == "nats://host:4222"

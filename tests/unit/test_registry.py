@@ -572,3 +572,31 @@ def test_a_string_filter_matches_numbers_by_their_json_text(state: RegistryState
         assert [i.instance_id for i in page.instances] == ["big"], wanted
     page = state.get_service(GetServiceRequest(service_name="orders", metadata={"n": "1e+20"}))
     assert page.instances == []
+
+
+def test_register_deregister_churn_cannot_pile_up_offline_records(clock: FakeClock) -> None:
+    state = RegistryState(
+        POLICY, limits=RegistryLimits(max_instances=10), clock=clock.monotonic, wall_clock=clock.wall
+    )
+    for n in range(100):
+        state.register(request(instance=f"i{n}"))
+        state.deregister(lease(instance=f"i{n}"))
+    assert state.offline == 10
+    assert len(detail(state).instances) == 10
+    assert [i.instance_id for i in detail(state).instances] == [f"i{n}" for n in range(90, 100)]
+    removed = [t for t in state.transitions if t.event.type is EventType.REMOVED]
+    assert len(removed) == 90 and removed[0].reason.startswith("forgotten early")
+    clock.advance(POLICY.offline_retention + 1)
+    state.expire()
+    assert state.offline == 0 and len(state._offline) == 0
+    fails_with(404, detail, state)
+
+
+def test_a_service_emptied_and_created_again_gets_a_new_stamp(state: RegistryState, clock: FakeClock) -> None:
+    state.register(request(instance="old"))
+    before = state.service_stamp("orders")
+    state.deregister(lease(instance="old"))
+    clock.advance(POLICY.offline_retention + 1)
+    state.expire()
+    state.register(request(instance="new"))
+    assert state.service_stamp("orders") != before
