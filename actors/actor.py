@@ -1,7 +1,12 @@
-"""A minimal actor on plain asyncio: a mailbox, `tell`, `ask` and a lifecycle.
+"""A minimal actor on plain asyncio: a mailbox, `tell`, `ask`, a lifecycle, and a
+stable `ActorRef` that is the only way other code reaches an actor.
 
-One task per actor takes envelopes from the mailbox one at a time, so whatever
-state the actor owns is only ever touched by that task: no locks.
+One task per actor takes envelopes from the mailbox, so whatever state the actor
+owns is only ever touched by that task: no locks. The mailbox has two lanes: the
+normal one, and a low-priority one for work that may wait (read-only queries), so
+that a flood of such work cannot delay the rest. An actor may take its messages
+in drains (`max_batch`): one `handle_batch` call per drain, the place to do once
+what would otherwise be done per message (flushing, one pipelined write).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import structlog
 __all__ = [
     "Actor",
     "ActorDeadError",
+    "ActorRef",
     "AskTimeoutError",
     "Envelope",
     "FutureReply",
     "MailboxFullError",
+    "MailboxStats",
     "Reply",
 ]
 
@@ -31,7 +38,7 @@ class ActorDeadError(RuntimeError):
 
 
 class MailboxFullError(RuntimeError):
-    """The actor's bounded mailbox is full: the caller should retry later."""
+    """The actor's bounded mailbox lane is full: the caller should retry later."""
 
 
 class AskTimeoutError(TimeoutError):
@@ -39,7 +46,10 @@ class AskTimeoutError(TimeoutError):
 
 
 class Reply(Protocol):
-    """Where the outcome of handling one message goes."""
+    """Where the outcome of handling one message goes.
+
+    Either method may raise `ActorDeadError` when the outcome is to be delivered to
+    another actor that is gone; the handling actor then counts a dropped reply."""
 
     def resolve(self, value: Any) -> None:
         """Deliver the handler's return value."""
@@ -65,28 +75,65 @@ class FutureReply:
             self.future.set_exception(error)
 
 
-@dataclass(slots=True)
 class Envelope:
-    """A message plus, for requests, where its reply goes."""
+    """A message plus, for requests, where its reply goes. Settled at most once."""
 
-    message: Any
-    reply: Reply | None = None
+    __slots__ = ("message", "reply", "settled")
+
+    def __init__(self, message: Any, reply: Reply | None = None) -> None:
+        self.message = message
+        self.reply = reply
+        self.settled = reply is None
+
+    def resolve(self, value: Any) -> bool:
+        """Deliver `value`; False if the reply's destination is gone."""
+        if self.settled:
+            return True
+        self.settled = True
+        assert self.reply is not None
+        try:
+            self.reply.resolve(value)
+        except ActorDeadError:
+            return False
+        return True
+
+    def reject(self, error: BaseException) -> bool:
+        """Deliver `error`; False if the reply's destination is gone."""
+        if self.settled:
+            return True
+        self.settled = True
+        assert self.reply is not None
+        try:
+            self.reply.reject(error)
+        except ActorDeadError:
+            return False
+        return True
 
 
-class _Stop:
-    pass
+@dataclass(frozen=True, slots=True)
+class MailboxStats:
+    """A snapshot of one actor's mailbox, for health and metrics."""
+
+    depth: int
+    """Messages waiting in the normal lane."""
+    low_priority_depth: int
+    """Messages waiting in the low-priority lane."""
+    rejected_full: int
+    """`tell`s refused because a lane was full, since the actor started."""
+    replies_dropped: int
+    """Outcomes that could not be delivered (their destination actor was gone)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Crash:
     error: BaseException
 
 
-_STOP = _Stop()
+_EMPTY_STATS = MailboxStats(0, 0, 0, 0)
 
 
 class Actor:
-    """Base class: subclass and implement `handle`.
+    """Base class: subclass and implement `handle` (or `handle_batch`).
 
     Exceptions whose type is in `caller_errors` raised by `handle` go back to the
     caller of `ask` and the actor carries on. Any other exception is a crash: the
@@ -95,15 +142,21 @@ class Actor:
     """
 
     caller_errors: tuple[type[BaseException], ...] = ()
+    max_batch: int = 1
+    """Most messages handed to one `handle_batch` call."""
 
     def __init__(self, name: str, *, mailbox_size: int = 0) -> None:
-        """Create a stopped actor; `mailbox_size` 0 means unbounded."""
+        """Create a stopped actor; `mailbox_size` bounds each lane (0: unbounded)."""
         self.name = name
         self._mailbox_size = mailbox_size
         self._mailbox: deque[Envelope] = deque()
+        self._low_priority: deque[Envelope] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
+        self._stop_requested = False
+        self._rejected_full = 0
+        self._replies_dropped = 0
         self.failure: BaseException | None = None
         """The exception that crashed the actor, if it crashed."""
 
@@ -124,10 +177,22 @@ class Actor:
         """Handle one message; the return value is the reply to `ask`."""
         raise NotImplementedError
 
-    def on_mailbox_empty(self) -> None:
-        """Runs each time the actor has handled every queued message, before it waits
-        for more: the place to flush work batched across messages. Raising crashes
-        the actor."""
+    async def handle_batch(self, batch: list[Envelope]) -> None:
+        """Handle one drain of the mailbox (at most `max_batch` envelopes, normal lane
+        first). Must settle every envelope; an envelope left unsettled when this
+        raises gets `ActorDeadError`. The default calls `handle` for each in turn."""
+        for envelope in batch:
+            try:
+                result = await self.handle(envelope.message)
+            except self.caller_errors as error:
+                if envelope.reply is None:
+                    raise
+                self.reject(envelope, error)
+                continue
+            except Exception as error:
+                self.reject(envelope, error)
+                raise
+            self.resolve(envelope, result)
 
     # -- public API ------------------------------------------------------------
 
@@ -141,21 +206,42 @@ class Actor:
         """The task running the mailbox loop (done once the actor ended)."""
         return self._task
 
-    def tell(self, message: Any, reply: Reply | None = None) -> None:
+    @property
+    def ref(self) -> ActorRef:
+        """A reference to this actor alone (a supervisor's refs follow restarts)."""
+        ref = ActorRef(self.name)
+        ref.bind(self)
+        return ref
+
+    def mailbox_stats(self) -> MailboxStats:
+        """How full the mailbox is, and what it refused or could not deliver."""
+        return MailboxStats(
+            len(self._mailbox), len(self._low_priority), self._rejected_full, self._replies_dropped
+        )
+
+    def tell(self, message: Any, reply: Reply | None = None, *, low_priority: bool = False) -> None:
         """Queue a message without waiting. `reply`, if given, gets the outcome.
+        `low_priority` messages wait while normal ones are queued (though at least one
+        is taken per drain, so they are never starved outright).
 
         Raises:
             ActorDeadError: the actor is not running.
-            MailboxFullError: the bounded mailbox is full.
+            MailboxFullError: that lane of the bounded mailbox is full.
         """
         if not self._accepting:
             raise ActorDeadError(f"actor {self.name} is not running")
-        if self._mailbox_size and len(self._mailbox) >= self._mailbox_size:
+        lane = self._low_priority if low_priority else self._mailbox
+        if self._mailbox_size and len(lane) >= self._mailbox_size:
+            self._rejected_full += 1
             raise MailboxFullError(f"actor {self.name} mailbox is full ({self._mailbox_size})")
-        self._mailbox.append(Envelope(message, reply))
-        self._wake()
+        lane.append(Envelope(message, reply))
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
+    async def ask(
+        self, message: Any, timeout: float | None = 5.0, *, low_priority: bool = False
+    ) -> Any:
         """Send a message and wait for the reply.
 
         Raises:
@@ -165,7 +251,7 @@ class Actor:
             Exception: whatever `handle` raised for this message.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.tell(message, FutureReply(future))
+        self.tell(message, FutureReply(future), low_priority=low_priority)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -194,7 +280,7 @@ class Actor:
             return
         if self._accepting:
             self._accepting = False
-            self._mailbox.append(Envelope(_STOP))
+            self._stop_requested = True
             self._wake()
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
@@ -211,6 +297,18 @@ class Actor:
             self._mailbox.append(Envelope(_Crash(error)))
             self._wake()
 
+    # -- for subclasses ----------------------------------------------------------
+
+    def resolve(self, envelope: Envelope, value: Any) -> None:
+        """Settle `envelope` with `value`, counting it if its destination is gone."""
+        if not envelope.resolve(value):
+            self._replies_dropped += 1
+
+    def reject(self, envelope: Envelope, error: BaseException) -> None:
+        """Settle `envelope` with `error`, counting it if its destination is gone."""
+        if not envelope.reject(error):
+            self._replies_dropped += 1
+
     # -- internals -------------------------------------------------------------
 
     def _wake(self) -> None:
@@ -218,50 +316,51 @@ class Actor:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _next(self) -> Envelope:
-        if not self._mailbox:
-            self.on_mailbox_empty()
-        while not self._mailbox:
+    async def _next_batch(self) -> list[Envelope] | None:
+        """The next drain, or None once a requested stop has drained the mailbox."""
+        high, low = self._mailbox, self._low_priority
+        while not high and not low:
+            if self._stop_requested:
+                return None
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return self._mailbox.popleft()
+        size = self.max_batch
+        batch: list[Envelope] = []
+        while high and len(batch) < size:
+            if type(high[0].message) is _Crash:
+                if not batch:
+                    batch.append(high.popleft())
+                return batch
+            batch.append(high.popleft())
+        take = max(size - len(batch), 1)
+        while low and take:
+            batch.append(low.popleft())
+            take -= 1
+        return batch
 
     async def _run(self) -> None:
         try:
-            while True:
-                envelope = await self._next()
-                message = envelope.message
-                if message is _STOP:
-                    break
-                if isinstance(message, _Crash):
-                    raise message.error
+            while (batch := await self._next_batch()) is not None:
+                first = batch[0].message
+                if type(first) is _Crash:
+                    raise first.error
                 try:
-                    result = await self.handle(message)
-                except asyncio.CancelledError:
-                    if envelope.reply is not None:
-                        envelope.reply.reject(ActorDeadError(f"actor {self.name} stopped"))
+                    await self.handle_batch(batch)
+                except BaseException:
+                    dead = ActorDeadError(f"actor {self.name} stopped")
+                    for envelope in batch:
+                        self.reject(envelope, dead)
                     raise
-                except self.caller_errors as error:
-                    if envelope.reply is None:
-                        raise
-                    envelope.reply.reject(error)
-                    continue
-                except Exception as error:
-                    if envelope.reply is not None:
-                        envelope.reply.reject(error)
-                    raise
-                if envelope.reply is not None:
-                    envelope.reply.resolve(result)
         except Exception as error:
             self.failure = error
             self._accepting = False
             self._reject_pending()
             try:
                 await self.on_failure(error)
-            except Exception:  # noqa: BLE001 - the original failure matters more
+            except Exception:
                 log.exception("actor_on_failure_failed", actor=self.name)
             await self._safe_on_stop()
             raise
@@ -275,13 +374,52 @@ class Actor:
         await self._safe_on_stop()
 
     def _reject_pending(self) -> None:
-        while self._mailbox:
-            envelope = self._mailbox.popleft()
-            if envelope.reply is not None:
-                envelope.reply.reject(ActorDeadError(f"actor {self.name} stopped"))
+        dead = ActorDeadError(f"actor {self.name} stopped")
+        for lane in (self._mailbox, self._low_priority):
+            while lane:
+                self.reject(lane.popleft(), dead)
 
     async def _safe_on_stop(self) -> None:
         try:
             await self.on_stop()
-        except Exception:  # noqa: BLE001 - see on_stop docstring
+        except Exception:
             log.exception("actor_on_stop_failed", actor=self.name)
+
+
+class ActorRef:
+    """A stable handle on an actor. A supervisor's ref follows its child across
+    restarts; between a crash and the restart, every call raises `ActorDeadError`."""
+
+    __slots__ = ("id", "_actor")
+
+    def __init__(self, actor_id: str) -> None:
+        self.id = actor_id
+        self._actor: Actor | None = None
+
+    def bind(self, actor: Actor | None) -> None:
+        """Point the ref at a (new) incarnation, or at none; for supervisors."""
+        self._actor = actor
+
+    def _current(self) -> Actor:
+        if self._actor is None:
+            raise ActorDeadError(f"actor {self.id} is not running")
+        return self._actor
+
+    @property
+    def alive(self) -> bool:
+        """True while the current incarnation accepts messages."""
+        return self._actor is not None and self._actor.alive
+
+    def mailbox_stats(self) -> MailboxStats:
+        """`Actor.mailbox_stats` of the current incarnation (zeros when none runs)."""
+        return self._actor.mailbox_stats() if self._actor is not None else _EMPTY_STATS
+
+    def tell(self, message: Any, reply: Reply | None = None, *, low_priority: bool = False) -> None:
+        """`Actor.tell` on the current incarnation."""
+        self._current().tell(message, reply, low_priority=low_priority)
+
+    async def ask(
+        self, message: Any, timeout: float | None = 5.0, *, low_priority: bool = False
+    ) -> Any:
+        """`Actor.ask` on the current incarnation."""
+        return await self._current().ask(message, timeout, low_priority=low_priority)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from actors.embedded_nats import EmbeddedNats
-from actors.http_gateway import HealthProbe, HttpGateway, build_admin_app
-from actors.actor import ActorDeadError
-from actors.nats_gateway import NatsGateway
-from actors.registry import RegistryActor
-from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
-from protocol import LeasePolicy, RegistryEvent, RegistryLimits
+from actors.http_gateway import GetAddress, HealthProbe, HttpGateway, build_admin_app
+from actors.nats_gateway import NatsGateway, NatsGatewayClient
+from actors.registry import RegistryActor, RegistryClient
+from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
+from protocol import LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth, redact
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
@@ -43,7 +43,9 @@ class RouterConfig:
 
 
 class Router:
-    """One router: [embedded nats-server], registry, NATS gateway, HTTP gateway."""
+    """One router: [embedded nats-server], registry, NATS gateway, HTTP gateway.
+
+    The actors reach each other only through the supervisor's refs."""
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
@@ -60,59 +62,40 @@ class Router:
                 lambda: RegistryActor(
                     policy=config.lease_policy,
                     mailbox_size=config.registry_mailbox_size,
-                    publish=self._publish_events,
+                    events=self.supervisor.ref("nats-gateway"),
                     limits=config.limits,
                 ),
             ),
             ChildSpec(
                 "nats-gateway",
                 lambda: NatsGateway(
-                    self.registry, self.nats_url, limits=config.limits, auth=config.nats_auth
+                    self.supervisor.ref("registry"),
+                    self.nats_url,
+                    limits=config.limits,
+                    auth=config.nats_auth,
                 ),
             ),
             ChildSpec(
                 "http-gateway",
-                lambda: HttpGateway(self._admin_app, config.http_host, config.http_port),
+                lambda: HttpGateway(self._admin_app, config.http_host, self.http_port),
             ),
         ]
-        self.events_dropped = 0
+        self.http_port = config.http_port
+        """The admin port (port 0 is resolved when the router starts)."""
         self.supervisor = Supervisor(
             specs,
             max_restarts=config.max_restarts,
             within_seconds=config.restart_window_seconds,
         )
-
-    @property
-    def registry(self) -> ActorRef:
-        """The registry actor, across restarts."""
-        return self.supervisor.ref("registry")
-
-    @property
-    def http_port(self) -> int:
-        """The bound admin port (resolves port 0 once started)."""
-        gateway = self.supervisor.ref("http-gateway").actor
-        return gateway.port if isinstance(gateway, HttpGateway) else self.config.http_port
-
-    def _publish_events(self, events: list[RegistryEvent]) -> None:
-        gateway = self.supervisor.ref("nats-gateway").actor
-        try:
-            if not isinstance(gateway, NatsGateway):
-                raise ActorDeadError("nats gateway not started")
-            gateway.publish_events(events)
-        except ActorDeadError:
-            # Watchers notice the gap in revisions and re-read a snapshot.
-            self.events_dropped += len(events)
-            log.warning("events_dropped", count=len(events), reason="nats gateway not running")
-
-    def _nats_connected(self) -> bool:
-        gateway = self.supervisor.ref("nats-gateway").actor
-        return isinstance(gateway, NatsGateway) and gateway.alive and gateway.connected
+        self.registry = RegistryClient(self.supervisor.ref("registry"))
+        """Typed calls to the registry actor, across its restarts."""
+        self.nats_gateway = NatsGatewayClient(self.supervisor.ref("nats-gateway"))
 
     def _admin_app(self) -> web.Application:
         return build_admin_app(
             self.registry,
             HealthProbe(
-                nats_connected=self._nats_connected,
+                nats_connected=self.nats_gateway.connected,
                 registry_running=lambda: self.registry.alive,
                 lease_policy=self.config.lease_policy,
                 limits=self.config.limits,
@@ -123,6 +106,8 @@ class Router:
     async def start(self) -> None:
         """Start every actor in order; returns once the router serves requests."""
         await self.supervisor.start()
+        # A restarted HTTP gateway binds the same port again.
+        _, self.http_port = await self.supervisor.ref("http-gateway").ask(GetAddress())
         log.info(
             "router_started",
             nats_url=redact(self.nats_url),
@@ -142,8 +127,9 @@ async def run_until_stopped(router: Router, stop: asyncio.Event) -> int:
     done = router.supervisor.done
     assert done is not None
     stop_wait = asyncio.create_task(stop.wait())
+    either: set[asyncio.Future[Any]] = {stop_wait, done}
     try:
-        await asyncio.wait({stop_wait, done}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop_wait.cancel()
     if done.done() and done.exception() is not None:

@@ -8,7 +8,7 @@ import hmac
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -19,8 +19,7 @@ from aiohttp import web
 from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError
 from actors.errors import PortInUseError
 from actors.openapi import ADMIN_BASE, openapi_document
-from actors.registry import UNCHANGED, GetService, ListServices, read_if_changed
-from actors.supervisor import ActorRef
+from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient
 from protocol import (
     NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
@@ -38,7 +37,7 @@ from protocol import (
     error_reply,
 )
 
-__all__ = ["RUNNER_OPTIONS", "HealthProbe", "HttpGateway", "build_admin_app"]
+__all__ = ["RUNNER_OPTIONS", "GetAddress", "HealthProbe", "HttpGateway", "build_admin_app"]
 
 log = structlog.get_logger(component="http_gateway")
 
@@ -50,13 +49,13 @@ _SERVICE_NAME = re.compile(NAME_PATTERN)
 class HealthProbe:
     """What `/healthz` looks at and reports."""
 
-    nats_connected: Callable[[], bool]
+    nats_connected: Callable[[], Awaitable[bool]]
     registry_running: Callable[[], bool]
     lease_policy: LeasePolicy
     limits: RegistryLimits | None = None
 
 
-REGISTRY = web.AppKey("registry", ActorRef)
+REGISTRY = web.AppKey("registry", RegistryClient)
 ADMIN_TOKEN = web.AppKey("admin_token", bytes)
 HEALTH = web.AppKey("health", HealthProbe)
 OPENAPI = web.AppKey("openapi", bytes)
@@ -230,8 +229,8 @@ class _ResponseCache:
         try:
             key = _cache_key(query)
             cached = self._entries.get(key)
-            query.known = cached[0] if cached else None
-            answer = await read_if_changed(request.app[REGISTRY], query)
+            known = replace(query, known=cached[0] if cached else ())
+            answer = await request.app[REGISTRY].read_if_changed(known)
         except ProtocolError as error:
             raise _as_query_error(error) from None
         if answer is UNCHANGED:
@@ -294,7 +293,7 @@ async def _get_service(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     probe = request.app[HEALTH]
-    nats_ok, registry_ok = probe.nats_connected(), probe.registry_running()
+    nats_ok, registry_ok = await probe.nats_connected(), probe.registry_running()
     healthy = nats_ok and registry_ok
     body = Health(
         status="ok" if healthy else "unavailable",
@@ -344,7 +343,7 @@ async def _bearer_token(
 
 
 def build_admin_app(
-    registry: ActorRef, health: HealthProbe, admin_token: str | None = None
+    registry: RegistryClient, health: HealthProbe, admin_token: str | None = None
 ) -> web.Application:
     """The admin application: routes, error and token middlewares, OpenAPI document."""
     app = web.Application(middlewares=[_errors_as_json, _bearer_token])
@@ -375,30 +374,43 @@ RUNNER_OPTIONS: dict[str, Any] = {
 """How the admin app is served (tests serve it the same way)."""
 
 
+@dataclass(frozen=True, slots=True)
+class GetAddress:
+    """-> (host, port) the admin API is bound to (port 0 resolved)."""
+
+
 class HttpGateway(Actor):
-    """Serves the admin app on `host:port` for as long as the actor runs."""
+    """Serves the admin app on `host:port` for as long as the actor runs.
+    Takes `GetAddress`."""
 
     def __init__(self, app_factory: Callable[[], web.Application], host: str, port: int) -> None:
         super().__init__("http-gateway")
         self._app_factory = app_factory
-        self.host = host
-        self.port = port
+        self._host = host
+        self._port = port
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
         self._runner = web.AppRunner(self._app_factory(), **RUNNER_OPTIONS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         try:
             await site.start()
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                raise PortInUseError("HTTP", self.host, self.port) from None
+                raise PortInUseError("HTTP", self._host, self._port) from None
             raise
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
-        log.info("http_gateway_ready", url=f"http://{self.host}:{self.port}{ADMIN_BASE}")
+        if self._port == 0:
+            self._port = self._runner.addresses[0][1]
+        log.info("http_gateway_ready", url=f"http://{self._host}:{self._port}{ADMIN_BASE}")
 
     async def on_stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case GetAddress():
+                return (self._host, self._port)
+            case _:
+                raise TypeError(f"http gateway cannot handle {type(message).__name__}")

@@ -20,10 +20,9 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from actors.actor import Actor, ActorDeadError, MailboxFullError
+from actors.actor import Actor, ActorDeadError, ActorRef, MailboxFullError
 from actors.errors import StartupError
-from actors.registry import Deregister, GetService, Heartbeat, ListServices, Register
-from actors.supervisor import ActorRef
+from actors.registry import EventBatch, Deregister, GetService, Heartbeat, ListServices, Register
 from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
 from protocol import (
     DEREGISTER_SUBJECT,
@@ -48,16 +47,36 @@ from protocol import (
     events_subject,
 )
 
-__all__ = ["NatsGateway"]
+__all__ = ["GetStats", "NatsGateway", "NatsGatewayClient", "NatsGatewayStats", "SendReply"]
 
 log = structlog.get_logger(component="nats_gateway")
 
 
-class _Flush:
-    """Publish everything in the outbox."""
+@dataclass(frozen=True, slots=True)
+class SendReply:
+    """Publish the outcome of one request on its reply subject."""
+
+    reply_to: str
+    outcome: Any
+    """A reply Struct, the registry's result (turned into one by `wrap`), or an error."""
+    wrap: Callable[[Any], Any] | None = None
 
 
-_FLUSH = _Flush()
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    """-> `NatsGatewayStats`."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsGatewayStats:
+    """What the gateway has seen since it started."""
+
+    connected: bool
+    events_published: int
+    dropped_without_reply: int
+    """Requests that arrived without a reply subject (nothing to answer)."""
+    dropped_malformed: int
+    """Messages nats-py could not parse (see `GuardedClient`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,8 @@ class _Route:
     """(request, the largest reply NATS will carry) -> registry message."""
     wrap: Callable[[Any], Any] | None = None
     """Turns the registry's result into the reply Struct (None: it already is one)."""
+    read_only: bool = False
+    """Queries wait behind registrations and heartbeats in the registry's mailbox."""
 
 
 def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
@@ -89,6 +110,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             decode_list_request,
             lambda r, _: ListServices(r),
             lambda result: ListServicesReply(status=Status.OK, result=result),
+            read_only=True,
         ),
         _Route(
             GET_SUBJECT,
@@ -97,33 +119,27 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             # Room for the reply's own fields around the instances.
             lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
             lambda result: GetServiceReply(status=Status.OK, result=result),
+            read_only=True,
         ),
     )
 
 
 class _ReplyVia:
-    """Reply target handed to the registry: sends the outcome back to the gateway."""
+    """Reply target handed to the registry: the outcome comes back to the gateway's
+    mailbox as a `SendReply` (raising `ActorDeadError` if the gateway is gone)."""
 
     __slots__ = ("gateway", "reply_to", "wrap")
 
-    def __init__(
-        self, gateway: NatsGateway, reply_to: str, wrap: Callable[[Any], Any] | None
-    ) -> None:
+    def __init__(self, gateway: ActorRef, reply_to: str, wrap: Callable[[Any], Any] | None) -> None:
         self.gateway = gateway
         self.reply_to = reply_to
         self.wrap = wrap
 
     def resolve(self, value: Any) -> None:
-        self._send(value if self.wrap is None else self.wrap(value))
+        self.gateway.tell(SendReply(self.reply_to, value, self.wrap))
 
     def reject(self, error: BaseException) -> None:
-        self._send(error)
-
-    def _send(self, outcome: Any) -> None:
-        try:
-            self.gateway.send_reply(self.reply_to, outcome)
-        except ActorDeadError:
-            log.warning("reply_dropped", reason="gateway stopped")
+        self.gateway.tell(SendReply(self.reply_to, error))
 
 
 def _unavailable(reason: str) -> ProtocolError:
@@ -135,7 +151,12 @@ def _unavailable(reason: str) -> ProtocolError:
 
 
 class NatsGateway(Actor):
-    """Owns the router's NATS connection and the request subscriptions."""
+    """Owns the router's NATS connection and the request subscriptions.
+
+    Takes `SendReply` (from the reply targets it hands the registry), `EventBatch`
+    (from the registry) and `GetStats`."""
+
+    max_batch = 256
 
     def __init__(
         self,
@@ -154,22 +175,13 @@ class NatsGateway(Actor):
         self._registry = registry
         self._url = nats_url
         self._client_name = client_name
-        self._nc: NatsClient | None = None
+        self._nc: GuardedClient | None = None
+        self._self: ActorRef = self.ref
         self._stopping = False
-        self.dropped_without_reply = 0
-        """Requests that arrived without a reply subject (nothing to answer)."""
-        self.events_published = 0
+        self._dropped_without_reply = 0
+        self._events_published = 0
         self._max_reply = 1024 * 1024
         """The server's max payload (known once connected)."""
-        self._outbox: list[tuple[str | None, Any]] = []
-        """Replies (reply subject, outcome) and event batches (None, events) waiting to
-        be published, in order. A batched mailbox: one `_FLUSH` message publishes
-        whatever has gathered, instead of one message per reply."""
-
-    @property
-    def connected(self) -> bool:
-        """True while the NATS connection is up."""
-        return self._nc is not None and self._nc.is_connected
 
     async def on_start(self) -> None:
         self._nc = GuardedClient()
@@ -206,32 +218,29 @@ class NatsGateway(Actor):
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
-    async def handle(self, message: Any) -> None:
-        if message is not _FLUSH:
-            raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
-        batch, self._outbox = self._outbox, []
-        for reply_to, outcome in batch:
-            if reply_to is not None:
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case SendReply(reply_to=reply_to, outcome=outcome, wrap=wrap):
+                if wrap is not None and not isinstance(outcome, BaseException):
+                    outcome = wrap(outcome)
                 await self._publish(reply_to, self._reply_body(outcome))
-                continue
-            for event in outcome:
-                await self._publish(events_subject(event.instance.service_name), encode_msgpack(event))
-            self.events_published += len(outcome)
-
-    def send_reply(self, reply_to: str, outcome: Any) -> None:
-        """Queue the outcome of a request for publishing (called by the registry)."""
-        self._enqueue(reply_to, outcome)
-
-    def publish_events(self, events: list[RegistryEvent]) -> None:
-        """Queue change events for publishing, in order (called by the registry)."""
-        self._enqueue(None, events)
-
-    def _enqueue(self, reply_to: str | None, outcome: Any) -> None:
-        if not self.alive:
-            raise ActorDeadError(f"actor {self.name} is not running")
-        self._outbox.append((reply_to, outcome))
-        if len(self._outbox) == 1:
-            self.tell(_FLUSH)
+            case EventBatch(events=events):
+                for event in events:
+                    await self._publish(
+                        events_subject(event.instance.service_name), encode_msgpack(event)
+                    )
+                self._events_published += len(events)
+            case GetStats():
+                nc = self._nc
+                return NatsGatewayStats(
+                    connected=nc is not None and nc.is_connected,
+                    events_published=self._events_published,
+                    dropped_without_reply=self._dropped_without_reply,
+                    dropped_malformed=nc.dropped_malformed if nc is not None else 0,
+                )
+            case _:
+                raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
+        return None
 
     @staticmethod
     def _reply_body(outcome: Any) -> bytes:
@@ -271,16 +280,19 @@ class NatsGateway(Actor):
 
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
         decode, make_message, wrap = route.decode, route.message, route.wrap
+        low_priority = route.read_only
 
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
             if not reply_to:
-                self.dropped_without_reply += 1
+                self._dropped_without_reply += 1
                 log.warning("request_without_reply_subject", subject=msg.subject)
                 return
             try:
                 message = make_message(decode(msg.data), self._max_reply)
-                self._registry.tell(message, _ReplyVia(self, reply_to, wrap))
+                self._registry.tell(
+                    message, _ReplyVia(self._self, reply_to, wrap), low_priority=low_priority
+                )
             except ProtocolError as error:
                 log.info(
                     route.action,
@@ -314,3 +326,28 @@ class NatsGateway(Actor):
     async def _on_closed(self) -> None:
         if not self._stopping:
             self.crash(ConnectionError("NATS connection closed"))
+
+
+class NatsGatewayClient:
+    """Typed calls to a NATS gateway through its ref."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: ActorRef) -> None:
+        self.ref = ref
+
+    async def stats(self, timeout: float = 2.0) -> NatsGatewayStats:
+        """What the gateway has seen, and whether it is connected.
+
+        Raises:
+            ActorDeadError: the gateway is not running.
+        """
+        stats: NatsGatewayStats = await self.ref.ask(GetStats(), timeout)
+        return stats
+
+    async def connected(self) -> bool:
+        """True while the gateway runs and its NATS connection is up."""
+        try:
+            return (await self.stats()).connected
+        except (ActorDeadError, TimeoutError):
+            return False

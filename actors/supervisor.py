@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from actors.actor import Actor, ActorDeadError, Reply
+from actors.actor import Actor, ActorRef
 
 __all__ = ["ActorRef", "ChildSpec", "RestartIntensityError", "Supervisor"]
 
@@ -37,34 +37,6 @@ class RestartIntensityError(RuntimeError):
     """Children crashed more often than the restart intensity allows."""
 
 
-class ActorRef:
-    """A stable handle on a supervised child: it follows the child across restarts."""
-
-    __slots__ = ("id", "actor")
-
-    def __init__(self, child_id: str) -> None:
-        self.id = child_id
-        self.actor: Actor | None = None
-
-    @property
-    def alive(self) -> bool:
-        """True while the current incarnation accepts messages."""
-        return self.actor is not None and self.actor.alive
-
-    def _current(self) -> Actor:
-        if self.actor is None:
-            raise ActorDeadError(f"actor {self.id} is not running")
-        return self.actor
-
-    def tell(self, message: Any, reply: Reply | None = None) -> None:
-        """`Actor.tell` on the current incarnation."""
-        self._current().tell(message, reply)
-
-    async def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
-        """`Actor.ask` on the current incarnation."""
-        return await self._current().ask(message, timeout)
-
-
 class Supervisor:
     """Starts, watches and restarts a list of child actors (one-for-one)."""
 
@@ -77,6 +49,8 @@ class Supervisor:
     ) -> None:
         self._specs = list(children)
         self.refs: dict[str, ActorRef] = {spec.id: ActorRef(spec.id) for spec in children}
+        self._actors: dict[str, Actor] = {}
+        """The current incarnation of each started child."""
         self._max_restarts = max_restarts
         self._within = within_seconds
         self._restart_times: deque[float] = deque()
@@ -126,7 +100,8 @@ class Supervisor:
     async def _start_child(self, spec: ChildSpec) -> None:
         actor = spec.factory()
         await actor.start()
-        self.refs[spec.id].actor = actor
+        self._actors[spec.id] = actor
+        self.refs[spec.id].bind(actor)
         assert actor.task is not None
         actor.task.add_done_callback(lambda task: self._on_child_exit(spec, actor, task))
         log.debug("child_started", child=spec.id)
@@ -136,7 +111,7 @@ class Supervisor:
             error: BaseException | None = None
         else:
             error = task.exception()
-        if self._stopping or self.refs[spec.id].actor is not actor:
+        if self._stopping or self._actors.get(spec.id) is not actor:
             return
         if error is None and not task.cancelled():
             # A child that ends cleanly without being asked to is still a failure
@@ -183,7 +158,7 @@ class Supervisor:
 
     async def _stop_children(self, specs: Any) -> None:
         for spec in specs:
-            actor = self.refs[spec.id].actor
+            actor = self._actors.get(spec.id)
             if actor is None:
                 continue
             try:

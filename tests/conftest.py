@@ -11,6 +11,7 @@ import structlog
 
 from actors.logs import configure_logging
 
+from actors.actor import Actor, ActorRef
 from actors.embedded_nats import NatsServerProcess
 
 
@@ -19,6 +20,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def incarnation(ref: ActorRef) -> Actor:
+    """The actor a ref points at now: tests reach behind the ref to inject faults."""
+    actor = ref._actor
+    assert actor is not None, f"{ref.id} is not running"
+    return actor
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ from actors.cli import build_parser
 from actors.embedded_nats import nats_server_binary
 from protocol import LeasePolicy
 from actors.http_gateway import HealthProbe, build_admin_app
-from actors.supervisor import ActorRef
+from actors.actor import ActorRef
+from actors.registry import RegistryClient
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -362,12 +363,15 @@ async def test_router_healthcheck_hits_a_route_of_the_admin_app(
     assert url.path == "/healthz"
 
     healthy = {"value": True}
+    async def connected() -> bool:
+        return healthy["value"]
+
     probe = HealthProbe(
-        nats_connected=lambda: healthy["value"],
+        nats_connected=connected,
         registry_running=lambda: True,
         lease_policy=LeasePolicy(),
     )
-    app = build_admin_app(ActorRef("registry"), probe)
+    app = build_admin_app(RegistryClient(ActorRef("registry")), probe)
     paths = {route.resource.canonical for route in app.router.routes() if route.resource}
     assert url.path in paths, f"{url.path} is not served by the admin app: {sorted(paths)}"
 

@@ -12,8 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actors.admin_cli import AdminApiError, run_services
 from actors.http_gateway import HealthProbe, build_admin_app
-from actors.registry import RegistryActor, register
-from actors.supervisor import ActorRef
+from actors.registry import RegistryActor, RegistryClient
 from protocol import LeasePolicy, RegisterRequest
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,10 +24,13 @@ TOKEN = "s3cret-admin-token-0123456789"
 async def client() -> AsyncIterator[TestClient]:
     actor = RegistryActor()
     await actor.start()
-    ref = ActorRef("registry")
-    ref.actor = actor
-    await register(ref, RegisterRequest(service_name="orders", instance_id="orders-1"))
-    probe = HealthProbe(lambda: True, lambda: True, LeasePolicy())
+    ref = RegistryClient(actor.ref)
+    await ref.register(RegisterRequest(service_name="orders", instance_id="orders-1"))
+
+    async def connected() -> bool:
+        return True
+
+    probe = HealthProbe(connected, lambda: True, LeasePolicy())
     async with TestClient(TestServer(build_admin_app(ref, probe, admin_token=TOKEN))) as client:
         yield client
     await actor.stop()

@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 
 from actors.app import Router
+from tests.conftest import incarnation
+from actors.registry import RegistryActor
 from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
 
@@ -132,24 +134,23 @@ async def test_healthz_is_200_when_nats_is_connected_and_registry_runs(
 async def test_healthz_is_503_while_the_registry_is_down(
     router: Router, http: aiohttp.ClientSession
 ) -> None:
-    registry = router.registry.actor
-    assert registry is not None
-    router.registry.actor = None  # as between a crash and its restart
+    registry = incarnation(router.registry.ref)
+    router.registry.ref.bind(None)  # as between a crash and its restart
     try:
         status, body = await get_json(http, "/healthz")
     finally:
-        router.registry.actor = registry
+        router.registry.ref.bind(registry)
     assert status == 503
     assert body["registry_running"] is False
 
 
 async def test_registry_down_turns_queries_into_503(router: Router, http: aiohttp.ClientSession) -> None:
-    registry = router.registry.actor
-    router.registry.actor = None
+    registry = incarnation(router.registry.ref)
+    router.registry.ref.bind(None)
     try:
         status, body = await get_json(http, "/api/v1/admin/services")
     finally:
-        router.registry.actor = registry
+        router.registry.ref.bind(registry)
     assert_error_body(body, 503, "router_unavailable")
     assert status == 503
 
@@ -157,8 +158,8 @@ async def test_registry_down_turns_queries_into_503(router: Router, http: aiohtt
 async def test_unexpected_error_is_a_500_json_body_without_traceback(
     router: Router, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = router.registry.actor
-    assert registry is not None
+    registry = incarnation(router.registry.ref)
+    assert isinstance(registry, RegistryActor)
 
     def broken() -> None:
         raise ZeroDivisionError("boom")

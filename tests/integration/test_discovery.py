@@ -3,6 +3,10 @@ the SDK's watch and always-fresh ServiceCache."""
 
 from __future__ import annotations
 
+from tests.conftest import incarnation
+
+from actors.registry import EventBatch
+
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +17,6 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
-from actors.nats_gateway import NatsGateway
 from protocol import (
     GET_SUBJECT,
     LIST_SUBJECT,
@@ -199,9 +202,7 @@ async def test_a_change_costs_one_publish_however_many_watch_it(
     router: Router, nats_server: NatsServerProcess, client: ServiceClient
 ) -> None:
     caches = [await client.discover("orders") for _ in range(20)]
-    gateway = router.supervisor.ref("nats-gateway").actor
-    assert isinstance(gateway, NatsGateway)
-    before = gateway.events_published
+    before = (await router.nats_gateway.stats()).events_published
     try:
         for n in range(10):
             await client.register("orders", f"i-{n}")
@@ -210,7 +211,7 @@ async def test_a_change_costs_one_publish_however_many_watch_it(
     finally:
         for cache in caches:
             await cache.close()
-    assert gateway.events_published - before == 10
+    assert (await router.nats_gateway.stats()).events_published - before == 10
 
 
 async def test_watch_yields_events_as_they_happen(
@@ -259,19 +260,18 @@ async def test_cache_notices_a_missed_event_and_resyncs(
     client: ServiceClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway = router.supervisor.ref("nats-gateway").actor
-    assert isinstance(gateway, NatsGateway)
+    gateway = incarnation(router.supervisor.ref("nats-gateway"))
     cache = await client.discover("orders", check_interval=60)
-    original = gateway.publish_events
+    original = gateway.handle
     dropped: list[RegistryEvent] = []
 
-    def drop_first_event(events: list[RegistryEvent]) -> None:
-        if not dropped:
-            dropped.extend(events)
-            return
-        original(events)
+    async def drop_first_event(message: Any) -> Any:
+        if isinstance(message, EventBatch) and not dropped:
+            dropped.extend(message.events)
+            return None
+        return await original(message)
 
-    monkeypatch.setattr(gateway, "publish_events", drop_first_event)
+    monkeypatch.setattr(gateway, "handle", drop_first_event)
     try:
         await client.register("orders", "lost")  # its event never reaches the cache
         await client.register("orders", "next")  # previous_revision exposes the gap
@@ -288,10 +288,14 @@ async def test_cache_notices_a_missed_last_event_by_its_periodic_check(
     client: ServiceClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway = router.supervisor.ref("nats-gateway").actor
-    assert isinstance(gateway, NatsGateway)
+    gateway = incarnation(router.supervisor.ref("nats-gateway"))
     cache = await client.discover("orders", check_interval=0.1)
-    monkeypatch.setattr(gateway, "publish_events", lambda events: None)
+    original = gateway.handle
+
+    async def drop_events(message: Any) -> Any:
+        return None if isinstance(message, EventBatch) else await original(message)
+
+    monkeypatch.setattr(gateway, "handle", drop_events)
     try:
         await client.register("orders", "silent")
         await cache.wait_for(lambda i: names(i) == ["silent"], timeout=5)
@@ -334,8 +338,7 @@ async def test_cache_keeps_its_view_when_the_registry_restarts_empty(
     async with ServiceClient(nats_server.url) as watcher:
         cache = await watcher.discover("orders", on_change=lambda i: sizes.append(len(i)))
         try:
-            old = router.registry.actor
-            assert old is not None
+            old = incarnation(router.registry.ref)
             epoch = cache.epoch
             old.crash(RuntimeError("injected fault"))
             await cache.wait_for(lambda i: cache.epoch != epoch and len(i) == 4, timeout=10)

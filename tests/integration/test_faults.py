@@ -3,6 +3,10 @@ server going away and coming back."""
 
 from __future__ import annotations
 
+from tests.conftest import incarnation
+
+from actors.registry import RegistryActor
+
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +19,6 @@ from nats.aio.client import Client as NatsClient
 from actors.actor import ActorDeadError
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
-from actors.registry import get_service
 from protocol import REGISTER_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
 from sdk import ServiceClient
 
@@ -44,7 +47,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 async def statuses(router: Router, service: str = "orders") -> dict[str, InstanceStatus]:
     try:
-        detail = await get_service(router.registry, service)
+        detail = await router.registry.get_service(service)
     except (ProtocolError, ActorDeadError):  # unknown service, or registry restarting
         return {}
     return {i.instance_id: i.status for i in detail.instances}
@@ -55,8 +58,8 @@ async def test_a_crash_inside_the_registry_answers_every_caller_and_heals(
 ) -> None:
     async with ServiceClient(nats_server.url) as survivor:
         await survivor.register("orders", "survivor", {"zone": "a"})
-        registry = router.registry.actor
-        assert registry is not None
+        registry = incarnation(router.registry.ref)
+        assert isinstance(registry, RegistryActor)
         original = registry.state.register
 
         def poisoned(request: Any) -> Any:
@@ -79,10 +82,10 @@ async def test_a_crash_inside_the_registry_answers_every_caller_and_heals(
         assert "silence" not in replies.values(), replies
         assert replies["poison"] == 500
         assert set(replies.values()) <= {201, 500, 503}
-        assert router.registry.actor is not registry  # restarted by its supervisor
+        assert incarnation(router.registry.ref) is not registry  # restarted by its supervisor
         took = await eventually(lambda: _online(router, ["survivor"]))
         print(f"registry crash: the survivor was back ONLINE {took:.3f} s after the crash")
-        detail = await get_service(router.registry, "orders")
+        detail = await router.registry.get_service("orders")
         assert [i.metadata for i in detail.instances if i.instance_id == "survivor"] == [{"zone": "a"}]
 
 
@@ -101,7 +104,7 @@ async def test_nats_server_restart_is_survived_by_router_and_clients(
             await client.connect()
             await client.register("orders", name)
         await nats_server.stop()
-        await eventually(lambda: _not(router._nats_connected))
+        await eventually(lambda: _not(router.nats_gateway.connected))
         # Down for longer than the lease TTL: every instance goes UNHEALTHY meanwhile.
         await eventually(lambda: _all_status(router, names, InstanceStatus.UNHEALTHY))
         restarted = NatsServerProcess(port=nats_server.port, jetstream=False)
@@ -110,7 +113,7 @@ async def test_nats_server_restart_is_survived_by_router_and_clients(
             took = await eventually(lambda: _online(router, names))
             print(f"nats restart: all instances ONLINE {took:.3f} s after the server was back")
             assert took < 10 * POLICY.heartbeat_interval + 2.0  # reconnect wait + a few beats
-            assert router._nats_connected()
+            assert await router.nats_gateway.connected()
             async with ServiceClient(restarted.url) as late:
                 assert (await late.register("orders", "late")).created
         finally:
@@ -122,8 +125,8 @@ async def test_nats_server_restart_is_survived_by_router_and_clients(
             await client.close()
 
 
-async def _not(check: Callable[[], bool]) -> bool:
-    return not check()
+async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
+    return not await check()
 
 
 async def _all_status(router: Router, names: list[str], status: InstanceStatus) -> bool:

@@ -34,8 +34,8 @@ from yarl import URL
 
 from actors.http_gateway import RUNNER_OPTIONS, HealthProbe, build_admin_app
 from actors.openapi import openapi_document
-from actors.registry import RegistryActor, register
-from actors.supervisor import ActorRef
+from actors.registry import RegistryActor, RegistryClient
+from actors.actor import ActorRef
 from protocol import LeasePolicy, RegisterRequest, RegistryLimits, encode_cursor
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,24 +61,26 @@ AIOHTTP_MAX_LINE = 8190
 # -- the server ------------------------------------------------------------------------
 
 
-async def start_registry() -> tuple[RegistryActor, ActorRef]:
-    """A running `RegistryActor` holding `REGISTERED`, and its ref."""
+async def start_registry() -> tuple[RegistryActor, RegistryClient]:
+    """A running `RegistryActor` holding `REGISTERED`, and a client of it."""
     actor = RegistryActor(policy=POLICY, limits=RegistryLimits())
     await actor.start()
-    ref = ActorRef("registry")
-    ref.actor = actor
+    ref = RegistryClient(actor.ref)
     for service, instances in REGISTERED.items():
         for instance_id, metadata in instances:
             request = RegisterRequest(
                 service_name=service, instance_id=instance_id, metadata=metadata, session_id=SESSION
             )
-            await register(ref, request)
+            await ref.register(request)
     return actor, ref
 
 
-def health_probe(ref: ActorRef, *, nats_connected: bool = True) -> HealthProbe:
+def health_probe(ref: RegistryClient, *, nats_connected: bool = True) -> HealthProbe:
+    async def connected() -> bool:
+        return nats_connected
+
     return HealthProbe(
-        nats_connected=lambda: nats_connected,
+        nats_connected=connected,
         registry_running=lambda: ref.alive,
         lease_policy=POLICY,
         limits=RegistryLimits(),
@@ -759,7 +761,7 @@ def test_the_openapi_document_declares_every_query_parameter_the_api_accepts() -
 @pytest.fixture
 async def dead_registry_client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """The admin app over a registry ref that was never started (as while it restarts)."""
-    ref = ActorRef("registry")
+    ref = RegistryClient(ActorRef("registry"))
     async with TestClient(TestServer(build_admin_app(ref, health_probe(ref)))) as client:
         yield client
 

@@ -22,6 +22,8 @@ dropped that should not have been, and a fresh valid registration still gets 201
 
 from __future__ import annotations
 
+from tests.conftest import incarnation
+
 import asyncio
 import bisect
 import itertools
@@ -43,8 +45,6 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
-from actors.nats_gateway import NatsGateway
-from actors.registry import list_services
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -129,7 +129,7 @@ def lease_policy() -> LeasePolicy:
 async def harness(router: Router, nc: NatsClient) -> Harness:
     """Shared by every example of a hypothesis test: the router keeps running and the
     model keeps track across examples."""
-    return Harness(router, nc)
+    return await Harness.start(router, nc)
 
 
 # -- the oracle -----------------------------------------------------------------
@@ -400,15 +400,21 @@ class Harness:
     """Sends requests, checks every reply against the oracle, and checks that the
     router is unharmed."""
 
-    def __init__(self, router: Router, nc: NatsClient) -> None:
+    def __init__(self, router: Router, nc: NatsClient, dropped: int) -> None:
         self.router = router
         self.nc = nc
         self.model = RegistryModel()
-        self.registry_actor = router.registry.actor
-        self.gateway = router.supervisor.ref("nats-gateway").actor
-        assert isinstance(self.gateway, NatsGateway)
-        self.expected_dropped = self.gateway.dropped_without_reply
+        self.registry_actor = incarnation(router.registry.ref)
+        self.gateway_actor = incarnation(router.nats_gateway.ref)
+        self.expected_dropped = dropped
         self._probes = itertools.count()
+
+    @classmethod
+    async def start(cls, router: Router, nc: NatsClient) -> Harness:
+        return cls(router, nc, (await router.nats_gateway.stats()).dropped_without_reply)
+
+    async def dropped_without_reply(self) -> int:
+        return (await self.router.nats_gateway.stats()).dropped_without_reply
 
     async def request(self, subject: str, payload: bytes) -> Any:
         """Request/reply; the decoded reply (a test failure on silence)."""
@@ -444,19 +450,19 @@ class Harness:
     async def assert_registry_matches_model(self, context: str = "") -> None:
         """Revision and service total as the model says: rejected requests changed
         nothing, accepted ones exactly what they should."""
-        snapshot = await list_services(self.router.registry, ListServicesRequest(limit=1))
+        snapshot = await self.router.registry.list_services(ListServicesRequest(limit=1))
         assert snapshot.revision == self.model.revision, f"registry revision moved {context}"
         assert snapshot.total == len(self.model.counts()), f"service total changed {context}"
 
     async def assert_still_serving(self) -> None:
         """No crash, no restart, nothing dropped, and a valid registration gets 201."""
         registry = self.router.registry
-        gateway = self.router.supervisor.ref("nats-gateway").actor
-        assert registry.actor is self.registry_actor, "the registry actor was restarted"
-        assert registry.alive, f"the registry actor is dead: {registry.actor.failure!r}"
-        assert gateway is self.gateway, "the NATS gateway was restarted"
-        assert self.gateway.alive and self.gateway.connected, "the NATS gateway is down"
-        assert self.gateway.dropped_without_reply == self.expected_dropped
+        assert incarnation(registry.ref) is self.registry_actor, "the registry actor was restarted"
+        assert registry.alive, f"the registry actor is dead: {self.registry_actor.failure!r}"
+        gateway = self.router.nats_gateway
+        assert incarnation(gateway.ref) is self.gateway_actor, "the NATS gateway was restarted"
+        assert await gateway.connected(), "the NATS gateway is down"
+        assert await self.dropped_without_reply() == self.expected_dropped
         await self.assert_registry_matches_model()
         probe = pack(
             {
@@ -936,7 +942,7 @@ async def test_requests_without_a_reply_subject_are_dropped_counted_and_change_n
         await harness.nc.publish(subject, payload)
     await harness.sync()
     harness.expected_dropped += len(messages)
-    assert harness.gateway.dropped_without_reply == harness.expected_dropped
+    assert await harness.dropped_without_reply() == harness.expected_dropped
     await harness.assert_still_serving()
 
 
@@ -950,7 +956,7 @@ async def test_a_valid_registration_without_a_reply_subject_is_dropped_and_not_r
     await harness.nc.publish(REGISTER_SUBJECT, payload)
     await harness.sync()
     harness.expected_dropped += 1
-    assert harness.gateway.dropped_without_reply == harness.expected_dropped
+    assert await harness.dropped_without_reply() == harness.expected_dropped
     await harness.assert_registry_matches_model()
     reply = await harness.check(REGISTER_SUBJECT, payload)
     assert reply["status"] == 201  # the dropped one never registered it
@@ -1378,10 +1384,10 @@ async def test_a_hostile_wire_message_does_not_make_the_router_deaf(
     try:
         message = await harness.nc.request(LIST_SUBJECT, b"\x80", timeout=DEAF_TIMEOUT)
     except nats.errors.TimeoutError:
-        gateway = harness.gateway
+        gateway = harness.router.nats_gateway
         pytest.fail(
-            f"after {raw!r} the router answers nothing (gateway alive={gateway.alive}, "
-            f"connected={gateway.connected})"
+            f"after {raw!r} the router answers nothing (gateway alive={gateway.ref.alive}, "
+            f"connected={await gateway.connected()})"
         )
     assert msgpack.unpackb(message.data)["status"] == 200
     await harness.assert_still_serving()

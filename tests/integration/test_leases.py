@@ -3,6 +3,10 @@ nats-server and an in-process router with short lease times."""
 
 from __future__ import annotations
 
+from tests.conftest import incarnation
+
+from actors.registry_state import Transition
+
 import asyncio
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
-from actors.registry import RegistryActor, get_service
+from actors.registry import RegistryActor
 from protocol import DEREGISTER_SUBJECT, HEARTBEAT_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
 from sdk import RegistryError, ServiceClient
 
@@ -29,7 +33,7 @@ def lease_policy() -> LeasePolicy:
 
 async def status_of(router: Router, instance: str) -> InstanceStatus | None:
     try:
-        detail = await get_service(router.registry, "orders")
+        detail = await router.registry.get_service("orders")
     except ProtocolError:
         return None
     found = [i.status for i in detail.instances if i.instance_id == instance]
@@ -66,13 +70,13 @@ async def test_sdk_heartbeats_keep_an_instance_online_well_past_its_ttl(
     router: Router, nats_server: NatsServerProcess
 ) -> None:
     unhealthy: list[str] = []
-    registry = router.registry.actor
+    registry = incarnation(router.registry.ref)
     assert isinstance(registry, RegistryActor)
     original = registry._log_transitions
 
-    def watch() -> None:
-        unhealthy.extend(t.instance_id for t in registry.state.transitions if t.new is InstanceStatus.UNHEALTHY)
-        original()
+    def watch(transitions: list[Transition]) -> None:
+        unhealthy.extend(t.instance_id for t in transitions if t.new is InstanceStatus.UNHEALTHY)
+        original(transitions)
 
     registry._log_transitions = watch  # type: ignore[method-assign]
     async with ServiceClient(nats_server.url) as client:
@@ -161,17 +165,16 @@ async def test_registry_crash_and_restart_is_healed_by_the_sdk(
 ) -> None:
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "orders-1", {"zone": "a"})
-        old = router.registry.actor
-        assert old is not None
+        old = incarnation(router.registry.ref)
         old.crash(RuntimeError("injected fault"))
         await wait_until(lambda: _restarted(router, old))
         await wait_until(lambda: _is(router, "orders-1", InstanceStatus.ONLINE))
-        detail = await get_service(router.registry, "orders")
+        detail = await router.registry.get_service("orders")
         assert detail.instances[0].metadata == {"zone": "a"}
 
 
 async def _restarted(router: Router, old: object) -> bool:
-    return router.registry.actor is not old and router.registry.alive
+    return router.registry.alive and incarnation(router.registry.ref) is not old
 
 
 async def test_instance_claimed_by_another_client_while_forgotten_is_given_up(
@@ -180,8 +183,7 @@ async def test_instance_claimed_by_another_client_while_forgotten_is_given_up(
     async with ServiceClient(nats_server.url) as first, ServiceClient(nats_server.url) as second:
         await first.register("orders", "orders-1")
         await first._stop_heartbeats()  # hold the first client's beats for the set-up
-        old = router.registry.actor
-        assert old is not None
+        old = incarnation(router.registry.ref)
         old.crash(RuntimeError("injected fault"))
         await wait_until(lambda: _restarted(router, old))
         await second.register("orders", "orders-1")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tests.conftest import incarnation
+
+from actors.actor import Envelope
+
 import asyncio
 from typing import Any
 
@@ -10,7 +14,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from actors.app import Router
-from actors.registry import get_service, list_services
 from actors.embedded_nats import NatsServerProcess
 from protocol import METADATA_MAX_BYTES, REGISTER_SUBJECT
 from sdk import (
@@ -46,7 +49,7 @@ async def test_sdk_registers_an_instance_and_gets_typed_info(
     assert info.instance_id == "orders-1"
     assert info.status is InstanceStatus.ONLINE
     assert info.metadata == {"zone": "a"}
-    detail = await get_service(router.registry, "orders")
+    detail = await router.registry.get_service("orders")
     assert [i.instance_id for i in detail.instances] == ["orders-1"]
 
 
@@ -141,29 +144,28 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
     """The registry is held on the first attempt until the SDK, having timed out,
     retries: the first attempt then creates the record (its reply goes nowhere) and
     the retry, with the same session, gets that record back instead of a conflict."""
-    registry = router.registry.actor
-    assert registry is not None
+    registry = incarnation(router.registry.ref)
     release = asyncio.Event()
     handled = 0
     told = 0
-    original_handle = registry.handle
+    original_handle = registry.handle_batch
     original_tell = registry.tell
 
-    async def hold_first(message: Any) -> Any:
+    async def hold_first(batch: list[Envelope]) -> None:
         nonlocal handled
         handled += 1
         if handled == 1:
             await release.wait()
-        return await original_handle(message)
+        await original_handle(batch)
 
-    def release_on_retry(message: Any, reply: Any = None) -> None:
+    def release_on_retry(message: Any, reply: Any = None, *, low_priority: bool = False) -> None:
         nonlocal told
         told += 1
         if told == 2:
             release.set()
-        original_tell(message, reply)
+        original_tell(message, reply, low_priority=low_priority)
 
-    monkeypatch.setattr(registry, "handle", hold_first)
+    monkeypatch.setattr(registry, "handle_batch", hold_first)
     monkeypatch.setattr(registry, "tell", release_on_retry)
     async with ServiceClient(
         nats_server.url, timeout=0.3, retries=2, backoff=FAST, heartbeat=False
@@ -171,7 +173,7 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
         info = await client.register("orders", "orders-1")
         assert told == 2
         assert not info.created
-        detail = await get_service(router.registry, "orders")
+        detail = await router.registry.get_service("orders")
         assert [i.instance_id for i in detail.instances] == ["orders-1"]
 
 
@@ -247,18 +249,17 @@ async def test_invalid_requests_get_400_and_leave_the_registry_unchanged(
     assert reply["status"] == 400
     assert reply["error"]["code"] == code
     assert reply["error"]["details"]["field"] == field
-    assert (await list_services(router.registry)).total == 0
+    assert (await router.registry.list_services()).total == 0
 
 
 async def test_request_without_reply_subject_is_dropped_and_counted(
     router: Router, nc: NatsClient
 ) -> None:
-    gateway = router.supervisor.ref("nats-gateway").actor
     await nc.publish(REGISTER_SUBJECT, msgpack.packb({"service_name": "a", "instance_id": "b"}))
     await nc.flush()
     # A request that does get a reply, sent after, proves the first was processed.
     await raw_request(nc, {"service_name": "c", "instance_id": "d"})
-    assert gateway.dropped_without_reply == 1  # type: ignore[union-attr]
+    assert (await router.nats_gateway.stats()).dropped_without_reply == 1
 
 
 async def test_many_concurrent_clients_each_register_once(

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from actors.registry import (
-    RegistryActor,
-    RegistryState,
-    deregister,
-    get_service,
-    heartbeat,
-    list_services,
-    register,
-)
-from actors.supervisor import ActorRef
+from actors.actor import Actor
+from actors.registry import EventBatch, RegistryActor, RegistryClient
+from actors.registry_state import RegistryState
 from protocol import (
     ErrorCode,
     EventType,
@@ -27,6 +21,7 @@ from protocol import (
     LeaseRequest,
     ProtocolError,
     RegisterRequest,
+    RegistryEvent,
     RegistryLimits,
     encode_json,
     encode_msgpack,
@@ -371,65 +366,84 @@ def test_expiry_touches_only_what_is_due(state: RegistryState, clock: FakeClock)
 # -- the actor ----------------------------------------------------------------------
 
 
+class EventSink(Actor):
+    """Stands in for the NATS gateway: collects the registry's event batches."""
+
+    def __init__(self) -> None:
+        super().__init__("events")
+        self.events: list[RegistryEvent] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, message: Any) -> None:
+        assert isinstance(message, EventBatch)
+        self.events.extend(message.events)
+        self.changed.set()
+
+    async def wait_for(self, predicate: Callable[[list[RegistryEvent]], bool]) -> None:
+        while not predicate(self.events):
+            self.changed.clear()
+            await self.changed.wait()
+
+
 @pytest.fixture
-async def registry() -> AsyncIterator[ActorRef]:
+async def sink() -> AsyncIterator[EventSink]:
+    sink = EventSink()
+    await sink.start()
+    try:
+        yield sink
+    finally:
+        await sink.stop()
+
+
+@pytest.fixture
+async def registry(sink: EventSink) -> AsyncIterator[RegistryClient]:
     actor = RegistryActor(
-        policy=LeasePolicy(heartbeat_interval=0.02, lease_ttl=0.06, offline_after=0.06)
+        policy=LeasePolicy(heartbeat_interval=0.02, lease_ttl=0.06, offline_after=0.06),
+        events=sink.ref,
     )
     await actor.start()
-    ref = ActorRef("registry")
-    ref.actor = actor
     try:
-        yield ref
+        yield RegistryClient(actor.ref)
     finally:
         await actor.stop()
 
 
-async def test_actor_serves_register_heartbeat_list_get_and_deregister(registry: ActorRef) -> None:
-    reply = await register(registry, request(metadata={"zone": "a"}))
+async def test_actor_serves_register_heartbeat_list_get_and_deregister(registry: RegistryClient) -> None:
+    reply = await registry.register(request(metadata={"zone": "a"}))
     assert reply.status == 201
-    assert (await heartbeat(registry, lease())).status == 200
-    assert (await list_services(registry)).total == 1
-    found = await get_service(registry, "orders")
+    assert (await registry.heartbeat(lease())).status == 200
+    assert (await registry.list_services()).total == 1
+    found = await registry.get_service("orders")
     assert [i.instance_id for i in found.instances] == ["orders-1"]
-    assert (await deregister(registry, lease())).status == 200
-    offline = await get_service(registry, GetServiceRequest(service_name="orders", status=OFFLINE))
+    assert (await registry.deregister(lease())).status == 200
+    offline = await registry.get_service(GetServiceRequest(service_name="orders", status=OFFLINE))
     assert offline.instances[0].instance_id == "orders-1"
 
 
-async def test_actor_returns_conflict_to_the_caller_and_keeps_running(registry: ActorRef) -> None:
-    await register(registry, request(session=SESSION_A))
+async def test_actor_returns_conflict_to_the_caller_and_keeps_running(registry: RegistryClient) -> None:
+    await registry.register(request(session=SESSION_A))
     with pytest.raises(ProtocolError):
-        await register(registry, request(session=SESSION_B))
+        await registry.register(request(session=SESSION_B))
     assert registry.alive
-    assert (await list_services(registry)).total == 1
+    assert (await registry.list_services()).total == 1
 
 
 async def test_actor_timer_expires_leases_without_any_other_message(
-    registry: ActorRef, monkeypatch: pytest.MonkeyPatch
+    registry: RegistryClient, sink: EventSink
 ) -> None:
-    actor = registry.actor
-    assert isinstance(actor, RegistryActor)
-    seen: list[tuple[InstanceStatus | None, InstanceStatus | None]] = []
-    gone = asyncio.Event()
-    original = actor._log_transitions
-
-    def record() -> None:
-        seen.extend((t.old, t.new) for t in actor.state.transitions)
-        if any(new is OFFLINE for _, new in seen):
-            gone.set()
-        original()
-
-    monkeypatch.setattr(actor, "_log_transitions", record)
-    await register(registry, request())
-    await asyncio.wait_for(gone.wait(), 5)
-    assert seen == [(None, ONLINE), (ONLINE, UNHEALTHY), (UNHEALTHY, OFFLINE)]
+    await registry.register(request())
+    await asyncio.wait_for(sink.wait_for(lambda e: e[-1].instance.status is OFFLINE), 5)
+    assert [e.type for e in sink.events] == [
+        EventType.REGISTERED,
+        EventType.UNHEALTHY,
+        EventType.EXPIRED,
+    ]
 
 
-async def test_concurrent_claims_of_one_instance_create_it_exactly_once(registry: ActorRef) -> None:
+async def test_concurrent_claims_of_one_instance_create_it_exactly_once(registry: RegistryClient) -> None:
     sessions = [f"session-{i:04d}-abcdefghijkl" for i in range(200)]
     results = await asyncio.gather(
-        *(register(registry, request(session=session)) for session in sessions),
+        *(registry.register(request(session=session)) for session in sessions),
         return_exceptions=True,
     )
     created = [r for r in results if not isinstance(r, BaseException)]
@@ -438,9 +452,9 @@ async def test_concurrent_claims_of_one_instance_create_it_exactly_once(registry
     assert len(conflicts) == 199
 
 
-async def test_unknown_message_crashes_the_actor(registry: ActorRef) -> None:
+async def test_unknown_message_crashes_the_actor(registry: RegistryClient) -> None:
     with pytest.raises(TypeError):
-        await registry.ask(object())
+        await registry.ref.ask(object())
     assert not registry.alive
 
 
@@ -449,14 +463,13 @@ async def test_a_steady_stream_of_messages_does_not_starve_the_lease_timer() -> 
     so with traffic every 10 ms nothing ever expired."""
     actor = RegistryActor(policy=LeasePolicy(heartbeat_interval=0.05, lease_ttl=0.15))
     await actor.start()
-    ref = ActorRef("registry")
-    ref.actor = actor
+    ref = RegistryClient(actor.ref)
     try:
-        await register(ref, request(session=None))  # anonymous: never renewed
+        await ref.register(request(session=None))  # anonymous: never renewed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
         while loop.time() < deadline:
-            detail = await get_service(ref, "orders")
+            detail = await ref.get_service("orders")
             if detail.instances[0].status is UNHEALTHY:
                 break
             await asyncio.sleep(0.01)

@@ -1,0 +1,620 @@
+"""The registry as a pure state machine: records, leases and queries, no I/O.
+
+`RegistryState` is driven by requests and clock readings only (both clocks are
+injectable), so tests run it without an event loop and every router can replay the
+same inputs into the same state. `RegistryActor` (registry.py) wraps it.
+
+Leases: an instance is ONLINE while it renews within `lease_ttl`; then UNHEALTHY;
+after `offline_after` more seconds OFFLINE (gone from the live registry, kept
+`offline_retention` seconds for admins); then forgotten. Deadlines live in a heap
+with one entry per instance, so expiry costs O(log n) per due instance, never a
+scan, and a heartbeat only moves a number.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from msgspec.msgpack import decode as msgpack_decode
+
+from protocol import (
+    ErrorCode,
+    EventType,
+    GetServiceRequest,
+    Instance,
+    InstanceStatus,
+    LeasePolicy,
+    LeaseReply,
+    LeaseRequest,
+    ListServicesRequest,
+    ProtocolError,
+    RegisterReply,
+    RegisterRequest,
+    RegistryEvent,
+    RegistryLimits,
+    ServiceDetail,
+    ServiceList,
+    ServiceSummary,
+    Status,
+    decode_cursor,
+    encode_cursor,
+    encode_json,
+    encode_msgpack,
+)
+
+__all__ = ["RegistryState", "Transition"]
+
+ONLINE = InstanceStatus.ONLINE
+UNHEALTHY = InstanceStatus.UNHEALTHY
+OFFLINE = InstanceStatus.OFFLINE
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change to an instance: the event to publish, plus the reason for the log."""
+
+    event: RegistryEvent
+    old: InstanceStatus | None
+    new: InstanceStatus | None
+    reason: str
+
+    @property
+    def service_name(self) -> str:
+        return self.event.instance.service_name
+
+    @property
+    def instance_id(self) -> str:
+        return self.event.instance.instance_id
+
+
+
+# -- state ----------------------------------------------------------------------
+
+
+class _Record:
+    """One instance. `renewed` is monotonic (deadlines), `last_heartbeat` wall clock
+    (display). `generation` invalidates heap entries that no longer apply."""
+
+    __slots__ = (
+        "service_name",
+        "instance_id",
+        "metadata",
+        "registered_at",
+        "session_id",
+        "status",
+        "renewed",
+        "last_heartbeat",
+        "deadline",
+        "generation",
+        "size",
+    )
+
+    def __init__(
+        self, request: RegisterRequest, now: float, wall: float, deadline: float
+    ) -> None:
+        # Shared strings (the service name, a client's session) are stored once.
+        self.service_name = sys.intern(request.service_name)
+        self.instance_id = request.instance_id
+        self.metadata = _detached(request.metadata)
+        self.registered_at = wall
+        self.session_id = sys.intern(request.session_id) if request.session_id else None
+        self.status = ONLINE
+        self.renewed = now
+        self.last_heartbeat = wall
+        self.deadline = deadline
+        self.generation = 0
+        self.size = 0
+        """Encoded size bound of the view (0: not measured yet)."""
+
+
+class _Service:
+    """One service's instances, with what queries need kept up to date: the count per
+    status, and the ids in sorted order (built on first use, then maintained)."""
+
+    __slots__ = ("instances", "counts", "serial", "version", "_sorted_ids")
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        """Unique within the registry: a service emptied and created again is another."""
+        self.instances: dict[str, _Record] = {}
+        self.counts: dict[InstanceStatus, int] = {}
+        self.version = 0
+        """+1 with every change to any of its instances, heartbeats included."""
+        self._sorted_ids: list[str] | None = None
+
+    def sorted_ids(self) -> list[str]:
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self.instances)
+        return self._sorted_ids
+
+    def add(self, record: _Record) -> None:
+        self.instances[record.instance_id] = record
+        if self._sorted_ids is not None:
+            bisect.insort(self._sorted_ids, record.instance_id)
+        self.count(record.status, +1)
+
+    def remove(self, record: _Record) -> None:
+        del self.instances[record.instance_id]
+        if self._sorted_ids is not None:
+            del self._sorted_ids[bisect.bisect_left(self._sorted_ids, record.instance_id)]
+        self.count(record.status, -1)
+
+    def count(self, status: InstanceStatus, delta: int) -> None:
+        self.version += 1
+        left = self.counts.get(status, 0) + delta
+        if left:
+            self.counts[status] = left
+        else:
+            del self.counts[status]
+
+
+_VIEW_BYTES = 320
+"""Upper bound of an instance view's msgpack size, metadata aside."""
+
+
+class RegistryState:
+    """Registry state and its transitions; no I/O, no concurrency concerns.
+
+    `clock` is monotonic seconds (deadlines), `wall_clock` Unix seconds (display);
+    both injectable so tests can drive time.
+    """
+
+    def __init__(
+        self,
+        policy: LeasePolicy | None = None,
+        *,
+        limits: RegistryLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy or LeasePolicy()
+        self.limits = limits or RegistryLimits()
+        self.live = 0
+        """Instances not OFFLINE (what `limits.max_instances` caps)."""
+        self._offline: deque[_Record] = deque()
+        """OFFLINE records in the order they went OFFLINE (stale entries skipped): the
+        oldest is forgotten early when they would outnumber `limits.max_instances`."""
+        self.offline = 0
+        self._clock = clock
+        self._wall = wall_clock
+        self._services: dict[str, _Service] = {}
+        self._sorted_names: list[str] | None = None
+        self._deadlines: list[tuple[float, int, int, _Record]] = []
+        self._sequence = itertools.count()
+        self._started = clock()
+        self.epoch = secrets.token_hex(8)
+        """Random id of this registry incarnation: state and revisions start afresh."""
+        self.revision = 0
+        self._service_revisions: dict[str, int] = {}
+        """Revision of each service's last change; kept when a service empties, so
+        that its next event still links to the one before."""
+        self.transitions: list[Transition] = []
+        """Changes since the owner last took them (`take_transitions`)."""
+        self._ttl_delta = timedelta(seconds=self.policy.lease_ttl)
+
+    # -- mutations ---------------------------------------------------------------
+
+    def register(self, request: RegisterRequest) -> RegisterReply:
+        """Apply a registration.
+
+        A new (service, instance) pair is created (201), as is one whose previous
+        holder went OFFLINE. The same session registering again gets its record back
+        (200), lease renewed, metadata replaced if it changed. Anything else naming a
+        live instance is a conflict (409): another session, or any registration
+        without a session, since that cannot prove ownership.
+        """
+        now, wall = self._clock(), self._wall()
+        service = self._services.get(request.service_name)
+        record = service.instances.get(request.instance_id) if service is not None else None
+        if record is None or record.status is OFFLINE:
+            self._check_room(service, request)
+            if service is None:  # only now: a refused registration leaves nothing behind
+                service = self._services[request.service_name] = _Service(next(self._sequence))
+                if self._sorted_names is not None:
+                    bisect.insort(self._sorted_names, request.service_name)
+            if record is not None:  # an OFFLINE record, replaced
+                record.generation = -1
+                self.offline -= 1
+                service.remove(record)
+            record = _Record(request, now, wall, now + self.policy.lease_ttl)
+            service.add(record)
+            self.live += 1
+            self._push(record)
+            view = self._note(record, None, EventType.REGISTERED, "registered")
+            return self._register_reply(Status.CREATED, view)
+        if request.session_id is None or record.session_id != request.session_id:
+            raise ProtocolError(
+                Status.CONFLICT,
+                ErrorCode.INSTANCE_CONFLICT,
+                f"Instance {request.instance_id!r} of service {request.service_name!r} is "
+                "already registered by another client. Use a different instance_id, or "
+                "retry from the client that registered it.",
+                {"existing": self._view(record)},
+            )
+        changed = record.metadata != request.metadata
+        if changed:
+            record.metadata = _detached(request.metadata)
+            record.size = 0
+        self._renew(record, now, wall, "registered again")
+        if changed:  # noted after the renewal, so the event shows the instance as it is now
+            view = self._note(record, record.status, EventType.METADATA_UPDATED, "metadata updated")
+            return self._register_reply(Status.OK, view)
+        return self._register_reply(Status.OK, self._view(record))
+
+    def heartbeat(self, request: LeaseRequest) -> LeaseReply:
+        """Renew a lease (UNHEALTHY comes back ONLINE).
+
+        Raises:
+            ProtocolError: 404 unknown or OFFLINE instance (register again), 403 when
+                another session owns it.
+        """
+        record = self._owned(request, "renew")
+        self._renew(record, self._clock(), self._wall(), "heartbeat")
+        return LeaseReply(
+            status=Status.OK,
+            instance_status=record.status,
+            lease_expires_at=datetime.fromtimestamp(
+                record.last_heartbeat + self.policy.lease_ttl, UTC
+            ),
+        )
+
+    def deregister(self, request: LeaseRequest) -> LeaseReply:
+        """Take an instance OFFLINE at once. Idempotent: an unknown or already
+        OFFLINE instance is a 200 too. Raises 403 when another session owns it."""
+        try:
+            record = self._owned(request, "deregister")
+        except ProtocolError as error:
+            if error.status == Status.NOT_FOUND:
+                return LeaseReply(status=Status.OK, instance_status=OFFLINE)
+            raise
+        self._go_offline(record, self._clock(), EventType.DEREGISTERED, "deregistered")
+        return LeaseReply(status=Status.OK, instance_status=OFFLINE)
+
+    def expire(self) -> None:
+        """Apply every lease transition that is due now."""
+        now = self._clock()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, generation, record = heapq.heappop(heap)
+            if generation != record.generation:
+                continue  # superseded entry
+            if record.deadline > now:
+                self._push(record)  # renewed since this entry was pushed
+                continue
+            self._advance(record, now)
+
+    def take_transitions(self) -> list[Transition]:
+        """The changes since the last call, in revision order."""
+        transitions, self.transitions = self.transitions, []
+        return transitions
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the earliest pending transition, if any."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    # -- queries -----------------------------------------------------------------
+
+    def list_stamp(self) -> tuple[str, int]:
+        """Changes whenever any service list page could: every change bumps the
+        revision."""
+        return (self.epoch, self.revision)
+
+    def service_stamp(self, service_name: str) -> tuple[str, int, int]:
+        """Changes whenever a page of this service could, heartbeats included."""
+        service = self._services.get(service_name)
+        return (self.epoch, service.serial, service.version) if service else (self.epoch, -1, -1)
+
+    def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
+        """A page of services sorted by name, with instance counts per status. With a
+        `status`, only services that have instances in that status, counted by it."""
+        request = request or ListServicesRequest()
+        status = request.status
+        names = self._names()
+        start = 0
+        if request.cursor is not None:
+            start = bisect.bisect_right(names, decode_cursor(request.cursor))
+        page: list[ServiceSummary] = []
+        next_cursor = None
+        services = self._services
+        for index in range(start, len(names)):
+            name = names[index]
+            service = services[name]
+            count = service.counts.get(status, 0) if status is not None else len(service.instances)
+            if not count:
+                continue
+            if len(page) == request.limit:
+                next_cursor = encode_cursor(page[-1].service_name)
+                break
+            page.append(
+                ServiceSummary(service_name=name, instance_count=count, status_counts=dict(service.counts))
+            )
+        if status is None:
+            total = len(names)
+        else:
+            total = sum(1 for service in services.values() if status in service.counts)
+        return ServiceList(
+            services=page,
+            total=total,
+            next_cursor=next_cursor,
+            epoch=self.epoch,
+            revision=self.revision,
+        )
+
+    def get_service(
+        self,
+        request: GetServiceRequest,
+        *,
+        missing_ok: bool = False,
+        max_bytes: int | None = None,
+    ) -> ServiceDetail:
+        """A page of one service's instances sorted by id, filtered by status and
+        metadata. `max_bytes` bounds the page's encoded size (a NATS reply must fit
+        in the server's max payload): the page then ends early, with a cursor.
+
+        Raises:
+            ProtocolError: 404 when the registry holds no instance of that service
+                (unless `missing_ok`: then an empty page).
+        """
+        name = request.service_name
+        service = self._services.get(name)
+        if service is None:
+            if not missing_ok:
+                raise ProtocolError(
+                    Status.NOT_FOUND,
+                    ErrorCode.SERVICE_NOT_FOUND,
+                    f"No service named {name!r} is registered. "
+                    "List the registered services at /api/v1/admin/services.",
+                    {"service_name": name},
+                )
+            ids: list[str] = []
+            instances: dict[str, _Record] = {}
+        else:
+            ids, instances = service.sorted_ids(), service.instances
+        start = 0
+        if request.cursor is not None:
+            start = bisect.bisect_right(ids, decode_cursor(request.cursor))
+        page: list[Instance] = []
+        next_cursor = None
+        budget = max(max_bytes, 0) if max_bytes is not None else None
+        status, wanted = request.status, request.metadata
+        for index in range(start, len(ids)):
+            record = instances[ids[index]]
+            if status is not None and record.status is not status:
+                continue
+            if wanted and not _metadata_matches(record.metadata, wanted):
+                continue
+            if len(page) == request.limit:
+                next_cursor = encode_cursor(page[-1].instance_id)
+                break
+            if budget is not None:
+                budget -= _record_size(record)
+                if budget < 0 and page:  # (a page always holds at least one instance)
+                    next_cursor = encode_cursor(page[-1].instance_id)
+                    break
+            page.append(self._view(record))
+        return ServiceDetail(
+            service_name=name,
+            instances=page,
+            next_cursor=next_cursor,
+            epoch=self.epoch,
+            revision=self.revision,
+            service_revision=self._service_revisions.get(name, 0),
+            router_uptime=round(self._clock() - self._started, 3),
+            lease_ttl=self.policy.lease_ttl,
+        )
+
+    # -- internals ---------------------------------------------------------------
+
+    def _owned(self, request: LeaseRequest, action: str) -> _Record:
+        service = self._services.get(request.service_name)
+        record = service.instances.get(request.instance_id) if service else None
+        if record is None or record.status is OFFLINE:
+            raise ProtocolError(
+                Status.NOT_FOUND,
+                ErrorCode.INSTANCE_NOT_FOUND,
+                f"Instance {request.instance_id!r} of service {request.service_name!r} is not "
+                "registered (the router restarted or its lease ran out); register it again.",
+                {"service_name": request.service_name, "instance_id": request.instance_id},
+            )
+        if record.session_id != request.session_id:
+            raise ProtocolError(
+                Status.FORBIDDEN,
+                ErrorCode.NOT_OWNER,
+                f"Only the client that registered instance {request.instance_id!r} may "
+                f"{action} it.",
+                {"service_name": request.service_name, "instance_id": request.instance_id},
+            )
+        return record
+
+    def _check_room(self, service: _Service | None, request: RegisterRequest) -> None:
+        limits = self.limits
+        live_in_service = len(service.instances) - service.counts.get(OFFLINE, 0) if service else 0
+        if live_in_service >= limits.max_instances_per_service:
+            raise ProtocolError(
+                Status.INSUFFICIENT_STORAGE,
+                ErrorCode.SERVICE_FULL,
+                f"Service {request.service_name!r} already has "
+                f"{limits.max_instances_per_service} live instances, the most one service may "
+                "have on this router. Deregister unused instances or raise "
+                "--max-instances-per-service.",
+                {"service_name": request.service_name, "limit": limits.max_instances_per_service},
+            )
+        if self.live >= limits.max_instances:
+            raise ProtocolError(
+                Status.INSUFFICIENT_STORAGE,
+                ErrorCode.REGISTRY_FULL,
+                f"The registry holds {limits.max_instances} live instances, the most this router "
+                "is configured for. Deregister unused instances or raise --max-instances.",
+                {"limit": limits.max_instances},
+            )
+
+    def _set_status(self, record: _Record, status: InstanceStatus) -> None:
+        if status is OFFLINE:
+            self.live -= 1
+        service = self._services[record.service_name]
+        service.count(record.status, -1)
+        service.count(status, +1)
+        record.status = status
+
+    def _renew(self, record: _Record, now: float, wall: float, reason: str) -> None:
+        self._services[record.service_name].version += 1
+        record.renewed = now
+        record.last_heartbeat = wall
+        record.deadline = now + self.policy.lease_ttl
+        if record.status is UNHEALTHY:
+            self._set_status(record, ONLINE)
+            record.generation += 1
+            self._push(record)
+            self._note(record, UNHEALTHY, EventType.ONLINE, f"{reason}: back online")
+
+    def _advance(self, record: _Record, now: float) -> None:
+        policy = self.policy
+        if record.status is ONLINE:
+            self._set_status(record, UNHEALTHY)
+            record.deadline = record.renewed + policy.lease_ttl + policy.offline_after
+            self._push(record)
+            self._note(
+                record, ONLINE, EventType.UNHEALTHY, f"no heartbeat for {policy.lease_ttl:g} s"
+            )
+        elif record.status is UNHEALTHY:
+            silent = policy.lease_ttl + policy.offline_after
+            # From when it was due, so a late tick does not extend the retention.
+            self._go_offline(
+                record, record.deadline, EventType.EXPIRED, f"no heartbeat for {silent:g} s"
+            )
+        else:
+            self._forget(record, "offline retention ended")
+
+    def _forget(self, record: _Record, reason: str) -> None:
+        """Remove an OFFLINE record for good."""
+        record.generation = -1
+        self.offline -= 1
+        offline = self._offline
+        while offline and offline[0].generation < 0:
+            offline.popleft()  # forgotten or replaced already
+        self._note(record, OFFLINE, EventType.REMOVED, reason)
+        service = self._services[record.service_name]
+        service.remove(record)
+        if not service.instances:
+            del self._services[record.service_name]
+            if self._sorted_names is not None:
+                self._sorted_names.remove(record.service_name)
+
+    def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
+        old = record.status
+        self._set_status(record, OFFLINE)
+        self.offline += 1
+        self._offline.append(record)
+        while self.offline > self.limits.max_instances:
+            # Register/deregister churn must not hold memory without bound: forget the
+            # oldest OFFLINE record before its retention ends.
+            oldest = self._offline.popleft()
+            if oldest.status is OFFLINE and oldest.generation >= 0:
+                self._forget(oldest, "forgotten early: too many OFFLINE records")
+        record.deadline = since + self.policy.offline_retention
+        record.generation += 1
+        self._push(record)
+        self._note(record, old, kind, reason)
+
+    def _names(self) -> list[str]:
+        if self._sorted_names is None:
+            self._sorted_names = sorted(self._services)
+        return self._sorted_names
+
+    def _push(self, record: _Record) -> None:
+        heapq.heappush(
+            self._deadlines, (record.deadline, next(self._sequence), record.generation, record)
+        )
+
+    def _note(
+        self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
+    ) -> Instance:
+        """Record a change: bump the revision, queue its event; returns a view of the
+        record apart from the event's (the two go to different owners)."""
+        self.revision += 1
+        name = record.service_name
+        event = RegistryEvent(
+            epoch=self.epoch,
+            revision=self.revision,
+            previous_revision=self._service_revisions.get(name, 0),
+            type=kind,
+            instance=self._view(record),
+        )
+        self._service_revisions[name] = self.revision
+        service = self._services.get(name)
+        if service is not None:
+            service.version += 1
+        new = None if kind is EventType.REMOVED else record.status
+        self.transitions.append(Transition(event, old, new, reason))
+        view = event.instance
+        return msgspec.structs.replace(view, metadata=_detached(view.metadata))
+
+    def _view(self, record: _Record) -> Instance:
+        """The wire view (built afresh: keeping one per record would cost ~200 bytes
+        of memory per instance for a small saving on queries)."""
+        last = datetime.fromtimestamp(record.last_heartbeat, UTC)
+        return Instance(
+            service_name=record.service_name,
+            instance_id=record.instance_id,
+            status=record.status,
+            metadata=_detached(record.metadata),
+            registered_at=datetime.fromtimestamp(record.registered_at, UTC),
+            last_heartbeat=last,
+            lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
+        )
+
+    def _register_reply(self, status: Status, view: Instance) -> RegisterReply:
+        return RegisterReply(
+            status=status,
+            instance=view,
+            heartbeat_interval=self.policy.heartbeat_interval,
+            lease_ttl=self.policy.lease_ttl,
+        )
+
+
+def _detached(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy that shares nothing mutable with `metadata`, so that neither the sender of
+    a request nor the holder of a view can change a stored record."""
+    for value in metadata.values():
+        if isinstance(value, (dict, list)):
+            return msgpack_decode(encode_msgpack(metadata))  # type: ignore[no-any-return]
+    return dict(metadata)
+
+
+def _record_size(record: _Record) -> int:
+    """Upper bound of the record's encoded view size (metadata measured once)."""
+    if not record.size:
+        record.size = _VIEW_BYTES + len(record.instance_id) + len(encode_msgpack(record.metadata))
+    return record.size
+
+
+def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Equal values of the same JSON type; a string also matches a number, bool or nil
+    whose JSON text it is (`?meta.replicas=3` finds `{"replicas": 3}`)."""
+    for key, value in wanted.items():
+        if key not in metadata:
+            return False
+        actual = metadata[key]
+        if type(actual) is type(value) and actual == value:
+            continue
+        if isinstance(value, str) and not isinstance(actual, (str, dict, list)):
+            if _json_text(actual) == value:
+                continue
+        return False
+    return True
+
+
+def _json_text(value: Any) -> str:
+    return encode_json(value).decode()
+
