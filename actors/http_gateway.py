@@ -8,7 +8,7 @@ import hmac
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError
+from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError, Message
 from actors.errors import PortInUseError
 from actors.openapi import ADMIN_BASE, openapi_document
 from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient
@@ -229,7 +229,7 @@ class _ResponseCache:
         try:
             key = _cache_key(query)
             cached = self._entries.get(key)
-            known = replace(query, known=cached[0] if cached else ())
+            known = msgspec.structs.replace(query, known=cached[0] if cached else ())
             answer = await request.app[REGISTRY].read_if_changed(known)
         except ProtocolError as error:
             raise _as_query_error(error) from None
@@ -374,8 +374,7 @@ RUNNER_OPTIONS: dict[str, Any] = {
 """How the admin app is served (tests serve it the same way)."""
 
 
-@dataclass(frozen=True, slots=True)
-class GetAddress:
+class GetAddress(Message):
     """-> (host, port) the admin API is bound to (port 0 resolved)."""
 
 

@@ -20,7 +20,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from actors.actor import Actor, ActorDeadError, ActorRef, MailboxFullError
+from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError, Message
 from actors.errors import StartupError
 from actors.registry import EventBatch, Deregister, GetService, Heartbeat, ListServices, Register
 from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
@@ -52,8 +52,7 @@ __all__ = ["GetStats", "NatsGateway", "NatsGatewayClient", "NatsGatewayStats", "
 log = structlog.get_logger(component="nats_gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class SendReply:
+class SendReply(Message):
     """Publish the outcome of one request on its reply subject."""
 
     reply_to: str
@@ -62,8 +61,7 @@ class SendReply:
     wrap: Callable[[Any], Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GetStats:
+class GetStats(Message):
     """-> `NatsGatewayStats`."""
 
 
@@ -154,7 +152,7 @@ class NatsGateway(Actor):
     """Owns the router's NATS connection and the request subscriptions.
 
     Takes `SendReply` (from the reply targets it hands the registry), `EventBatch`
-    (from the registry) and `GetStats`."""
+    (from the registry) and `GetStats` (-> `NatsGatewayStats`)."""
 
     max_batch = 256
 
@@ -218,29 +216,38 @@ class NatsGateway(Actor):
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
-    async def handle(self, message: Any) -> Any:
-        match message:
-            case SendReply(reply_to=reply_to, outcome=outcome, wrap=wrap):
-                if wrap is not None and not isinstance(outcome, BaseException):
-                    outcome = wrap(outcome)
-                await self._publish(reply_to, self._reply_body(outcome))
-            case EventBatch(events=events):
-                for event in events:
+    async def handle_batch(self, batch: list[Envelope]) -> None:
+        # One loop over the drain rather than `handle` per message: replies are the
+        # router's hottest path.
+        for envelope in batch:
+            message = envelope.message
+            kind = type(message)
+            if kind is SendReply:
+                outcome = message.outcome
+                if message.wrap is not None and not isinstance(outcome, BaseException):
+                    outcome = message.wrap(outcome)
+                await self._publish(message.reply_to, self._reply_body(outcome))
+            elif kind is EventBatch:
+                for event in message.events:
                     await self._publish(
                         events_subject(event.instance.service_name), encode_msgpack(event)
                     )
-                self._events_published += len(events)
-            case GetStats():
-                nc = self._nc
-                return NatsGatewayStats(
-                    connected=nc is not None and nc.is_connected,
-                    events_published=self._events_published,
-                    dropped_without_reply=self._dropped_without_reply,
-                    dropped_malformed=nc.dropped_malformed if nc is not None else 0,
-                )
-            case _:
-                raise TypeError(f"nats gateway cannot handle {type(message).__name__}")
-        return None
+                self._events_published += len(message.events)
+            elif kind is GetStats:
+                self.resolve(envelope, self._stats())
+            else:
+                error = TypeError(f"nats gateway cannot handle {kind.__name__}")
+                self.reject(envelope, error)
+                raise error
+
+    def _stats(self) -> NatsGatewayStats:
+        nc = self._nc
+        return NatsGatewayStats(
+            connected=nc is not None and nc.is_connected,
+            events_published=self._events_published,
+            dropped_without_reply=self._dropped_without_reply,
+            dropped_malformed=nc.dropped_malformed if nc is not None else 0,
+        )
 
     @staticmethod
     def _reply_body(outcome: Any) -> bytes:

@@ -15,13 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
 
-from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError
+from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError, Message
 from actors.registry_state import RegistryState, Transition
 from protocol import (
     GetServiceRequest,
@@ -58,29 +57,25 @@ log = structlog.get_logger(component="registry")
 # -- messages the registry takes ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Register:
+class Register(Message):
     """Register (or idempotently re-register) one instance -> `RegisterReply`."""
 
     request: RegisterRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(Message):
     """Renew an instance's lease -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Deregister:
+class Deregister(Message):
     """Take an instance offline -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-@dataclass(frozen=True, slots=True)
-class ListServices:
+class ListServices(Message):
     """A page of services with instance counts -> `ServiceList`. With `known` (the
     stamp of an earlier `Stamped` answer, or `()` for none): `UNCHANGED` or a new
     `Stamped`."""
@@ -89,8 +84,7 @@ class ListServices:
     known: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class GetService:
+class GetService(Message):
     """A page of one service's instances -> `ServiceDetail`. `missing_ok`: an unknown
     service is an empty page instead of a 404; `max_bytes` bounds the page's encoded
     size; `known` as for `ListServices`."""
@@ -101,8 +95,7 @@ class GetService:
     known: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Expire:
+class _Expire(Message):
     """Timer tick: apply the lease transitions that are due."""
 
 
@@ -112,15 +105,13 @@ _EXPIRE: Final = _Expire()
 # -- messages the registry sends or answers with -------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EventBatch:
+class EventBatch(Message):
     """The change events of one drain, in revision order, for the publisher."""
 
     events: tuple[RegistryEvent, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Stamped:
+class Stamped(Message):
     """A query result with the stamp that tells whether it is still current."""
 
     stamp: Any
@@ -136,8 +127,7 @@ UNCHANGED: Final = _Unchanged()
 """Answer to a query whose `known` stamp is still current."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Failed:
+class _Failed(Message):
     """A handler's caller error, kept until the drain's replies go out."""
 
     error: ProtocolError

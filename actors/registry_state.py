@@ -21,12 +21,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
+
 
 import msgspec
-from msgspec.msgpack import decode as msgpack_decode
 
 from protocol import (
     ErrorCode,
@@ -53,15 +52,14 @@ from protocol import (
     encode_msgpack,
 )
 
-__all__ = ["RegistryState", "Transition"]
+__all__ = ["FrozenMetadata", "RegistryState", "Transition", "frozen_metadata"]
 
 ONLINE = InstanceStatus.ONLINE
 UNHEALTHY = InstanceStatus.UNHEALTHY
 OFFLINE = InstanceStatus.OFFLINE
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(msgspec.Struct, frozen=True):
     """A change to an instance: the event to publish, plus the reason for the log."""
 
     event: RegistryEvent
@@ -106,7 +104,7 @@ class _Record:
         # Shared strings (the service name, a client's session) are stored once.
         self.service_name = sys.intern(request.service_name)
         self.instance_id = request.instance_id
-        self.metadata = _detached(request.metadata)
+        self.metadata = frozen_metadata(request.metadata)
         self.registered_at = wall
         self.session_id = sys.intern(request.session_id) if request.session_id else None
         self.status = ONLINE
@@ -242,9 +240,10 @@ class RegistryState:
                 "retry from the client that registered it.",
                 {"existing": self._view(record)},
             )
-        changed = record.metadata != request.metadata
+        metadata = frozen_metadata(request.metadata)
+        changed = record.metadata != metadata
         if changed:
-            record.metadata = _detached(request.metadata)
+            record.metadata = metadata
             record.size = 0
         self._renew(record, now, wall, "registered again")
         if changed:  # noted after the renewal, so the event shows the instance as it is now
@@ -540,8 +539,7 @@ class RegistryState:
     def _note(
         self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
     ) -> Instance:
-        """Record a change: bump the revision, queue its event; returns a view of the
-        record apart from the event's (the two go to different owners)."""
+        """Record a change: bump the revision, queue its event; returns the view."""
         self.revision += 1
         name = record.service_name
         event = RegistryEvent(
@@ -557,8 +555,7 @@ class RegistryState:
             service.version += 1
         new = None if kind is EventType.REMOVED else record.status
         self.transitions.append(Transition(event, old, new, reason))
-        view = event.instance
-        return msgspec.structs.replace(view, metadata=_detached(view.metadata))
+        return event.instance
 
     def _view(self, record: _Record) -> Instance:
         """The wire view (built afresh: keeping one per record would cost ~200 bytes
@@ -568,7 +565,7 @@ class RegistryState:
             service_name=record.service_name,
             instance_id=record.instance_id,
             status=record.status,
-            metadata=_detached(record.metadata),
+            metadata=record.metadata,
             registered_at=datetime.fromtimestamp(record.registered_at, UTC),
             last_heartbeat=last,
             lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
@@ -583,13 +580,38 @@ class RegistryState:
         )
 
 
-def _detached(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A copy that shares nothing mutable with `metadata`, so that neither the sender of
-    a request nor the holder of a view can change a stored record."""
+class FrozenMetadata(dict[str, Any]):
+    """Metadata as the registry stores it: a dict that refuses changes (nested maps
+    are frozen too, arrays are tuples). Views share it with the stored record, so
+    neither the sender of a request nor the holder of a view can change a record;
+    msgspec encodes it as the map it is."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("registry metadata is read-only; copy it with dict(...) to change it")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only  # type: ignore[assignment]
+
+
+def frozen_metadata(metadata: dict[str, Any]) -> FrozenMetadata:
+    """A deep, read-only copy of validated metadata (maps, arrays and scalars)."""
     for value in metadata.values():
-        if isinstance(value, (dict, list)):
-            return msgpack_decode(encode_msgpack(metadata))  # type: ignore[no-any-return]
-    return dict(metadata)
+        if type(value) in _CONTAINERS:
+            return FrozenMetadata({key: _frozen(item) for key, item in metadata.items()})
+    return FrozenMetadata(metadata)  # flat, the common case
+
+
+_CONTAINERS = frozenset({dict, list, tuple, FrozenMetadata})
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return frozen_metadata(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def _record_size(record: _Record) -> int:

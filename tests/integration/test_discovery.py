@@ -3,6 +3,8 @@ the SDK's watch and always-fresh ServiceCache."""
 
 from __future__ import annotations
 
+from actors.actor import Envelope
+
 from tests.conftest import incarnation
 
 from actors.registry import EventBatch
@@ -262,16 +264,19 @@ async def test_cache_notices_a_missed_event_and_resyncs(
 ) -> None:
     gateway = incarnation(router.supervisor.ref("nats-gateway"))
     cache = await client.discover("orders", check_interval=60)
-    original = gateway.handle
+    original = gateway.handle_batch
     dropped: list[RegistryEvent] = []
 
-    async def drop_first_event(message: Any) -> Any:
-        if isinstance(message, EventBatch) and not dropped:
-            dropped.extend(message.events)
-            return None
-        return await original(message)
+    async def drop_first_event(batch: list[Envelope]) -> None:
+        kept = []
+        for envelope in batch:
+            if isinstance(envelope.message, EventBatch) and not dropped:
+                dropped.extend(envelope.message.events)
+            else:
+                kept.append(envelope)
+        await original(kept)
 
-    monkeypatch.setattr(gateway, "handle", drop_first_event)
+    monkeypatch.setattr(gateway, "handle_batch", drop_first_event)
     try:
         await client.register("orders", "lost")  # its event never reaches the cache
         await client.register("orders", "next")  # previous_revision exposes the gap
@@ -290,12 +295,12 @@ async def test_cache_notices_a_missed_last_event_by_its_periodic_check(
 ) -> None:
     gateway = incarnation(router.supervisor.ref("nats-gateway"))
     cache = await client.discover("orders", check_interval=0.1)
-    original = gateway.handle
+    original = gateway.handle_batch
 
-    async def drop_events(message: Any) -> Any:
-        return None if isinstance(message, EventBatch) else await original(message)
+    async def drop_events(batch: list[Envelope]) -> None:
+        await original([e for e in batch if not isinstance(e.message, EventBatch)])
 
-    monkeypatch.setattr(gateway, "handle", drop_events)
+    monkeypatch.setattr(gateway, "handle_batch", drop_events)
     try:
         await client.register("orders", "silent")
         await cache.wait_for(lambda i: names(i) == ["silent"], timeout=5)
