@@ -1,15 +1,16 @@
-# Two commands: `make run` and `make test`. Both create .venv if it is missing.
+# Two commands: `make run` and `make test`. Both create .venv if it is missing and
+# install what they need: the router's extra for `run`; everything for the rest.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[router,bench,test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,9 +21,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=80
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --json benchmarks/last-run.json
 	$(BIN)/python -m benchmarks.fanout
 
 clean:
-	rm -rf $(VENV) .coverage .pytest_cache
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache
