@@ -35,6 +35,8 @@ from protocol import (
     decode_cursor,
     encode_json,
     error_reply,
+    top_field,
+    validation_path,
 )
 
 __all__ = ["RUNNER_OPTIONS", "GetAddress", "HealthProbe", "HttpGateway", "build_admin_app"]
@@ -193,8 +195,7 @@ def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
         return msgspec.convert(fields, target)
     except msgspec.ValidationError as error:
         reason = str(error)
-        field = reason.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in reason else "query"
-        field = field.split(".", 1)[0].split("[", 1)[0]
+        field = top_field(validation_path(error)) or "query"
         raise ProtocolError(
             Status.BAD_REQUEST,
             ErrorCode.INVALID_FIELD,

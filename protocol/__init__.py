@@ -20,6 +20,8 @@ from protocol.codec import (
     encode_json,
     encode_msgpack,
     error_reply,
+    top_field,
+    validation_path,
 )
 from protocol.errors import ErrorCode, ProtocolError, Status
 from protocol.models import (
@@ -49,6 +51,8 @@ from protocol.models import (
     RegisterRequest,
     RegistryEvent,
     RegistryLimits,
+    Reply,
+    ResultReply,
     ServiceDetail,
     ServiceList,
     ServiceSummary,
@@ -102,6 +106,8 @@ __all__ = [
     "RegisterRequest",
     "RegistryEvent",
     "RegistryLimits",
+    "Reply",
+    "ResultReply",
     "ServiceDetail",
     "ServiceList",
     "ServiceSummary",
@@ -123,4 +129,6 @@ __all__ = [
     "encode_msgpack",
     "error_reply",
     "events_subject",
+    "top_field",
+    "validation_path",
 ]

@@ -76,12 +76,23 @@ _get_reply_decoder = msgspec.msgpack.Decoder(GetServiceReply)
 _event_decoder = msgspec.msgpack.Decoder(RegistryEvent)
 
 
-def _field_path(message: str) -> str:
+def validation_path(error: msgspec.ValidationError) -> str:
+    """The path of the offending field in a msgspec validation error (`$.metadata.zone`,
+    `$.instances[0]`), `$.name` for a missing field, `$` when the whole value is wrong.
+
+    msgspec puts the path only in the message text: this is the one place that reads it.
+    """
+    message = str(error)
     if match := _AT_PATH.search(message):
         return match.group(1)
     if match := _MISSING_FIELD.match(message):
         return f"$.{match.group(1)}"
     return "$"
+
+
+def top_field(path: str) -> str:
+    """The top-level field of a path: `$.metadata.zone[0]` -> `metadata` (`$` -> ``)."""
+    return path[2:].split(".", 1)[0].split("[", 1)[0]
 
 
 def _invalid(code: ErrorCode, message: str, field: str) -> ProtocolError:
@@ -93,14 +104,14 @@ def _decode_request(decoder: msgspec.msgpack.Decoder[T], data: bytes) -> T:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         reason = str(exc)
-        field = _field_path(reason)
+        field = validation_path(exc)
         if field == "$":
             raise _invalid(
                 ErrorCode.INVALID_PAYLOAD,
                 f"The request must be a msgpack map: {reason}.",
                 field,
             ) from None
-        hint = _FIELD_HINTS.get(_top_field(field))
+        hint = _FIELD_HINTS.get(f"$.{top_field(field)}")
         message = f"Invalid field {field}: {reason}." + (f" Hint: {hint}." if hint else "")
         raise _invalid(ErrorCode.INVALID_FIELD, message, field) from None
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
@@ -190,12 +201,6 @@ def decode_cursor(cursor: str, field: str = "$.cursor") -> str:
         "previous page unchanged, or omit it for the first page.",
         field,
     )
-
-
-def _top_field(path: str) -> str:
-    """`$.metadata.zone[0]` -> `$.metadata`."""
-    head = path[2:].split(".", 1)[0].split("[", 1)[0]
-    return f"$.{head}"
 
 
 def check_metadata(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -72,6 +72,9 @@ Metadata = Annotated[
 ]
 
 
+T = TypeVar("T")
+
+
 class Base(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """Project-wide Struct options, set once."""
 
@@ -84,7 +87,7 @@ class InstanceStatus(StrEnum):
     UNHEALTHY = "UNHEALTHY"
 
 
-class RegisterRequest(Base):
+class RegisterRequest(Base, frozen=True):
     """Sent by a service instance on `ipc.service.register`."""
 
     service_name: ServiceName
@@ -95,7 +98,7 @@ class RegisterRequest(Base):
     session_id: SessionId | None = None
 
 
-class Instance(Base):
+class Instance(Base, frozen=True):
     """A registered service instance as the registry reports it."""
 
     service_name: ServiceName
@@ -110,7 +113,7 @@ class Instance(Base):
     renewed; absent for OFFLINE instances."""
 
 
-class ErrorInfo(Base, omit_defaults=False):
+class ErrorInfo(Base, frozen=True, omit_defaults=False):
     """The error part of every failed reply, on NATS and HTTP alike (all three keys
     always present)."""
 
@@ -119,21 +122,27 @@ class ErrorInfo(Base, omit_defaults=False):
     details: dict[str, Any] = {}
 
 
-class RegisterReply(Base):
+class Reply(Base, frozen=True):
+    """What every reply carries: the status, and on failure the error (absent on
+    success). The replies below add their results to this shape."""
+
+    status: int
+    error: ErrorInfo | None = None
+
+
+class RegisterReply(Reply, frozen=True):
     """Reply to a registration: `instance` on success (200/201), `error` otherwise.
 
     On success it also tells the client how to keep its lease: heartbeat every
     `heartbeat_interval` seconds; without one for `lease_ttl` seconds the instance
     turns UNHEALTHY."""
 
-    status: int
     instance: Instance | None = None
     heartbeat_interval: float | None = None
     lease_ttl: float | None = None
-    error: ErrorInfo | None = None
 
 
-class LeaseRequest(Base):
+class LeaseRequest(Base, frozen=True):
     """Sent on `ipc.service.heartbeat` (renew) and `ipc.service.deregister` (leave).
 
     Only the session that registered the instance may renew or deregister it."""
@@ -143,26 +152,23 @@ class LeaseRequest(Base):
     session_id: SessionId
 
 
-class LeaseReply(Base):
+class LeaseReply(Reply, frozen=True):
     """Reply to a heartbeat or a deregistration: `status` 200, or an `error`.
 
     A heartbeat answered 404 means the router does not know the instance (it
     restarted, or the lease ran out): register again."""
 
-    status: int
     instance_status: InstanceStatus | None = None
     lease_expires_at: datetime | None = None
-    error: ErrorInfo | None = None
 
 
-class ErrorReply(Base):
+class ErrorReply(Reply, frozen=True):
     """Body of every HTTP error response and of every failed NATS reply."""
 
-    status: int
     error: ErrorInfo
 
 
-class ServiceSummary(Base):
+class ServiceSummary(Base, frozen=True):
     """One line of the service list."""
 
     service_name: ServiceName
@@ -171,7 +177,7 @@ class ServiceSummary(Base):
     status_counts: dict[InstanceStatus, int]
 
 
-class ServiceList(Base, omit_defaults=False):
+class ServiceList(Base, frozen=True, omit_defaults=False):
     """A page of the service list (`ipc.service.list`, `GET /api/v1/admin/services`)."""
 
     services: list[ServiceSummary]
@@ -185,7 +191,7 @@ class ServiceList(Base, omit_defaults=False):
     """Registry-wide revision this reply reflects."""
 
 
-class ServiceDetail(Base, omit_defaults=False):
+class ServiceDetail(Base, frozen=True, omit_defaults=False):
     """A page of one service's instances (`ipc.service.get`,
     `GET /api/v1/admin/services/{service_name}`)."""
 
@@ -212,7 +218,7 @@ MetadataFilter = Annotated[
 ]
 
 
-class ListServicesRequest(Base):
+class ListServicesRequest(Base, frozen=True):
     """Sent on `ipc.service.list`."""
 
     status: InstanceStatus | None = None
@@ -221,7 +227,7 @@ class ListServicesRequest(Base):
     cursor: Cursor | None = None
 
 
-class GetServiceRequest(Base):
+class GetServiceRequest(Base, frozen=True):
     """Sent on `ipc.service.get`."""
 
     service_name: ServiceName
@@ -232,21 +238,17 @@ class GetServiceRequest(Base):
     cursor: Cursor | None = None
 
 
-class ListServicesReply(Base):
-    """Reply on `ipc.service.list`: `result` on 200, `error` otherwise."""
+class ResultReply(Reply, Generic[T], frozen=True):
+    """Reply to a query: `result` on 200, `error` otherwise."""
 
-    status: int
-    result: ServiceList | None = None
-    error: ErrorInfo | None = None
+    result: T | None = None
 
 
-class GetServiceReply(Base):
-    """Reply on `ipc.service.get`: `result` on 200 (an unknown service is an empty
-    list, so that a watcher can start before the first instance), `error` otherwise."""
-
-    status: int
-    result: ServiceDetail | None = None
-    error: ErrorInfo | None = None
+ListServicesReply = ResultReply[ServiceList]
+"""Reply on `ipc.service.list`."""
+GetServiceReply = ResultReply[ServiceDetail]
+"""Reply on `ipc.service.get` (an unknown service is an empty list, so that a watcher
+can start before the first instance)."""
 
 
 class EventType(StrEnum):
@@ -264,7 +266,7 @@ class EventType(StrEnum):
     """An OFFLINE instance forgotten after the retention period."""
 
 
-class RegistryEvent(Base, omit_defaults=False):
+class RegistryEvent(Base, frozen=True, omit_defaults=False):
     """Published once per change on `ipc.registry.events.<service_name>`."""
 
     epoch: str
@@ -277,7 +279,7 @@ class RegistryEvent(Base, omit_defaults=False):
     """The instance after the change."""
 
 
-class LeasePolicy(Base, omit_defaults=False):
+class LeasePolicy(Base, frozen=True, omit_defaults=False):
     """How leases work on this router (all in seconds)."""
 
     heartbeat_interval: float = 1.0
@@ -290,7 +292,7 @@ class LeasePolicy(Base, omit_defaults=False):
     """How long an OFFLINE instance stays visible to admins before it is forgotten."""
 
 
-class RegistryLimits(Base, omit_defaults=False):
+class RegistryLimits(Base, frozen=True, omit_defaults=False):
     """How much a router holds. Past a limit, registration gets the stated error."""
 
     max_instances: int = 500_000
@@ -299,11 +301,9 @@ class RegistryLimits(Base, omit_defaults=False):
     """Live instances of one service; then 507 `service_full`."""
     max_metadata_bytes: int = METADATA_MAX_BYTES
     """Encoded metadata of one instance; then 400 `metadata_too_large`."""
-    max_request_bytes: int = MAX_REQUEST_BYTES
-    """Any request on NATS; then 413 `payload_too_large` (not configurable)."""
 
 
-class Health(Base):
+class Health(Base, frozen=True):
     """`GET /healthz`: 200 when everything is up, 503 otherwise."""
 
     status: str
