@@ -397,7 +397,7 @@ class ActorRef:
     """A stable handle on an actor. A supervisor's ref follows its child across
     restarts; between a crash and the restart, every call raises `ActorDeadError`."""
 
-    __slots__ = ("id", "_actor")
+    __slots__ = ("_actor", "id")
 
     def __init__(self, actor_id: str) -> None:
         self.id = actor_id

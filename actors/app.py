@@ -35,9 +35,9 @@ class RouterConfig:
     """Requests queued for the registry before new ones are answered 503."""
     max_restarts: int = 3
     restart_window_seconds: float = 5.0
-    lease_policy: LeasePolicy = LeasePolicy()
-    limits: RegistryLimits = RegistryLimits()
-    nats_auth: NatsAuth = NatsAuth()
+    lease_policy: LeasePolicy = field(default_factory=LeasePolicy)
+    limits: RegistryLimits = field(default_factory=RegistryLimits)
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
     admin_token: str | None = field(default=None, repr=False)
     """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
 

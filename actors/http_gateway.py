@@ -72,10 +72,17 @@ def _error_response(error: ProtocolError) -> web.Response:
 
 
 _HTTP_CODES = {
-    404: (ErrorCode.ROUTE_NOT_FOUND, "No such endpoint: {path}. The admin API lives under "
-          f"{ADMIN_BASE}; see {ADMIN_BASE}/openapi.json."),
-    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method {method} is not allowed on {path}; "
-          "the admin API is read-only (GET)."),
+    404: (
+        ErrorCode.ROUTE_NOT_FOUND,
+        (
+            "No such endpoint: {path}. The admin API lives under "
+            f"{ADMIN_BASE}; see {ADMIN_BASE}/openapi.json."
+        ),
+    ),
+    405: (
+        ErrorCode.METHOD_NOT_ALLOWED,
+        "Method {method} is not allowed on {path}; the admin API is read-only (GET).",
+    ),
 }
 
 
@@ -375,7 +382,7 @@ RUNNER_OPTIONS: dict[str, Any] = {
 """How the admin app is served (tests serve it the same way)."""
 
 
-class GetAddress(Message):
+class GetAddress(Message, frozen=True):
     """-> (host, port) the admin API is bound to (port 0 resolved)."""
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO, cast
 
 import msgspec
 import structlog
@@ -14,7 +15,7 @@ __all__ = ["LogFormat", "configure_logging"]
 LogFormat = Literal["console", "json"]
 
 
-class _CurrentStderr:
+class _CurrentStderr(io.TextIOBase):
     """Whatever `sys.stderr` is when a line is written. Loggers are cached on first
     use (they are on the hot path), so they must not hold on to one stream object."""
 
@@ -62,6 +63,8 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),
+        # A text stream in all but name: typeshed's TextIO is a protocol no class
+        # outside `io` can claim.
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=cache,
     )

@@ -17,13 +17,11 @@ from typing import Any
 import msgspec
 import nats.errors
 import structlog
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError, Message
 from actors.errors import StartupError
-from actors.registry import EventBatch, Deregister, GetService, Heartbeat, ListServices, Register
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
+from actors.registry import Deregister, EventBatch, GetService, Heartbeat, ListServices, Register
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -35,7 +33,6 @@ from protocol import (
     GetServiceReply,
     ListServicesReply,
     ProtocolError,
-    RegistryEvent,
     RegistryLimits,
     Status,
     decode_get_request,
@@ -46,13 +43,14 @@ from protocol import (
     error_reply,
     events_subject,
 )
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
 
 __all__ = ["GetStats", "NatsGateway", "NatsGatewayClient", "NatsGatewayStats", "SendReply"]
 
 log = structlog.get_logger(component="nats_gateway")
 
 
-class SendReply(Message):
+class SendReply(Message, frozen=True):
     """Publish the outcome of one request on its reply subject."""
 
     reply_to: str
@@ -61,7 +59,7 @@ class SendReply(Message):
     wrap: Callable[[Any], Any] | None = None
 
 
-class GetStats(Message):
+class GetStats(Message, frozen=True):
     """-> `NatsGatewayStats`."""
 
 

@@ -6,7 +6,14 @@ from typing import Any
 
 import msgspec
 
-from protocol import NAME_PATTERN, SERVICE_NAME_MAX_LENGTH, ErrorReply, Health, ServiceDetail, ServiceList
+from protocol import (
+    NAME_PATTERN,
+    SERVICE_NAME_MAX_LENGTH,
+    ErrorReply,
+    Health,
+    ServiceDetail,
+    ServiceList,
+)
 
 __all__ = ["ADMIN_BASE", "openapi_document"]
 

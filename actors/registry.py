@@ -57,25 +57,25 @@ log = structlog.get_logger(component="registry")
 # -- messages the registry takes ---------------------------------------------------
 
 
-class Register(Message):
+class Register(Message, frozen=True):
     """Register (or idempotently re-register) one instance -> `RegisterReply`."""
 
     request: RegisterRequest
 
 
-class Heartbeat(Message):
+class Heartbeat(Message, frozen=True):
     """Renew an instance's lease -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-class Deregister(Message):
+class Deregister(Message, frozen=True):
     """Take an instance offline -> `LeaseReply`."""
 
     request: LeaseRequest
 
 
-class ListServices(Message):
+class ListServices(Message, frozen=True):
     """A page of services with instance counts -> `ServiceList`. With `known` (the
     stamp of an earlier `Stamped` answer, or `()` for none): `UNCHANGED` or a new
     `Stamped`."""
@@ -84,7 +84,7 @@ class ListServices(Message):
     known: Any = None
 
 
-class GetService(Message):
+class GetService(Message, frozen=True):
     """A page of one service's instances -> `ServiceDetail`. `missing_ok`: an unknown
     service is an empty page instead of a 404; `max_bytes` bounds the page's encoded
     size; `known` as for `ListServices`."""
@@ -95,7 +95,7 @@ class GetService(Message):
     known: Any = None
 
 
-class _Expire(Message):
+class _Expire(Message, frozen=True):
     """Timer tick: apply the lease transitions that are due."""
 
 
@@ -105,13 +105,13 @@ _EXPIRE: Final = _Expire()
 # -- messages the registry sends or answers with -------------------------------------
 
 
-class EventBatch(Message):
+class EventBatch(Message, frozen=True):
     """The change events of one drain, in revision order, for the publisher."""
 
     events: tuple[RegistryEvent, ...]
 
 
-class Stamped(Message):
+class Stamped(Message, frozen=True):
     """A query result with the stamp that tells whether it is still current."""
 
     stamp: Any
@@ -127,7 +127,7 @@ UNCHANGED: Final = _Unchanged()
 """Answer to a query whose `known` stamp is still current."""
 
 
-class _Failed(Message):
+class _Failed(Message, frozen=True):
     """A handler's caller error, kept until the drain's replies go out."""
 
     error: ProtocolError
@@ -181,22 +181,20 @@ class RegistryActor(Actor):
         """Apply one message to the state; every transition starts here."""
         state = self.state
         match message:
-            case Heartbeat(request=request):
-                return state.heartbeat(request)
-            case Register(request=request):
-                return self._register(request)
-            case Deregister(request=request):
-                return state.deregister(request)
-            case GetService(request=request, known=known):
+            case Heartbeat(request=lease):
+                return state.heartbeat(lease)
+            case Register(request=registration):
+                return self._register(registration)
+            case Deregister(request=leaving):
+                return state.deregister(leaving)
+            case GetService(request=get, missing_ok=missing_ok, max_bytes=max_bytes, known=known):
                 return _query(
                     known,
-                    state.service_stamp(request.service_name),
-                    lambda: state.get_service(
-                        request, missing_ok=message.missing_ok, max_bytes=message.max_bytes
-                    ),
+                    state.service_stamp(get.service_name),
+                    lambda: state.get_service(get, missing_ok=missing_ok, max_bytes=max_bytes),
                 )
-            case ListServices(request=request, known=known):
-                return _query(known, state.list_stamp(), lambda: state.list_services(request))
+            case ListServices(request=listing, known=known):
+                return _query(known, state.list_stamp(), lambda: state.list_services(listing))
             case _Expire():
                 self._timer_at = float("inf")
                 state.expire()

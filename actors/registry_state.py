@@ -24,7 +24,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-
 import msgspec
 
 from protocol import (
@@ -85,17 +84,17 @@ class _Record:
     (display). `generation` invalidates heap entries that no longer apply."""
 
     __slots__ = (
-        "service_name",
-        "instance_id",
-        "metadata",
-        "registered_at",
-        "session_id",
-        "status",
-        "renewed",
-        "last_heartbeat",
         "deadline",
         "generation",
+        "instance_id",
+        "last_heartbeat",
+        "metadata",
+        "registered_at",
+        "renewed",
+        "service_name",
+        "session_id",
         "size",
+        "status",
     )
 
     def __init__(
@@ -120,7 +119,7 @@ class _Service:
     """One service's instances, with what queries need kept up to date: the count per
     status, and the ids in sorted order (built on first use, then maintained)."""
 
-    __slots__ = ("instances", "counts", "serial", "version", "_sorted_ids")
+    __slots__ = ("_sorted_ids", "counts", "instances", "serial", "version")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
@@ -592,7 +591,7 @@ class FrozenMetadata(dict[str, Any]):
         raise TypeError("registry metadata is read-only; copy it with dict(...) to change it")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
-    __ior__ = _read_only  # type: ignore[assignment]
+    __ior__ = _read_only
 
 
 def frozen_metadata(metadata: dict[str, Any]) -> FrozenMetadata:
@@ -630,9 +629,12 @@ def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
         actual = metadata[key]
         if type(actual) is type(value) and actual == value:
             continue
-        if isinstance(value, str) and not isinstance(actual, (str, dict, list)):
-            if _json_text(actual) == value:
-                continue
+        if (
+            isinstance(value, str)
+            and not isinstance(actual, (str, dict, tuple))  # (stored arrays are tuples)
+            and _json_text(actual) == value
+        ):
+            continue
         return False
     return True
 
