@@ -1,7 +1,11 @@
 """`ipc-router`: the command line.
 
-Every option of `serve` also reads an `IPC_ROUTER_*` environment variable; the
-command line wins over the environment, which wins over the default.
+Every option of `serve`, and `--admin-url` and `--admin-token` of `services`, also
+reads an `IPC_ROUTER_*` environment variable; the command line wins over the
+environment, which wins over the default. They are declared in one table, `OPTIONS`.
+
+`ipc-router bench` runs the load generator, which is not part of the router: it lives
+in `benchmarks/loadgen.py`, needs the bench extra, and is imported only by that command.
 """
 
 from __future__ import annotations
@@ -9,10 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
@@ -26,10 +34,6 @@ __all__ = ["build_parser", "main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(f"IPC_ROUTER_{name}", default)
 
 
 def _port(text: str) -> int:
@@ -47,9 +51,158 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 86_400 or value != value:
+    if math.isnan(value) or not 0 < value < 86_400:
         raise argparse.ArgumentTypeError(f"seconds must be between 0 and 86400: {text}")
     return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+# -- options backed by the environment --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a command that also reads `IPC_ROUTER_<FLAG>` (`--lease-ttl` reads
+    `IPC_ROUTER_LEASE_TTL`): the command line wins over the environment, which wins
+    over `default`.
+
+    The help is `help`, the variable in brackets, `note`, then "(default: ...)" when
+    there is a default. Defaults are strings, parsed by `parse` like the command line
+    and the environment, so a bad environment value is a usage error naming the flag.
+    """
+
+    command: str
+    flag: str
+    help: str = ""
+    default: str | None = None
+    parse: Callable[[str], object] = str
+    choices: tuple[str, ...] | None = None
+    note: str = ""
+    switch: bool = False
+    """A flag without a value; its variable turns it on unless empty, "0" or "false"."""
+    group: str | None = None
+    """The title of the help section (`GROUPS`) it is listed under, if not "options"."""
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable that sets it."""
+        return "IPC_ROUTER_" + self.flag.removeprefix("--").replace("-", "_").upper()
+
+    @property
+    def help_text(self) -> str:
+        """Its argparse help (with `%(default)s` for argparse to fill in)."""
+        text = f"{self.help} [{self.env_var}]" if self.help else f"[{self.env_var}]"
+        text += self.note
+        if self.default is not None and not self.switch:
+            text += " (default: %(default)s)"
+        return text
+
+
+NATS_AUTH = "NATS authentication"
+GROUPS = {NATS_AUTH: "credentials for --nats-url (each also an IPC_ROUTER_* variable)"}
+"""Help sections of `OPTIONS`, by title: their descriptions."""
+_PREFER_ENV = "; prefer the environment variable"
+_POLICY = LeasePolicy()
+_LIMITS = RegistryLimits()
+
+OPTIONS: tuple[Option, ...] = (
+    Option("serve", "--nats-url", "NATS server URL", note="; default: start the bundled nats-server"),
+    Option("serve", "--http-host", "admin API bind address", "127.0.0.1"),
+    Option("serve", "--http-port", "admin API port", "8080", _port),
+    Option("serve", "--embedded-nats-port", "port of the bundled nats-server on 127.0.0.1", "4222", _port),
+    Option("serve", "--nats-user", group=NATS_AUTH),
+    Option("serve", "--nats-password", note=_PREFER_ENV, group=NATS_AUTH),
+    Option("serve", "--nats-token", note=_PREFER_ENV, group=NATS_AUTH),
+    Option("serve", "--nats-creds", "a .creds file", group=NATS_AUTH),
+    Option("serve", "--nats-tls-ca", "CA file", group=NATS_AUTH),
+    Option("serve", "--nats-tls-cert", "client certificate", group=NATS_AUTH),
+    Option("serve", "--nats-tls-key", "client key", group=NATS_AUTH),
+    Option(
+        "serve", "--admin-token",
+        "require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside",
+        note=_PREFER_ENV + " (command lines are visible)",
+    ),
+    Option(
+        "serve", "--heartbeat-interval", "how often clients renew, in seconds",
+        str(_POLICY.heartbeat_interval), _seconds,
+    ),
+    Option(
+        "serve", "--lease-ttl", "seconds without a heartbeat before an instance is UNHEALTHY",
+        str(_POLICY.lease_ttl), _seconds,
+    ),
+    Option(
+        "serve", "--offline-after",
+        "further seconds UNHEALTHY before an instance is OFFLINE and removed",
+        str(_POLICY.offline_after), _seconds,
+    ),
+    Option(
+        "serve", "--offline-retention", "seconds an OFFLINE instance stays visible to admins",
+        str(_POLICY.offline_retention), _seconds,
+    ),
+    Option(
+        "serve", "--max-instances", "live instances the registry holds before 507 registry_full",
+        str(_LIMITS.max_instances), _positive,
+    ),
+    Option(
+        "serve", "--max-instances-per-service",
+        "live instances of one service before 507 service_full",
+        str(_LIMITS.max_instances_per_service), _positive,
+    ),
+    Option(
+        "serve", "--max-metadata-bytes",
+        "encoded metadata size per instance before 400 metadata_too_large",
+        str(_LIMITS.max_metadata_bytes), _positive,
+    ),
+    Option(
+        "serve", "--mailbox-size",
+        "requests queued for the registry before 503 router_unavailable", "10000", _positive,
+    ),
+    Option("serve", "--uvloop", "run on uvloop (pip install 'ipc-router[speed]')", switch=True),
+    Option("serve", "--log-format", "log output", "console", choices=("console", "json")),
+    Option(
+        "serve", "--log-level", "log level", "info",
+        choices=("debug", "info", "warning", "error"),
+    ),
+    Option("services", "--admin-token", "the router's admin token"),
+    Option("services", "--admin-url", "the router's admin API", "http://127.0.0.1:8080"),
+)  # fmt: skip
+"""Every environment-backed option, in the order `--help` lists them."""
+
+
+def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the `OPTIONS` of `command` to its parser, reading the environment now."""
+    mine = [option for option in OPTIONS if option.command == command]
+    groups = {
+        title: parser.add_argument_group(title, description)
+        for title, description in GROUPS.items()
+        if any(option.group == title for option in mine)
+    }
+    for option in mine:
+        target = parser if option.group is None else groups[option.group]
+        if option.switch:
+            target.add_argument(
+                option.flag,
+                action="store_true",
+                default=os.environ.get(option.env_var, "") not in ("", "0", "false"),
+                help=option.help_text,
+            )
+        else:
+            target.add_argument(
+                option.flag,
+                type=option.parse,
+                choices=option.choices,
+                default=os.environ.get(option.env_var, option.default),
+                help=option.help_text,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,112 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the router",
         description="Run the router. Without --nats-url it starts the bundled nats-server.",
     )
-    serve.add_argument(
-        "--nats-url",
-        default=_env("NATS_URL", None),
-        help="NATS server URL [IPC_ROUTER_NATS_URL]; default: start the bundled nats-server",
-    )
-    serve.add_argument(
-        "--http-host",
-        default=_env("HTTP_HOST", "127.0.0.1"),
-        help="admin API bind address [IPC_ROUTER_HTTP_HOST] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--http-port",
-        type=_port,
-        default=_env("HTTP_PORT", "8080"),
-        help="admin API port [IPC_ROUTER_HTTP_PORT] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--embedded-nats-port",
-        type=_port,
-        default=_env("EMBEDDED_NATS_PORT", "4222"),
-        help="port of the bundled nats-server on 127.0.0.1 [IPC_ROUTER_EMBEDDED_NATS_PORT] "
-        "(default: %(default)s)",
-    )
-    _add_nats_auth_arguments(serve)
-    serve.add_argument(
-        "--admin-token",
-        default=_env("ADMIN_TOKEN", None),
-        help="require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside "
-        "[IPC_ROUTER_ADMIN_TOKEN]; prefer the environment variable (command lines are visible)",
-    )
-    policy = LeasePolicy()
-    serve.add_argument(
-        "--heartbeat-interval",
-        type=_seconds,
-        default=_env("HEARTBEAT_INTERVAL", str(policy.heartbeat_interval)),
-        help="how often clients renew, in seconds [IPC_ROUTER_HEARTBEAT_INTERVAL] "
-        "(default: %(default)s)",
-    )
-    serve.add_argument(
-        "--lease-ttl",
-        type=_seconds,
-        default=_env("LEASE_TTL", str(policy.lease_ttl)),
-        help="seconds without a heartbeat before an instance is UNHEALTHY "
-        "[IPC_ROUTER_LEASE_TTL] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--offline-after",
-        type=_seconds,
-        default=_env("OFFLINE_AFTER", str(policy.offline_after)),
-        help="further seconds UNHEALTHY before an instance is OFFLINE and removed "
-        "[IPC_ROUTER_OFFLINE_AFTER] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--offline-retention",
-        type=_seconds,
-        default=_env("OFFLINE_RETENTION", str(policy.offline_retention)),
-        help="seconds an OFFLINE instance stays visible to admins "
-        "[IPC_ROUTER_OFFLINE_RETENTION] (default: %(default)s)",
-    )
-    limits = RegistryLimits()
-    serve.add_argument(
-        "--max-instances",
-        type=_positive,
-        default=_env("MAX_INSTANCES", str(limits.max_instances)),
-        help="live instances the registry holds before 507 registry_full "
-        "[IPC_ROUTER_MAX_INSTANCES] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-instances-per-service",
-        type=_positive,
-        default=_env("MAX_INSTANCES_PER_SERVICE", str(limits.max_instances_per_service)),
-        help="live instances of one service before 507 service_full "
-        "[IPC_ROUTER_MAX_INSTANCES_PER_SERVICE] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-metadata-bytes",
-        type=_positive,
-        default=_env("MAX_METADATA_BYTES", str(limits.max_metadata_bytes)),
-        help="encoded metadata size per instance before 400 metadata_too_large "
-        "[IPC_ROUTER_MAX_METADATA_BYTES] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--mailbox-size",
-        type=_positive,
-        default=_env("MAILBOX_SIZE", "10000"),
-        help="requests queued for the registry before 503 router_unavailable "
-        "[IPC_ROUTER_MAILBOX_SIZE] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--uvloop",
-        action="store_true",
-        default=_env("UVLOOP", "") not in ("", "0", "false"),
-        help="run on uvloop (pip install 'ipc-router[speed]') [IPC_ROUTER_UVLOOP]",
-    )
-    serve.add_argument(
-        "--log-format",
-        choices=["console", "json"],
-        default=_env("LOG_FORMAT", "console"),
-        help="log output [IPC_ROUTER_LOG_FORMAT] (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=_env("LOG_LEVEL", "info"),
-        help="log level [IPC_ROUTER_LOG_LEVEL] (default: %(default)s)",
-    )
+    _add_options(serve, "serve")
     services = commands.add_parser(
         "services",
         help="list registered services, or one service's instances",
@@ -183,23 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only instances in this status",
     )
     services.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
-    services.add_argument(
-        "--admin-token",
-        default=_env("ADMIN_TOKEN", None),
-        help="the router's admin token [IPC_ROUTER_ADMIN_TOKEN]",
-    )
-    services.add_argument(
-        "--admin-url",
-        default=_env("ADMIN_URL", "http://127.0.0.1:8080"),
-        help="the router's admin API [IPC_ROUTER_ADMIN_URL] (default: %(default)s)",
-    )
+    _add_options(services, "services")
     bench = commands.add_parser(
         "bench",
         help="load-test a router against the raw NATS round trip",
         description="Register N instances across S services with C requests in flight, "
         "heartbeat them for D seconds, then query; each phase beside a raw nats-py echo "
         "baseline measured in the same run. Without --nats-url it starts its own "
-        "nats-server and router.",
+        "nats-server and router. Needs the bench extra: pip install 'ipc-router[bench]'.",
     )
     bench.add_argument("--nats-url", default=None, help="bench the router on this NATS server")
     bench.add_argument("--instances", "-n", type=_positive, default=10_000, help="(default: %(default)s)")
@@ -217,31 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_nats_auth_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "NATS authentication", "credentials for --nats-url (each also an IPC_ROUTER_* variable)"
-    )
-    group.add_argument("--nats-user", default=_env("NATS_USER", None), help="[IPC_ROUTER_NATS_USER]")
-    group.add_argument(
-        "--nats-password",
-        default=_env("NATS_PASSWORD", None),
-        help="[IPC_ROUTER_NATS_PASSWORD]; prefer the environment variable",
-    )
-    group.add_argument(
-        "--nats-token",
-        default=_env("NATS_TOKEN", None),
-        help="[IPC_ROUTER_NATS_TOKEN]; prefer the environment variable",
-    )
-    group.add_argument("--nats-creds", default=_env("NATS_CREDS", None), help="a .creds file [IPC_ROUTER_NATS_CREDS]")
-    group.add_argument("--nats-tls-ca", default=_env("NATS_TLS_CA", None), help="CA file [IPC_ROUTER_NATS_TLS_CA]")
-    group.add_argument(
-        "--nats-tls-cert", default=_env("NATS_TLS_CERT", None), help="client certificate [IPC_ROUTER_NATS_TLS_CERT]"
-    )
-    group.add_argument(
-        "--nats-tls-key", default=_env("NATS_TLS_KEY", None), help="client key [IPC_ROUTER_NATS_TLS_KEY]"
-    )
-
-
 def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth:
     try:
         return NatsAuth(
@@ -257,19 +271,35 @@ def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Nat
         parser.error(str(error))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
+BENCH_EXTRA_MISSING = "bench needs the bench extra: pip install 'ipc-router[bench]'"
+LOAD_GENERATOR_MISSING = (
+    "bench needs the load generator (benchmarks/loadgen.py), which this installation "
+    "does not include: run it from a source checkout"
+)
+
+
+def _find_load_generator() -> None:
+    """Make `benchmarks` importable when it is not an installed package but sits
+    beside `actors/` (a source checkout, an editable install), whatever the working
+    directory."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "benchmarks" / "loadgen.py").is_file() and importlib.util.find_spec("benchmarks") is None:
+        sys.path.append(str(root))
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from actors.bench import BenchConfig, render_report, report_json, run_bench
-
+    # The load generator is client-side tooling outside the router, with its own
+    # dependency (the bench extra): imported only here, when asked to run.
+    _find_load_generator()
+    try:
+        from benchmarks.loadgen import BenchConfig, render_report, report_json, run_bench
+    except ImportError as error:
+        missing = error.name in ("benchmarks", "benchmarks.loadgen")
+        print(
+            f"ipc-router: error: {LOAD_GENERATOR_MISSING if missing else BENCH_EXTRA_MISSING}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     config = BenchConfig(
         instances=args.instances,
         services=min(args.services, args.instances),

@@ -37,7 +37,9 @@ import aiohttp  # noqa: E402
 import nats  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from actors.bench import (  # noqa: E402
+from actors.embedded_nats import NatsServerProcess  # noqa: E402
+from actors.logs import configure_logging  # noqa: E402
+from benchmarks.loadgen import (  # noqa: E402
     ECHO_SUBJECT,
     EchoResponder,
     PhaseResult,
@@ -46,8 +48,6 @@ from actors.bench import (  # noqa: E402
     run_phase,
     timed_request,
 )
-from actors.embedded_nats import NatsServerProcess  # noqa: E402
-from actors.logs import configure_logging  # noqa: E402
 from protocol import (  # noqa: E402
     HEARTBEAT_SUBJECT,
     REGISTER_SUBJECT,

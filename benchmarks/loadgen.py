@@ -1,11 +1,15 @@
-"""`ipc-router bench`: load-test a router and compare it with the raw NATS round trip.
+"""The load generator behind `ipc-router bench` and `benchmarks/run.py`: load-test a
+router and compare it with the raw NATS round trip.
 
 The load generator runs in this process; the router (unless `--nats-url` names a
 running one) and an echo responder each run in a process of their own, on the same
 nats-server, so the echo figures are the physical limit of a nats-py client on
 this machine in this run, and the ratio is what the router costs on top.
 
-`python -m actors.bench echo URL` is the echo responder.
+This is client-side tooling, not part of the router: it needs the `bench` extra
+(`pip install 'ipc-router[bench]'`, for tqdm), and `ipc-router bench` imports it only
+when asked to run. `python benchmarks/loadgen.py echo URL` (or, from the repository
+root, `python -m benchmarks.loadgen echo URL`) is the echo responder.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import aiohttp
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
+from tqdm import tqdm  # the bench extra: without it, importing this module fails
 
 from actors.embedded_nats import NatsServerProcess
 from protocol import (
@@ -42,13 +50,19 @@ from protocol import (
 )
 
 __all__ = [
+    "ECHO_SUBJECT",
+    "SIZED_ECHO_PREFIX",
     "BenchConfig",
     "EchoResponder",
     "PhaseResult",
     "RouterProcess",
     "free_port",
+    "render_report",
+    "reply_status",
+    "report_json",
     "run_bench",
     "run_phase",
+    "timed_request",
 ]
 
 ECHO_SUBJECT = "ipc.bench.echo"
@@ -56,6 +70,8 @@ SIZED_ECHO_PREFIX = "ipc.bench.sized"
 """`ipc.bench.sized.<n>` answers with n bytes: a baseline for replies bigger than
 their request."""
 _STATUS_KEY = b"\xa6status"
+_THIS_FILE = str(Path(__file__).resolve())
+"""This module as a script: the echo responder's process runs it."""
 
 
 # -- measuring ----------------------------------------------------------------------
@@ -260,7 +276,10 @@ class RouterProcess:
 
 
 class EchoResponder:
-    """A nats-py echo responder in its own process: the raw round-trip baseline."""
+    """A nats-py echo responder in its own process: the raw round-trip baseline.
+
+    It runs this file as a script, so it starts whatever the working directory and
+    whether or not `benchmarks` is an installed package."""
 
     def __init__(self, nats_url: str) -> None:
         self.nats_url = nats_url
@@ -268,7 +287,7 @@ class EchoResponder:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "actors.bench", "echo", self.nats_url,
+            sys.executable, _THIS_FILE, "echo", self.nats_url,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -359,8 +378,6 @@ class _Progress:
         if not self.enabled:
             yield None
             return
-        from tqdm import tqdm
-
         with tqdm(total=total, desc=f"{name:<16}", unit="req", file=sys.stderr, leave=False) as bar:
             yield bar.update
 
@@ -440,7 +457,8 @@ async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
                 return "201" if info.created else "200"
 
             await phase("register", sdk_register, count=config.instances)
-            session = client._session_id
+            # Raw heartbeats for the SDK's instances need its session.
+            session = client._session_id  # noqa: SLF001
             heartbeats = [
                 encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
                 for s, i in names
@@ -510,8 +528,10 @@ def render_report(report: dict[str, Any], out: TextIO) -> None:
             f"{phase['max_ms']:>9.3f}  {errors}\n"
         )
     out.write("\nratio to the raw NATS echo round trip (same payloads, same run):\n")
-    for name, ratio in report["ratios"].items():
-        out.write(f"  {name:<10} throughput x{ratio['throughput']}   p50 x{ratio['p50']}\n")
+    out.writelines(
+        f"  {name:<10} throughput x{ratio['throughput']}   p50 x{ratio['p50']}\n"
+        for name, ratio in report["ratios"].items()
+    )
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -520,10 +540,11 @@ def report_json(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:  # pragma: no cover - the echo responder process
+    """`echo NATS_URL`: run the echo responder until SIGTERM."""
     if len(argv) == 2 and argv[0] == "echo":
         asyncio.run(_echo_main(argv[1]))
         return 0
-    print("usage: python -m actors.bench echo NATS_URL", file=sys.stderr)
+    print("usage: python benchmarks/loadgen.py echo NATS_URL", file=sys.stderr)
     return 2
 
 
