@@ -2,11 +2,12 @@
 stable `ActorRef` that is the only way other code reaches an actor.
 
 One task per actor takes envelopes from the mailbox, so whatever state the actor
-owns is only ever touched by that task: no locks. The mailbox has two lanes: the
-normal one, and a low-priority one for work that may wait (read-only queries), so
-that a flood of such work cannot delay the rest. An actor may take its messages
-in drains (`max_batch`): one `handle_batch` call per drain, the place to do once
-what would otherwise be done per message (flushing, one pipelined write).
+owns is only ever touched by that task: no locks. The mailbox has three lanes,
+each bounded on its own: urgent (what must never wait, such as lease renewals),
+normal, and low (work that may wait, such as read-only queries), so that a flood
+in one lane neither fills another nor delays what is more urgent. An actor takes
+its messages in drains (`max_batch`): one `handle_batch` call per drain, the place
+to do once what would otherwise be done per message (flushing, one pipelined write).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Protocol
 
 import msgspec
@@ -26,6 +28,7 @@ __all__ = [
     "AskTimeoutError",
     "Envelope",
     "FutureReply",
+    "Lane",
     "MailboxFullError",
     "MailboxStats",
     "Message",
@@ -38,6 +41,15 @@ log = structlog.get_logger(component="actor")
 class Message(msgspec.Struct, frozen=True):
     """Base of the messages actors send each other: immutable, and cheap to create
     (a frozen dataclass costs several times as much on the hot path)."""
+
+
+class Lane(IntEnum):
+    """Mailbox lanes, most urgent first. Each drain takes urgent messages first, but
+    at least one from every other lane that has any, so none is starved outright."""
+
+    URGENT = 0
+    NORMAL = 1
+    LOW = 2
 
 
 class ActorDeadError(RuntimeError):
@@ -121,10 +133,8 @@ class Envelope:
 class MailboxStats:
     """A snapshot of one actor's mailbox, for health and metrics."""
 
-    depth: int
-    """Messages waiting in the normal lane."""
-    low_priority_depth: int
-    """Messages waiting in the low-priority lane."""
+    depths: tuple[int, int, int]
+    """Messages waiting in each lane (urgent, normal, low)."""
     rejected_full: int
     """`tell`s refused because a lane was full, since the actor started."""
     replies_dropped: int
@@ -136,7 +146,7 @@ class _Crash:
     error: BaseException
 
 
-_EMPTY_STATS = MailboxStats(0, 0, 0, 0)
+_EMPTY_STATS = MailboxStats((0, 0, 0), 0, 0)
 
 
 class Actor:
@@ -151,13 +161,18 @@ class Actor:
     caller_errors: tuple[type[BaseException], ...] = ()
     max_batch: int = 1
     """Most messages handed to one `handle_batch` call."""
+    max_low_per_batch: int = 1 << 30
+    """Most low-lane messages in one drain (bounds how long they hold the others up)."""
 
     def __init__(self, name: str, *, mailbox_size: int = 0) -> None:
         """Create a stopped actor; `mailbox_size` bounds each lane (0: unbounded)."""
         self.name = name
         self._mailbox_size = mailbox_size
-        self._mailbox: deque[Envelope] = deque()
-        self._low_priority: deque[Envelope] = deque()
+        self._lanes: tuple[deque[Envelope], deque[Envelope], deque[Envelope]] = (
+            deque(),
+            deque(),
+            deque(),
+        )
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -185,8 +200,8 @@ class Actor:
         raise NotImplementedError
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
-        """Handle one drain of the mailbox (at most `max_batch` envelopes, normal lane
-        first). Must settle every envelope; an envelope left unsettled when this
+        """Handle one drain of the mailbox (at most `max_batch` envelopes, in lane
+        order). Must settle every envelope; an envelope left unsettled when this
         raises gets `ActorDeadError`. The default calls `handle` for each in turn."""
         for envelope in batch:
             try:
@@ -222,14 +237,13 @@ class Actor:
 
     def mailbox_stats(self) -> MailboxStats:
         """How full the mailbox is, and what it refused or could not deliver."""
+        urgent, normal, low = self._lanes
         return MailboxStats(
-            len(self._mailbox), len(self._low_priority), self._rejected_full, self._replies_dropped
+            (len(urgent), len(normal), len(low)), self._rejected_full, self._replies_dropped
         )
 
-    def tell(self, message: Any, reply: Reply | None = None, *, low_priority: bool = False) -> None:
-        """Queue a message without waiting. `reply`, if given, gets the outcome.
-        `low_priority` messages wait while normal ones are queued (though at least one
-        is taken per drain, so they are never starved outright).
+    def tell(self, message: Any, reply: Reply | None = None, *, lane: Lane = Lane.NORMAL) -> None:
+        """Queue a message in `lane` without waiting. `reply`, if given, gets the outcome.
 
         Raises:
             ActorDeadError: the actor is not running.
@@ -237,17 +251,17 @@ class Actor:
         """
         if not self._accepting:
             raise ActorDeadError(f"actor {self.name} is not running")
-        lane = self._low_priority if low_priority else self._mailbox
-        if self._mailbox_size and len(lane) >= self._mailbox_size:
+        queue = self._lanes[lane]
+        if self._mailbox_size and len(queue) >= self._mailbox_size:
             self._rejected_full += 1
             raise MailboxFullError(f"actor {self.name} mailbox is full ({self._mailbox_size})")
-        lane.append(Envelope(message, reply))
+        queue.append(Envelope(message, reply))
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def ask(
-        self, message: Any, timeout: float | None = 5.0, *, low_priority: bool = False
+        self, message: Any, timeout: float | None = 5.0, *, lane: Lane = Lane.NORMAL
     ) -> Any:
         """Send a message and wait for the reply.
 
@@ -258,7 +272,7 @@ class Actor:
             Exception: whatever `handle` raised for this message.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.tell(message, FutureReply(future), low_priority=low_priority)
+        self.tell(message, FutureReply(future), lane=lane)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -301,7 +315,7 @@ class Actor:
         For callbacks that run outside the actor (a lost connection, say) and must
         hand the failure to the supervisor through the actor itself."""
         if self._accepting:
-            self._mailbox.append(Envelope(_Crash(error)))
+            self._lanes[Lane.NORMAL].append(Envelope(_Crash(error)))
             self._wake()
 
     # -- for subclasses ----------------------------------------------------------
@@ -325,8 +339,8 @@ class Actor:
 
     async def _next_batch(self) -> list[Envelope] | None:
         """The next drain, or None once a requested stop has drained the mailbox."""
-        high, low = self._mailbox, self._low_priority
-        while not high and not low:
+        lanes = self._lanes
+        while not (lanes[0] or lanes[1] or lanes[2]):
             if self._stop_requested:
                 return None
             self._wakeup = asyncio.get_running_loop().create_future()
@@ -334,18 +348,30 @@ class Actor:
                 await self._wakeup
             finally:
                 self._wakeup = None
+        urgent, normal, low = lanes
         size = self.max_batch
         batch: list[Envelope] = []
-        while high and len(batch) < size:
-            if type(high[0].message) is _Crash:
-                if not batch:
-                    batch.append(high.popleft())
-                return batch
-            batch.append(high.popleft())
-        take = max(size - len(batch), 1)
-        while low and take:
-            batch.append(low.popleft())
-            take -= 1
+        if urgent:
+            room = max(size - bool(normal) - bool(low), 1)
+            while urgent and room:
+                batch.append(urgent.popleft())
+                room -= 1
+        if normal:
+            # A crash (queued in the normal lane, after what was there) ends the drain
+            # before it, and is a drain of its own.
+            room = max(size - len(batch) - bool(low), 1)
+            while normal and room:
+                if type(normal[0].message) is _Crash:
+                    if not batch:
+                        batch.append(normal.popleft())
+                    return batch
+                batch.append(normal.popleft())
+                room -= 1
+        if low:
+            room = min(max(size - len(batch), 1), self.max_low_per_batch)
+            while low and room:
+                batch.append(low.popleft())
+                room -= 1
         return batch
 
     async def _run(self) -> None:
@@ -382,7 +408,7 @@ class Actor:
 
     def _reject_pending(self) -> None:
         dead = ActorDeadError(f"actor {self.name} stopped")
-        for lane in (self._mailbox, self._low_priority):
+        for lane in self._lanes:
             while lane:
                 self.reject(lane.popleft(), dead)
 
@@ -421,12 +447,12 @@ class ActorRef:
         """`Actor.mailbox_stats` of the current incarnation (zeros when none runs)."""
         return self._actor.mailbox_stats() if self._actor is not None else _EMPTY_STATS
 
-    def tell(self, message: Any, reply: Reply | None = None, *, low_priority: bool = False) -> None:
+    def tell(self, message: Any, reply: Reply | None = None, *, lane: Lane = Lane.NORMAL) -> None:
         """`Actor.tell` on the current incarnation."""
-        self._current().tell(message, reply, low_priority=low_priority)
+        self._current().tell(message, reply, lane=lane)
 
     async def ask(
-        self, message: Any, timeout: float | None = 5.0, *, low_priority: bool = False
+        self, message: Any, timeout: float | None = 5.0, *, lane: Lane = Lane.NORMAL
     ) -> Any:
         """`Actor.ask` on the current incarnation."""
-        return await self._current().ask(message, timeout, low_priority=low_priority)
+        return await self._current().ask(message, timeout, lane=lane)

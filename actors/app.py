@@ -40,6 +40,8 @@ class RouterConfig:
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
     admin_token: str | None = field(default=None, repr=False)
     """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
+    cursor_secret: bytes | None = field(default=None, repr=False)
+    """Signs the cursors of query pages; random per registry when None."""
 
 
 class Router:
@@ -64,6 +66,7 @@ class Router:
                     mailbox_size=config.registry_mailbox_size,
                     events=self.supervisor.ref("nats-gateway"),
                     limits=config.limits,
+                    cursor_secret=config.cursor_secret,
                 ),
             ),
             ChildSpec(

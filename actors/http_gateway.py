@@ -32,8 +32,8 @@ from protocol import (
     ProtocolError,
     RegistryLimits,
     Status,
-    decode_cursor,
     encode_json,
+    encode_msgpack,
     error_reply,
     top_field,
     validation_path,
@@ -220,60 +220,79 @@ def _as_query_error(error: ProtocolError) -> ProtocolError:
     return error
 
 
+_ENTRY_OVERHEAD = 512
+"""Bytes an entry of the response cache costs beyond its key and body (the dict slot,
+the tuples, the stamp and the object headers), rounded up."""
+
+
 class _ResponseCache:
     """Encoded admin responses, reused while the registry says nothing they show has
     changed (asking costs a mailbox hop; building and encoding a page costs far more).
 
     Keyed by the parsed query, so spellings of one request share an entry, and bounded
-    by bytes: at most `max_bytes` in all, no single body over `max_body`."""
+    by what entries really cost (key, body and overhead): at most `max_bytes` in all,
+    no single body over `max_body`."""
 
     def __init__(self, max_bytes: int = 32 * 2**20, max_body: int = 2**20) -> None:
         self._max_bytes = max_bytes
         self._max_body = max_body
-        self._bytes = 0
-        self._entries: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
+        self.bytes = 0
+        """What the entries cost now."""
+        self._entries: OrderedDict[bytes, tuple[Any, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     async def read(self, request: web.Request, query: ListServices | GetService) -> web.Response:
+        key = cache_key(query)
+        cached = self._entries.get(key)
         try:
-            key = _cache_key(query)
-            cached = self._entries.get(key)
             known = msgspec.structs.replace(query, known=cached[0] if cached else ())
             answer = await request.app[REGISTRY].read_if_changed(known)
         except ProtocolError as error:
             raise _as_query_error(error) from None
         if answer is UNCHANGED:
             assert cached is not None
-            self._entries.move_to_end(key)
+            if key in self._entries:  # (another request may have evicted it meanwhile)
+                self._entries.move_to_end(key)
             return web.Response(body=cached[1], content_type="application/json")
         body = encode_json(answer.result)
         self._store(key, answer.stamp, body)
         return web.Response(body=body, content_type="application/json")
 
-    def _store(self, key: Any, stamp: Any, body: bytes) -> None:
+    def _store(self, key: bytes, stamp: Any, body: bytes) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[1])
+            self.bytes -= _cost(key, old[1])
         if len(body) > self._max_body:
             return
         self._entries[key] = (stamp, body)
-        self._bytes += len(body)
-        while self._bytes > self._max_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
+        self.bytes += _cost(key, body)
+        while self.bytes > self._max_bytes:
+            evicted_key, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= _cost(evicted_key, evicted)
 
 
-def _cache_key(query: ListServices | GetService) -> Any:
+def _cost(key: bytes, body: bytes) -> int:
+    return len(key) + len(body) + _ENTRY_OVERHEAD
+
+
+def cache_key(query: ListServices | GetService) -> bytes:
+    """The response cache's key for a query: its parsed fields, encoded. (Cursors are
+    signed by the registry, so a forged one is refused there and never cached.)"""
     request = query.request
     if isinstance(request, GetServiceRequest):
-        return (
-            "get",
-            request.service_name,
-            request.status,
-            request.limit,
-            request.cursor and decode_cursor(request.cursor),
-            tuple(sorted(request.metadata.items())),
+        return encode_msgpack(
+            (
+                "get",
+                request.service_name,
+                request.status,
+                request.limit,
+                request.cursor,
+                sorted(request.metadata.items()),
+            )
         )
-    return ("list", request.status, request.limit, request.cursor and decode_cursor(request.cursor))
+    return encode_msgpack(("list", request.status, request.limit, request.cursor))
 
 
 CACHE = web.AppKey("cache", _ResponseCache)

@@ -19,7 +19,7 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
-from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError, Message
+from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.errors import StartupError
 from actors.registry import Deregister, EventBatch, GetService, Heartbeat, ListServices, Register
 from protocol import (
@@ -86,8 +86,8 @@ class _Route:
     """(request, the largest reply NATS will carry) -> registry message."""
     wrap: Callable[[Any], Any] | None = None
     """Turns the registry's result into the reply Struct (None: it already is one)."""
-    read_only: bool = False
-    """Queries wait behind registrations and heartbeats in the registry's mailbox."""
+    lane: Lane = Lane.NORMAL
+    """The registry's mailbox lane: heartbeats go first, queries last."""
 
 
 def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
@@ -96,7 +96,13 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
 
     return (
         _Route(REGISTER_SUBJECT, "registration", decode_register, lambda r, _: Register(r)),
-        _Route(HEARTBEAT_SUBJECT, "heartbeat", decode_lease_request, lambda r, _: Heartbeat(r)),
+        _Route(
+            HEARTBEAT_SUBJECT,
+            "heartbeat",
+            decode_lease_request,
+            lambda r, _: Heartbeat(r),
+            lane=Lane.URGENT,
+        ),
         _Route(
             DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
         ),
@@ -106,7 +112,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             decode_list_request,
             lambda r, _: ListServices(r),
             lambda result: ListServicesReply(status=Status.OK, result=result),
-            read_only=True,
+            lane=Lane.LOW,
         ),
         _Route(
             GET_SUBJECT,
@@ -115,7 +121,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             # Room for the reply's own fields around the instances.
             lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
             lambda result: GetServiceReply(status=Status.OK, result=result),
-            read_only=True,
+            lane=Lane.LOW,
         ),
     )
 
@@ -285,7 +291,7 @@ class NatsGateway(Actor):
 
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
         decode, make_message, wrap = route.decode, route.message, route.wrap
-        low_priority = route.read_only
+        lane = route.lane
 
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
@@ -296,7 +302,7 @@ class NatsGateway(Actor):
             try:
                 message = make_message(decode(msg.data), self._max_reply)
                 self._registry.tell(
-                    message, _ReplyVia(self._self, reply_to, wrap), low_priority=low_priority
+                    message, _ReplyVia(self._self, reply_to, wrap), lane=lane
                 )
             except ProtocolError as error:
                 log.info(

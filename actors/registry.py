@@ -5,8 +5,9 @@ Every mutation and query is a message in the actor's mailbox, so concurrent
 registrations need no locks. The actor takes its mailbox in drains: each message
 is applied to the `RegistryState` (pure, registry_state.py), then, once per drain,
 the changes are logged, their events handed to the publisher, the replies
-delivered and the lease timer re-armed. Queries travel in the mailbox's
-low-priority lane: registrations and heartbeats go ahead of them.
+delivered and the lease timer re-armed. Heartbeats travel in the mailbox's urgent
+lane, queries in its low lane: a flood of either cannot hold up the other, nor
+registrations.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, Final
 
 import structlog
 
-from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, MailboxFullError, Message
+from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.registry_state import RegistryState, Transition
+from actors.stall import StallClock
 from protocol import (
     GetServiceRequest,
     LeasePolicy,
@@ -153,11 +155,17 @@ class RegistryActor(Actor):
         mailbox_size: int = 0,
         events: ActorRef | None = None,
         limits: RegistryLimits | None = None,
+        cursor_secret: bytes | None = None,
     ) -> None:
         """`events` is the actor that publishes change events (it gets one
-        `EventBatch` per drain); without one, events are not published."""
+        `EventBatch` per drain); without one, events are not published.
+        `cursor_secret` signs query cursors (see `RegistryState`)."""
         super().__init__("registry", mailbox_size=mailbox_size)
-        self.state = RegistryState(policy, limits=limits)
+        policy = policy or LeasePolicy()
+        self._clock = StallClock(threshold=max(0.05, min(1.0, policy.lease_ttl / 4)))
+        self.state = RegistryState(
+            policy, limits=limits, clock=self._clock, cursor_secret=cursor_secret
+        )
         self._events = events
         self.events_dropped = 0
         """Events lost because the publisher was not running (watchers notice the gap
@@ -170,7 +178,11 @@ class RegistryActor(Actor):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
+    async def on_start(self) -> None:
+        self._clock.start()
+
     async def on_stop(self) -> None:
+        self._clock.stop()
         if self._timer is not None:
             self._timer.cancel()
 
@@ -291,8 +303,11 @@ class RegistryActor(Actor):
 
     def _arm_timer(self) -> None:
         deadline = self.state.next_deadline()
-        if deadline is None or deadline >= self._timer_at:
-            return  # nothing to expire, or the armed timer fires in time (checked cheaply)
+        if deadline is None:
+            return
+        deadline = self._clock.to_monotonic(deadline)
+        if deadline >= self._timer_at:
+            return  # the armed timer fires in time (checked cheaply)
         loop = asyncio.get_running_loop()
         at = max(deadline, loop.time() + _TIMER_SLACK)
         if at >= self._timer_at:
@@ -331,8 +346,8 @@ class RegistryClient:
 
     Errors meant for the caller arrive as `ProtocolError` (409, 403, 404 ...); a
     registry that is not running raises `ActorDeadError`, a full mailbox
-    `MailboxFullError`, no answer in time `AskTimeoutError`. Queries use the
-    mailbox's low-priority lane."""
+    `MailboxFullError`, no answer in time `AskTimeoutError`. Heartbeats use the
+    mailbox's urgent lane, queries its low lane."""
 
     __slots__ = ("ref", "timeout")
 
@@ -352,7 +367,7 @@ class RegistryClient:
 
     async def heartbeat(self, request: LeaseRequest) -> LeaseReply:
         """Renew a lease (403 not the owner, 404 unknown)."""
-        reply: LeaseReply = await self.ref.ask(Heartbeat(request), self.timeout)
+        reply: LeaseReply = await self.ref.ask(Heartbeat(request), self.timeout, lane=Lane.URGENT)
         return reply
 
     async def deregister(self, request: LeaseRequest) -> LeaseReply:
@@ -363,7 +378,7 @@ class RegistryClient:
     async def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
         """A page of services with their instance counts."""
         query = ListServices(request or ListServicesRequest())
-        services: ServiceList = await self.ref.ask(query, self.timeout, low_priority=True)
+        services: ServiceList = await self.ref.ask(query, self.timeout, lane=Lane.LOW)
         return services
 
     async def get_service(
@@ -374,7 +389,7 @@ class RegistryClient:
         if isinstance(request, str):
             request = GetServiceRequest(service_name=request, status=None, limit=1000)
         query = GetService(request, missing_ok=missing_ok)
-        detail: ServiceDetail = await self.ref.ask(query, self.timeout, low_priority=True)
+        detail: ServiceDetail = await self.ref.ask(query, self.timeout, lane=Lane.LOW)
         return detail
 
     async def read_if_changed(self, query: ListServices | GetService) -> Any:
@@ -382,4 +397,4 @@ class RegistryClient:
         Build the query with `known=()` when nothing is known yet."""
         if query.known is None:
             raise ValueError("read_if_changed needs a query built with known (() for none)")
-        return await self.ref.ask(query, self.timeout, low_priority=True)
+        return await self.ref.ask(query, self.timeout, lane=Lane.LOW)

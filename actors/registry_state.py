@@ -19,7 +19,7 @@ import itertools
 import secrets
 import sys
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -119,15 +119,17 @@ class _Service:
     """One service's instances, with what queries need kept up to date: the count per
     status, and the ids in sorted order (built on first use, then maintained)."""
 
-    __slots__ = ("_sorted_ids", "counts", "instances", "serial", "version")
+    __slots__ = ("_sorted_ids", "counts", "instances", "revision", "serial", "version")
 
-    def __init__(self, serial: int) -> None:
+    def __init__(self, serial: int, revision: int) -> None:
         self.serial = serial
         """Unique within the registry: a service emptied and created again is another."""
         self.instances: dict[str, _Record] = {}
         self.counts: dict[InstanceStatus, int] = {}
         self.version = 0
         """+1 with every change to any of its instances, heartbeats included."""
+        self.revision = revision
+        """Registry revision of its last change: the `previous_revision` of its next event."""
         self._sorted_ids: list[str] | None = None
 
     def sorted_ids(self) -> list[str]:
@@ -139,25 +141,35 @@ class _Service:
         self.instances[record.instance_id] = record
         if self._sorted_ids is not None:
             bisect.insort(self._sorted_ids, record.instance_id)
-        self.count(record.status, +1)
 
     def remove(self, record: _Record) -> None:
         del self.instances[record.instance_id]
         if self._sorted_ids is not None:
             del self._sorted_ids[bisect.bisect_left(self._sorted_ids, record.instance_id)]
-        self.count(record.status, -1)
 
-    def count(self, status: InstanceStatus, delta: int) -> None:
+    def count(self, status: InstanceStatus, delta: int) -> bool:
+        """Move the count of `status` by `delta`; True when that status appeared in or
+        left the service (0 <-> 1)."""
         self.version += 1
-        left = self.counts.get(status, 0) + delta
+        before = self.counts.get(status, 0)
+        left = before + delta
         if left:
             self.counts[status] = left
         else:
             del self.counts[status]
+        return not before or not left
 
 
 _VIEW_BYTES = 320
 """Upper bound of an instance view's msgpack size, metadata aside."""
+SCAN_BUDGET = 2_000
+"""Most entries one query page looks at. A filter that matches little ends the page
+early, with a cursor to go on from: each query costs the registry a bounded time,
+however large the registry and however selective the filter."""
+_EMPTIED_KEPT = 10_000
+"""Services emptied recently whose last revision is kept, so that their next event
+still links to the one before; older ones are forgotten (a cache then resyncs)."""
+_HEAP_SLACK = 1_024
 
 
 class RegistryState:
@@ -174,15 +186,19 @@ class RegistryState:
         limits: RegistryLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        cursor_secret: bytes | None = None,
     ) -> None:
+        """`cursor_secret` signs the cursors of query pages (routers that serve one
+        registry share it); by default a random one."""
         self.policy = policy or LeasePolicy()
         self.limits = limits or RegistryLimits()
         self.live = 0
         """Instances not OFFLINE (what `limits.max_instances` caps)."""
-        self._offline: deque[_Record] = deque()
-        """OFFLINE records in the order they went OFFLINE (stale entries skipped): the
-        oldest is forgotten early when they would outnumber `limits.max_instances`."""
+        self._offline: dict[_Record, None] = {}
+        """OFFLINE records in the order they went OFFLINE (an ordered set): the oldest
+        is forgotten early when they would outnumber `limits.max_instances`."""
         self.offline = 0
+        self._cursor_secret = cursor_secret or secrets.token_bytes(16)
         self._clock = clock
         self._wall = wall_clock
         self._services: dict[str, _Service] = {}
@@ -193,9 +209,10 @@ class RegistryState:
         self.epoch = secrets.token_hex(8)
         """Random id of this registry incarnation: state and revisions start afresh."""
         self.revision = 0
-        self._service_revisions: dict[str, int] = {}
-        """Revision of each service's last change; kept when a service empties, so
-        that its next event still links to the one before."""
+        self._emptied: OrderedDict[str, int] = OrderedDict()
+        """Last revision of recently emptied services (at most `_EMPTIED_KEPT`)."""
+        self._services_in: dict[InstanceStatus, int] = {}
+        """How many services have instances in each status."""
         self.transitions: list[Transition] = []
         """Changes since the owner last took them (`take_transitions`)."""
         self._ttl_delta = timedelta(seconds=self.policy.lease_ttl)
@@ -217,15 +234,12 @@ class RegistryState:
         if record is None or record.status is OFFLINE:
             self._check_room(service, request)
             if service is None:  # only now: a refused registration leaves nothing behind
-                service = self._services[request.service_name] = _Service(next(self._sequence))
-                if self._sorted_names is not None:
-                    bisect.insort(self._sorted_names, request.service_name)
+                service = self._add_service(request.service_name)
             if record is not None:  # an OFFLINE record, replaced
-                record.generation = -1
-                self.offline -= 1
-                service.remove(record)
+                self._drop(service, record)
             record = _Record(request, now, wall, now + self.policy.lease_ttl)
             service.add(record)
+            self._count(service, ONLINE, +1)
             self.live += 1
             self._push(record)
             view = self._note(record, None, EventType.REGISTERED, "registered")
@@ -315,32 +329,37 @@ class RegistryState:
 
     def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
         """A page of services sorted by name, with instance counts per status. With a
-        `status`, only services that have instances in that status, counted by it."""
+        `status`, only services that have instances in that status, counted by it.
+        A page looks at no more than `SCAN_BUDGET` services: it may hold fewer than
+        `limit` (even none) and still have a `next_cursor`."""
         request = request or ListServicesRequest()
         status = request.status
         names = self._names()
         start = 0
         if request.cursor is not None:
-            start = bisect.bisect_right(names, decode_cursor(request.cursor))
+            start = bisect.bisect_right(names, self._resume_after(request.cursor))
         page: list[ServiceSummary] = []
         next_cursor = None
         services = self._services
-        for index in range(start, len(names)):
+        end = min(len(names), start + SCAN_BUDGET)
+        for index in range(start, end):
             name = names[index]
             service = services[name]
             count = service.counts.get(status, 0) if status is not None else len(service.instances)
             if not count:
                 continue
             if len(page) == request.limit:
-                next_cursor = encode_cursor(page[-1].service_name)
+                next_cursor = self._cursor(page[-1].service_name)
                 break
             page.append(
-                ServiceSummary(service_name=name, instance_count=count, status_counts=dict(service.counts))
+                ServiceSummary(
+                    service_name=name, instance_count=count, status_counts=dict(service.counts)
+                )
             )
-        if status is None:
-            total = len(names)
         else:
-            total = sum(1 for service in services.values() if status in service.counts)
+            if end < len(names):
+                next_cursor = self._cursor(names[end - 1])
+        total = len(names) if status is None else self._services_in.get(status, 0)
         return ServiceList(
             services=page,
             total=total,
@@ -358,7 +377,8 @@ class RegistryState:
     ) -> ServiceDetail:
         """A page of one service's instances sorted by id, filtered by status and
         metadata. `max_bytes` bounds the page's encoded size (a NATS reply must fit
-        in the server's max payload): the page then ends early, with a cursor.
+        in the server's max payload): the page then ends early, with a cursor. As for
+        `list_services`, a page looks at no more than `SCAN_BUDGET` instances.
 
         Raises:
             ProtocolError: 404 when the registry holds no instance of that service
@@ -381,33 +401,37 @@ class RegistryState:
             ids, instances = service.sorted_ids(), service.instances
         start = 0
         if request.cursor is not None:
-            start = bisect.bisect_right(ids, decode_cursor(request.cursor))
+            start = bisect.bisect_right(ids, self._resume_after(request.cursor))
         page: list[Instance] = []
         next_cursor = None
         budget = max(max_bytes, 0) if max_bytes is not None else None
         status, wanted = request.status, request.metadata
-        for index in range(start, len(ids)):
+        end = min(len(ids), start + SCAN_BUDGET)
+        for index in range(start, end):
             record = instances[ids[index]]
             if status is not None and record.status is not status:
                 continue
             if wanted and not _metadata_matches(record.metadata, wanted):
                 continue
             if len(page) == request.limit:
-                next_cursor = encode_cursor(page[-1].instance_id)
+                next_cursor = self._cursor(page[-1].instance_id)
                 break
             if budget is not None:
                 budget -= _record_size(record)
                 if budget < 0 and page:  # (a page always holds at least one instance)
-                    next_cursor = encode_cursor(page[-1].instance_id)
+                    next_cursor = self._cursor(page[-1].instance_id)
                     break
             page.append(self._view(record))
+        else:
+            if end < len(ids):
+                next_cursor = self._cursor(ids[end - 1])
         return ServiceDetail(
             service_name=name,
             instances=page,
             next_cursor=next_cursor,
             epoch=self.epoch,
             revision=self.revision,
-            service_revision=self._service_revisions.get(name, 0),
+            service_revision=service.revision if service else self._emptied.get(name, 0),
             router_uptime=round(self._clock() - self._started, 3),
             lease_ttl=self.policy.lease_ttl,
         )
@@ -461,9 +485,13 @@ class RegistryState:
         if status is OFFLINE:
             self.live -= 1
         service = self._services[record.service_name]
-        service.count(record.status, -1)
-        service.count(status, +1)
+        self._count(service, record.status, -1)
+        self._count(service, status, +1)
         record.status = status
+
+    def _count(self, service: _Service, status: InstanceStatus, delta: int) -> None:
+        if service.count(status, delta):
+            self._services_in[status] = self._services_in.get(status, 0) + delta
 
     def _renew(self, record: _Record, now: float, wall: float, reason: str) -> None:
         self._services[record.service_name].version += 1
@@ -496,34 +524,48 @@ class RegistryState:
 
     def _forget(self, record: _Record, reason: str) -> None:
         """Remove an OFFLINE record for good."""
-        record.generation = -1
-        self.offline -= 1
-        offline = self._offline
-        while offline and offline[0].generation < 0:
-            offline.popleft()  # forgotten or replaced already
         self._note(record, OFFLINE, EventType.REMOVED, reason)
         service = self._services[record.service_name]
-        service.remove(record)
+        self._drop(service, record)
         if not service.instances:
-            del self._services[record.service_name]
-            if self._sorted_names is not None:
-                self._sorted_names.remove(record.service_name)
+            self._remove_service(record.service_name, service)
+
+    def _drop(self, service: _Service, record: _Record) -> None:
+        """Take an OFFLINE record out of every structure (its heap entry goes stale)."""
+        record.generation = -1
+        self.offline -= 1
+        del self._offline[record]
+        service.remove(record)
+        self._count(service, OFFLINE, -1)
 
     def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
         old = record.status
         self._set_status(record, OFFLINE)
         self.offline += 1
-        self._offline.append(record)
+        self._offline[record] = None
         while self.offline > self.limits.max_instances:
             # Register/deregister churn must not hold memory without bound: forget the
             # oldest OFFLINE record before its retention ends.
-            oldest = self._offline.popleft()
-            if oldest.status is OFFLINE and oldest.generation >= 0:
-                self._forget(oldest, "forgotten early: too many OFFLINE records")
+            self._forget(next(iter(self._offline)), "forgotten early: too many OFFLINE records")
         record.deadline = since + self.policy.offline_retention
         record.generation += 1
         self._push(record)
         self._note(record, old, kind, reason)
+
+    def _add_service(self, name: str) -> _Service:
+        service = _Service(next(self._sequence), self._emptied.pop(name, 0))
+        self._services[name] = service
+        if self._sorted_names is not None:
+            bisect.insort(self._sorted_names, name)
+        return service
+
+    def _remove_service(self, name: str, service: _Service) -> None:
+        del self._services[name]
+        if self._sorted_names is not None:
+            del self._sorted_names[bisect.bisect_left(self._sorted_names, name)]
+        self._emptied[name] = service.revision
+        if len(self._emptied) > _EMPTIED_KEPT:
+            self._emptied.popitem(last=False)
 
     def _names(self) -> list[str]:
         if self._sorted_names is None:
@@ -531,30 +573,39 @@ class RegistryState:
         return self._sorted_names
 
     def _push(self, record: _Record) -> None:
-        heapq.heappush(
-            self._deadlines, (record.deadline, next(self._sequence), record.generation, record)
-        )
+        heap = self._deadlines
+        heapq.heappush(heap, (record.deadline, next(self._sequence), record.generation, record))
+        if len(heap) > 2 * (self.live + self.offline) + _HEAP_SLACK:
+            # Entries of renewed, replaced or forgotten records are skipped when they
+            # come up, but until then they hold their record: under churn they must
+            # not pile up. (In place: `expire` holds the list.)
+            heap[:] = [entry for entry in heap if entry[2] == entry[3].generation]
+            heapq.heapify(heap)
 
     def _note(
         self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
     ) -> Instance:
         """Record a change: bump the revision, queue its event; returns the view."""
         self.revision += 1
-        name = record.service_name
+        service = self._services[record.service_name]
         event = RegistryEvent(
             epoch=self.epoch,
             revision=self.revision,
-            previous_revision=self._service_revisions.get(name, 0),
+            previous_revision=service.revision,
             type=kind,
             instance=self._view(record),
         )
-        self._service_revisions[name] = self.revision
-        service = self._services.get(name)
-        if service is not None:
-            service.version += 1
+        service.revision = self.revision
+        service.version += 1
         new = None if kind is EventType.REMOVED else record.status
         self.transitions.append(Transition(event, old, new, reason))
         return event.instance
+
+    def _cursor(self, last_key: str) -> str:
+        return encode_cursor(last_key, self._cursor_secret)
+
+    def _resume_after(self, cursor: str) -> str:
+        return decode_cursor(cursor, self._cursor_secret)
 
     def _view(self, record: _Record) -> Instance:
         """The wire view (built afresh: keeping one per record would cost ~200 bytes

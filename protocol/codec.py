@@ -8,6 +8,8 @@ offending field path in `details.field`.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import math
 import re
 from datetime import date, datetime
@@ -150,6 +152,13 @@ def decode_register_request(
     """
     check_payload_size(data)
     request = _decode_request(_register_request_decoder, data)
+    if isinstance(request.timestamp, float) and not math.isfinite(request.timestamp):
+        raise _invalid(
+            ErrorCode.INVALID_FIELD,
+            "Invalid field $.timestamp: numbers must be finite (NaN and infinity have no "
+            f"JSON form). Hint: {_FIELD_HINTS['$.timestamp']}.",
+            "$.timestamp",
+        )
     if request.metadata:
         check_metadata(request.metadata, len(data), max_metadata_bytes)
     return request
@@ -173,25 +182,37 @@ def decode_get_request(data: bytes) -> GetServiceRequest:
     return _decode_request(_get_request_decoder, data)
 
 
-_CURSOR_PREFIX = b"c1:"
+_CURSOR_VERSION = b"\x02"
+_CURSOR_MAC_BYTES = 8
 _CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def encode_cursor(last_key: str) -> str:
-    """An opaque cursor that resumes a listing after `last_key`."""
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + last_key.encode()).decode().rstrip("=")
+def encode_cursor(last_key: str, secret: bytes) -> str:
+    """An opaque cursor that resumes a listing after `last_key`, signed with `secret`
+    so that only cursors this registry handed out are accepted."""
+    key = last_key.encode()
+    mac = hmac.new(secret, _CURSOR_VERSION + key, hashlib.sha256).digest()[:_CURSOR_MAC_BYTES]
+    return base64.urlsafe_b64encode(_CURSOR_VERSION + key + mac).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, field: str = "$.cursor") -> str:
+def decode_cursor(cursor: str, secret: bytes, field: str = "$.cursor") -> str:
     """The key a cursor resumes after.
 
     Raises:
-        ProtocolError: 400 `invalid_field` when the cursor was not made by this router.
+        ProtocolError: 400 `invalid_field` when the cursor was not made by this
+            registry (forged, altered, or from another registry).
     """
     try:
         if _CURSOR_CHARS.fullmatch(cursor):  # strict: one cursor, one spelling
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            if raw.startswith(_CURSOR_PREFIX) and encode_cursor(key := raw[len(_CURSOR_PREFIX) :].decode()) == cursor:
+            body, mac = raw[:-_CURSOR_MAC_BYTES], raw[-_CURSOR_MAC_BYTES:]
+            expected = hmac.new(secret, body, hashlib.sha256).digest()[:_CURSOR_MAC_BYTES]
+            if (
+                len(body) > 1
+                and body[:1] == _CURSOR_VERSION
+                and hmac.compare_digest(mac, expected)
+                and encode_cursor(key := body[1:].decode(), secret) == cursor
+            ):
                 return key
     except (ValueError, UnicodeDecodeError):
         pass

@@ -561,7 +561,7 @@ async def test_status_null_is_rejected_like_any_other_unknown_status(
         "status=bogus&status=ONLINE",
         "limit=-1&limit=10",
         "limit=1&limit=1000",
-        "cursor=garbage&cursor=" + encode_cursor("orders"),
+        "cursor=garbage&cursor=" + encode_cursor("orders", b"any-secret"),
     ],
 )
 async def test_a_repeated_parameter_with_an_invalid_value_is_rejected(

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from tests.conftest import incarnation
-
-from actors.actor import Envelope
-
 import asyncio
 from typing import Any
 
 import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
+from actors.actor import Envelope, Lane
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from protocol import METADATA_MAX_BYTES, REGISTER_SUBJECT
@@ -26,17 +24,25 @@ from sdk import (
     RouterUnavailableError,
     ServiceClient,
 )
+from tests.support.actors import incarnation
+from tests.support.nats_requests import nats_request
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
 FAST = Backoff(initial=0.01, maximum=0.02)
 
 
-async def raw_request(nc: NatsClient, payload: Any) -> dict[str, Any]:
-    data = payload if isinstance(payload, bytes) else msgpack.packb(payload)
-    reply = await nc.request(REGISTER_SUBJECT, data, timeout=5)
-    decoded: dict[str, Any] = msgpack.unpackb(reply.data, timestamp=3)
-    return decoded
+async def listen(nc: NatsClient, subject: str) -> list[bytes]:
+    """The payloads published on `subject` from now on, collected and left unanswered."""
+    payloads: list[bytes] = []
+
+    async def collect(msg: Msg) -> None:
+        payloads.append(msg.data)
+
+    await nc.subscribe(subject, cb=collect)
+    await nc.flush()
+    return payloads
 
 
 async def test_sdk_registers_an_instance_and_gets_typed_info(
@@ -107,13 +113,7 @@ async def test_no_router_means_503_after_retries(nats_server: NatsServerProcess)
 async def test_silent_router_means_504_after_retries(
     nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
-    seen: list[bytes] = []
-
-    async def swallow(msg: Any) -> None:
-        seen.append(msg.data)
-
-    await nc.subscribe(REGISTER_SUBJECT, cb=swallow)
-    await nc.flush()
+    seen = await listen(nc, REGISTER_SUBJECT)
     async with ServiceClient(nats_server.url, timeout=0.2, retries=1, backoff=FAST) as client:
         with pytest.raises(RouterTimeoutError) as caught:
             await client.register("orders", "orders-1")
@@ -124,13 +124,7 @@ async def test_silent_router_means_504_after_retries(
 async def test_sdk_does_not_retry_a_conflict(
     router: Router, nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
-    requests: list[bytes] = []
-
-    async def count(msg: Any) -> None:
-        requests.append(msg.data)
-
-    await nc.subscribe(REGISTER_SUBJECT, cb=count)
-    await nc.flush()
+    requests = await listen(nc, REGISTER_SUBJECT)
     async with ServiceClient(nats_server.url) as owner, ServiceClient(nats_server.url) as other:
         await owner.register("orders", "orders-1")
         with pytest.raises(ConflictError):
@@ -158,12 +152,12 @@ async def test_sdk_retry_after_lost_reply_is_idempotent(
             await release.wait()
         await original_handle(batch)
 
-    def release_on_retry(message: Any, reply: Any = None, *, low_priority: bool = False) -> None:
+    def release_on_retry(message: Any, reply: Any = None, *, lane: Lane = Lane.NORMAL) -> None:
         nonlocal told
         told += 1
         if told == 2:
             release.set()
-        original_tell(message, reply, low_priority=low_priority)
+        original_tell(message, reply, lane=lane)
 
     monkeypatch.setattr(registry, "handle_batch", hold_first)
     monkeypatch.setattr(registry, "tell", release_on_retry)
@@ -186,23 +180,15 @@ async def test_sdk_accepts_an_already_connected_client_and_leaves_it_open(
 
 
 async def test_sdk_cannot_connect_is_503() -> None:
-    from tests.conftest import free_port
-
     client = ServiceClient(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
     with pytest.raises(RouterUnavailableError):
         await client.connect()
 
 
 async def test_foreign_client_with_plain_msgpack_dict_registers(router: Router, nc: NatsClient) -> None:
-    reply = await raw_request(
-        nc,
-        {
-            "service_name": "orders",
-            "instance_id": "orders-1",
-            "metadata": {"zone": "a"},
-            "session_id": "foreign-session-0001",
-        },
-    )
+    session = "foreign-session-0001"
+    registration = {"service_name": "orders", "instance_id": "orders-1", "session_id": session}
+    reply = await nats_request(nc, REGISTER_SUBJECT, {**registration, "metadata": {"zone": "a"}})
     assert reply["status"] == 201
     instance = reply["instance"]
     assert instance["service_name"] == "orders"
@@ -210,17 +196,16 @@ async def test_foreign_client_with_plain_msgpack_dict_registers(router: Router, 
     assert instance["metadata"] == {"zone": "a"}
     assert "session_id" not in instance
     assert instance["registered_at"].tzinfo is not None
-    again = await raw_request(
-        nc, {"service_name": "orders", "instance_id": "orders-1", "session_id": "foreign-session-0001"}
-    )
+    again = await nats_request(nc, REGISTER_SUBJECT, registration)
     assert again["status"] == 200
 
 
 async def test_foreign_client_conflict_reply_carries_the_existing_instance(
     router: Router, nc: NatsClient
 ) -> None:
-    await raw_request(nc, {"service_name": "orders", "instance_id": "orders-1"})
-    reply = await raw_request(nc, {"service_name": "orders", "instance_id": "orders-1"})
+    anonymous = {"service_name": "orders", "instance_id": "orders-1"}
+    await nats_request(nc, REGISTER_SUBJECT, anonymous)
+    reply = await nats_request(nc, REGISTER_SUBJECT, anonymous)
     assert reply["status"] == 409
     assert reply["error"]["code"] == "instance_conflict"
     assert reply["error"]["details"]["existing"]["instance_id"] == "orders-1"
@@ -245,7 +230,7 @@ async def test_foreign_client_conflict_reply_carries_the_existing_instance(
 async def test_invalid_requests_get_400_and_leave_the_registry_unchanged(
     router: Router, nc: NatsClient, payload: Any, code: str, field: str
 ) -> None:
-    reply = await raw_request(nc, payload)
+    reply = await nats_request(nc, REGISTER_SUBJECT, payload)
     assert reply["status"] == 400
     assert reply["error"]["code"] == code
     assert reply["error"]["details"]["field"] == field
@@ -258,7 +243,7 @@ async def test_request_without_reply_subject_is_dropped_and_counted(
     await nc.publish(REGISTER_SUBJECT, msgpack.packb({"service_name": "a", "instance_id": "b"}))
     await nc.flush()
     # A request that does get a reply, sent after, proves the first was processed.
-    await raw_request(nc, {"service_name": "c", "instance_id": "d"})
+    await nats_request(nc, REGISTER_SUBJECT, {"service_name": "c", "instance_id": "d"})
     assert (await router.nats_gateway.stats()).dropped_without_reply == 1
 
 
