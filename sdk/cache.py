@@ -18,12 +18,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Self
 
 from protocol import Instance, InstanceStatus, RegistryEvent, ServiceDetail
 
 if TYPE_CHECKING:
-    from sdk.client import ServiceClient
+    from sdk.client import EventSubscription, ServiceClient
 
 __all__ = ["ServiceCache"]
 
@@ -66,7 +66,7 @@ class ServiceCache:
         self._lease_ttl = _DEFAULT_CHECK_INTERVAL
         self._grace_until: float | None = None
         self._queue: asyncio.Queue[RegistryEvent | _Check] = asyncio.Queue()
-        self._subscription: Any = None
+        self._subscription: EventSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.resyncs = 0
@@ -93,7 +93,7 @@ class ServiceCache:
 
     async def start(self) -> None:
         """Subscribe to events, read the first snapshot, and keep the view fresh."""
-        self._subscription = await self._client._subscribe_events(
+        self._subscription = await self._client.subscribe_events(
             self.service_name, self._queue.put_nowait
         )
         try:
@@ -114,7 +114,7 @@ class ServiceCache:
                 await self._subscription.unsubscribe()
             self._subscription = None
 
-    async def __aenter__(self) -> ServiceCache:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -171,7 +171,7 @@ class ServiceCache:
         if self._grace_until is not None and loop.time() >= self._grace_until:
             await self._resync()
             return
-        probe = await self._client._service_stamp(self.service_name)
+        probe = await self._client.service_stamp(self.service_name)
         if (probe.epoch, probe.service_revision) != (self.epoch, self.service_revision):
             log.info("service cache %s is behind the router; resyncing", self.service_name)
             await self._resync()
@@ -236,5 +236,5 @@ class ServiceCache:
         if self._on_change is not None:
             try:
                 self._on_change(self)
-            except Exception:  # noqa: BLE001 - a user callback must not stop the cache
+            except Exception:  # a user callback must not stop the cache
                 log.exception("service cache on_change callback failed")

@@ -6,24 +6,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
-    HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
     MAX_REQUEST_BYTES,
     REGISTER_SUBJECT,
@@ -34,12 +34,12 @@ from protocol import (
     InstanceStatus,
     LeaseRequest,
     ListServicesRequest,
-    RegistryEvent,
-    ServiceDetail,
-    ServiceSummary,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
+    RegistryEvent,
+    ServiceDetail,
+    ServiceSummary,
     Status,
     decode_event,
     decode_get_reply,
@@ -50,6 +50,7 @@ from protocol import (
     encode_msgpack,
     events_subject,
 )
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 from sdk.errors import (
     InvalidRequestError,
     RegistryError,
@@ -58,13 +59,13 @@ from sdk.errors import (
     RouterUnavailableError,
     error_from_reply,
 )
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
+from sdk.leases import DEFAULT_HEARTBEAT_INTERVAL, LeaseKeeper
 from sdk.retry import Backoff
 
 if TYPE_CHECKING:
     from sdk.cache import ServiceCache
 
-__all__ = ["Registration", "ServiceClient"]
+__all__ = ["EventSubscription", "Registration", "ServiceClient", "ServiceStamp"]
 
 log = logging.getLogger("ipc_router.sdk")
 
@@ -88,7 +89,6 @@ _TRANSIENT_NATS_ERRORS = (
     nats.errors.FlushTimeoutError,
     ConnectionError,
 )
-_DEFAULT_HEARTBEAT_INTERVAL = 1.0
 _CONSISTENT_READ_ATTEMPTS = 5
 
 
@@ -109,15 +109,26 @@ class Registration:
     """Seconds without a heartbeat before the router marks the instance UNHEALTHY."""
 
 
-@dataclass(slots=True)
-class _Lease:
-    """An instance this client keeps alive."""
+@dataclass(frozen=True, slots=True)
+class ServiceStamp:
+    """Where one service stands in the router's history (`ServiceClient.service_stamp`).
 
-    service_name: str
-    instance_id: str
-    metadata: dict[str, Any]
-    heartbeat: bytes
-    reregistering: asyncio.Task[None] | None = field(default=None)
+    Two stamps of the same service are equal when nothing changed in between."""
+
+    epoch: str
+    """The router incarnation: a new one after every router restart."""
+    revision: int
+    """Registry-wide revision at the time of the read."""
+    service_revision: int
+    """Revision of the service's last change (0: none in this epoch)."""
+
+
+class EventSubscription(Protocol):
+    """A subscription made by `ServiceClient.subscribe_events`."""
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving events."""
+        ...
 
 
 class ServiceClient:
@@ -169,16 +180,19 @@ class ServiceClient:
         self._session_id = secrets.token_urlsafe(24)
         self._heartbeat_enabled = heartbeat
         self._deregister_on_exit = deregister_on_exit
-        self._leases: dict[tuple[str, str], _Lease] = {}
-        self._heartbeat_interval = _DEFAULT_HEARTBEAT_INTERVAL
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._leases = LeaseKeeper(
+            self._session_id,
+            send_request=self._request_once,
+            register_again=self._register,
+            deregister_once=self._deregister_once,
+        )
         self._sigterm_installed = False
         self._closing = False
         self._caches: set[ServiceCache] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def __aenter__(self) -> ServiceClient:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -214,15 +228,11 @@ class ServiceClient:
         if self._closing:
             return
         self._closing = True
+        # Beats stop first, so that no reply arriving while the caches close acts.
+        await self._leases.stop()
         for cache in list(self._caches):
             await cache.close()
-        await self._stop_heartbeats()
-        if self._nc is not None and self._leases:
-            await asyncio.gather(
-                *(self._deregister_once(lease) for lease in list(self._leases.values())),
-                return_exceptions=True,
-            )
-        self._leases.clear()
+        await self._leases.close()
         if self._sigterm_installed:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
@@ -252,23 +262,9 @@ class ServiceClient:
         reply = await self._register(service_name, instance_id, metadata)
         instance = reply.instance
         assert instance is not None
-        self._heartbeat_interval = reply.heartbeat_interval or _DEFAULT_HEARTBEAT_INTERVAL
-        key = (service_name, instance_id)
-        if key not in self._leases:
-            self._leases[key] = _Lease(
-                service_name,
-                instance_id,
-                metadata,
-                encode_msgpack(
-                    LeaseRequest(
-                        service_name=service_name,
-                        instance_id=instance_id,
-                        session_id=self._session_id,
-                    )
-                ),
-            )
-        else:
-            self._leases[key].metadata = metadata
+        interval = reply.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL
+        self._leases.interval = interval
+        self._leases.hold(service_name, instance_id, metadata)
         self._start_heartbeats()
         return Registration(
             service_name=instance.service_name,
@@ -277,8 +273,8 @@ class ServiceClient:
             metadata=instance.metadata,
             registered_at=instance.registered_at,
             created=reply.status == Status.CREATED,
-            heartbeat_interval=self._heartbeat_interval,
-            lease_ttl=reply.lease_ttl or 3 * self._heartbeat_interval,
+            heartbeat_interval=interval,
+            lease_ttl=reply.lease_ttl or 3 * interval,
         )
 
     async def deregister(self, service_name: str, instance_id: str) -> None:
@@ -288,13 +284,8 @@ class ServiceClient:
             RegistryError: 403 when another client owns the instance; 503/504 as for
                 `register`.
         """
-        lease = self._leases.pop((service_name, instance_id), None)
-        if lease is not None and lease.reregistering is not None:
-            lease.reregistering.cancel()
-            await asyncio.gather(lease.reregistering, return_exceptions=True)
-        payload = encode_msgpack(
-            LeaseRequest(service_name=service_name, instance_id=instance_id, session_id=self._session_id)
-        )
+        await self._leases.release(service_name, instance_id)
+        payload = self._lease_request(service_name, instance_id)
         reply = await self._request(DEREGISTER_SUBJECT, payload, decode_lease_reply)
         if reply.status != Status.OK:
             raise error_from_reply(reply.status, reply.error)
@@ -361,10 +352,16 @@ class ServiceClient:
             if cursor is None:
                 return
 
-    async def _service_stamp(self, service_name: str) -> ServiceDetail:
-        """The first page of one instance: the cheapest way to read the revision stamps."""
+    async def service_stamp(self, service_name: str) -> ServiceStamp:
+        """The revision stamps of `service_name` now, read cheaply (one instance at
+        most is sent): compare them with those of a snapshot from `get_service()` to
+        tell whether anything changed since.
+
+        Raises:
+            RegistryError: as for `get_service`.
+        """
         async for page in self._service_pages(service_name, InstanceStatus.ONLINE, None, limit=1):
-            return page
+            return ServiceStamp(page.epoch, page.revision, page.service_revision)
         raise AssertionError("unreachable: _service_pages yields at least one page")
 
     async def list_services(self, status: InstanceStatus | None = None) -> list[ServiceSummary]:
@@ -407,17 +404,27 @@ class ServiceClient:
         self._caches.add(cache)
         return cache
 
-    async def _subscribe_events(
+    async def subscribe_events(
         self, service_name: str, callback: Callable[[RegistryEvent], None]
-    ) -> Any:
-        async def on_event(msg: Any) -> None:
+    ) -> EventSubscription:
+        """Call `callback(event)` for every change to `service_name` from now on, in
+        the order they arrive, until the returned subscription is unsubscribed.
+
+        When this returns, the server knows the subscription: a snapshot read after
+        it misses no event. Unreadable events are logged and skipped. The callback
+        runs on the event loop and must not block.
+        """
+
+        async def on_event(msg: Msg) -> None:
             event = _decode_event_or_none(msg)
             if event is not None:
                 callback(event)
 
         return await self._subscribe(events_subject(service_name), on_event)
 
-    async def _subscribe(self, subject: str, callback: Any = None) -> Any:
+    async def _subscribe(
+        self, subject: str, callback: Callable[[Msg], Awaitable[None]] | None = None
+    ) -> Subscription:
         self._check_open()
         if self._nc is None:
             await self.connect()
@@ -437,7 +444,7 @@ class ServiceClient:
     @property
     def registered(self) -> list[tuple[str, str]]:
         """(service_name, instance_id) of every instance this client keeps alive."""
-        return list(self._leases)
+        return self._leases.held
 
     async def _register(
         self, service_name: str, instance_id: str, metadata: dict[str, Any]
@@ -506,117 +513,51 @@ class ServiceClient:
         last.details.setdefault("attempts", self.retries + 1)
         raise last
 
-    # -- heartbeats --------------------------------------------------------------
-
-    def _start_heartbeats(self) -> None:
-        if not self._heartbeat_enabled or self._closing:
-            return
-        if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.create_task(
-                self._heartbeat_loop(), name="ipc-router-heartbeats"
-            )
-
-    async def _stop_heartbeats(self) -> None:
-        tasks = [lease.reregistering for lease in self._leases.values() if lease.reregistering]
-        if self._heartbeat_task is not None:
-            tasks.append(self._heartbeat_task)
-            self._heartbeat_task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _heartbeat_loop(self) -> None:
-        """Renew every lease once per interval, on a fixed schedule that does not
-        drift, and without a burst of catch-up beats after a pause."""
-        loop = asyncio.get_running_loop()
-        next_beat = loop.time()
-        while True:
-            interval = self._heartbeat_interval
-            next_beat += interval
-            now = loop.time()
-            if next_beat < now:
-                next_beat = now
-            await asyncio.sleep(next_beat - now)
-            leases = [lease for lease in self._leases.values() if lease.reregistering is None]
-            results = await asyncio.gather(
-                *(self._renew(lease, interval) for lease in leases), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, Exception):  # keep beating for the others
-                    log.warning("heartbeat failed unexpectedly: %r", result)
-
-    async def _renew(self, lease: _Lease, interval: float) -> None:
+    async def _request_once(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        """One request without retries (the lease keeper's heartbeats): the reply's
+        bytes, or a `RegistryError` when no reply came."""
         nc = self._nc
         if nc is None:
-            return
+            raise RouterUnavailableError("not connected to NATS", code=ErrorCode.ROUTER_UNAVAILABLE)
         try:
-            msg = await nc.request(HEARTBEAT_SUBJECT, lease.heartbeat, timeout=interval)
-            reply = decode_lease_reply(msg.data)
-        except (nats.errors.Error, *_TRANSIENT_NATS_ERRORS, ProtocolError) as error:
-            # No router, or no reply in time: the next beat is the retry.
-            log.debug("heartbeat failed for %s/%s: %r", lease.service_name, lease.instance_id, error)
-            return
-        if not self._holds(lease):
-            return  # deregistered (or closing) while the beat was in flight
-        if reply.status == Status.NOT_FOUND:
-            log.info(
-                "router does not know %s/%s; registering it again",
-                lease.service_name,
-                lease.instance_id,
-            )
-            lease.reregistering = asyncio.create_task(self._reregister(lease, interval))
-        elif reply.status == Status.FORBIDDEN:
-            log.error(
-                "router says %s/%s belongs to another client; no longer renewing it",
-                lease.service_name,
-                lease.instance_id,
-            )
-            self._leases.pop((lease.service_name, lease.instance_id), None)
+            msg = await nc.request(subject, payload, timeout=timeout)
+        except nats.errors.TimeoutError:
+            raise RouterTimeoutError(
+                f"the router did not reply within {timeout} s", code=ErrorCode.ROUTER_TIMEOUT
+            ) from None
+        except (nats.errors.Error, *_TRANSIENT_NATS_ERRORS) as error:
+            raise RouterUnavailableError(
+                f"the request on {subject} failed: {error!r}", code=ErrorCode.ROUTER_UNAVAILABLE
+            ) from None
+        return msg.data
 
-    async def _reregister(self, lease: _Lease, interval: float) -> None:
-        """Register a lease again after a jittered pause, so that thousands of
-        instances do not all hit a restarted router in the same instant."""
-        try:
-            await asyncio.sleep(random.uniform(0, interval / 2))
-            if not self._holds(lease):
-                return
-            await self._register(lease.service_name, lease.instance_id, lease.metadata)
-            if not self._holds(lease):
-                # Deregistered while the registration was in flight: undo it.
-                await self._deregister_once(lease)
-                return
-            log.info("registered %s/%s again", lease.service_name, lease.instance_id)
-        except RegistryError as error:
-            if error.status == Status.CONFLICT:
-                log.error(
-                    "%s/%s was claimed by another client while the router forgot it; "
-                    "no longer renewing it",
-                    lease.service_name,
-                    lease.instance_id,
-                )
-                self._leases.pop((lease.service_name, lease.instance_id), None)
-            else:
-                log.warning(
-                    "registering %s/%s again failed (%s); will retry on the next heartbeat",
-                    lease.service_name,
-                    lease.instance_id,
-                    error,
-                )
-        finally:
-            lease.reregistering = None
-
-    def _holds(self, lease: _Lease) -> bool:
-        return not self._closing and self._leases.get((lease.service_name, lease.instance_id)) is lease
-
-    async def _deregister_once(self, lease: _Lease) -> None:
+    async def _deregister_once(self, service_name: str, instance_id: str) -> None:
+        """Best effort, one try: a lease that is not deregistered runs out anyway."""
         nc = self._nc
-        assert nc is not None
+        if nc is None:
+            return  # never connected: nothing was registered
+        payload = self._lease_request(service_name, instance_id)
         try:
-            await nc.request(DEREGISTER_SUBJECT, lease.heartbeat, timeout=min(self.timeout, 2.0))
+            await nc.request(DEREGISTER_SUBJECT, payload, timeout=min(self.timeout, 2.0))
         except Exception as error:  # noqa: BLE001 - best effort: the lease runs out anyway
-            log.warning(
-                "deregistering %s/%s failed: %r", lease.service_name, lease.instance_id, error
+            log.warning("deregistering %s/%s failed: %r", service_name, instance_id, error)
+
+    def _lease_request(self, service_name: str, instance_id: str) -> bytes:
+        return encode_msgpack(
+            LeaseRequest(
+                service_name=service_name, instance_id=instance_id, session_id=self._session_id
             )
+        )
+
+    # -- heartbeats (the LeaseKeeper does the work) --------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        if self._heartbeat_enabled and not self._closing:
+            self._leases.start()
+
+    async def _stop_heartbeats(self) -> None:
+        # Only tests/integration/test_leases.py calls it now: kept for it.
+        await self._leases.stop()
 
     def _on_sigterm(self) -> None:
         async def leave_then_exit() -> None:
@@ -629,7 +570,7 @@ class ServiceClient:
         asyncio.get_running_loop().create_task(leave_then_exit())
 
 
-def _decode_event_or_none(msg: Any) -> RegistryEvent | None:
+def _decode_event_or_none(msg: Msg) -> RegistryEvent | None:
     try:
         return decode_event(msg.data)
     except ProtocolError:
