@@ -10,7 +10,13 @@ import structlog
 from aiohttp import web
 
 from actors.embedded_nats import EmbeddedNats
-from actors.http_gateway import GetAddress, HealthProbe, HttpGateway, build_admin_app
+from actors.http_gateway import (
+    AdminLimits,
+    GetAddress,
+    HealthProbe,
+    HttpGateway,
+    build_admin_app,
+)
 from actors.nats_gateway import NatsGateway, NatsGatewayClient
 from actors.registry import RegistryActor, RegistryClient
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
@@ -40,6 +46,7 @@ class RouterConfig:
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
     admin_token: str | None = field(default=None, repr=False)
     """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
+    admin_limits: AdminLimits = field(default_factory=AdminLimits)
     cursor_secret: bytes | None = field(default=None, repr=False)
     """Signs the cursors of query pages; random per registry when None."""
 
@@ -80,7 +87,9 @@ class Router:
             ),
             ChildSpec(
                 "http-gateway",
-                lambda: HttpGateway(self._admin_app, config.http_host, self.http_port),
+                lambda: HttpGateway(
+                    self._admin_app, config.http_host, self.http_port, limits=config.admin_limits
+                ),
             ),
         ]
         self.http_port = config.http_port

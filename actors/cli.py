@@ -25,6 +25,7 @@ from pathlib import Path
 from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
+from actors.http_gateway import AdminLimits
 from actors.logs import configure_logging
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth
@@ -113,6 +114,7 @@ GROUPS = {NATS_AUTH: "credentials for --nats-url (each also an IPC_ROUTER_* vari
 _PREFER_ENV = "; prefer the environment variable"
 _POLICY = LeasePolicy()
 _LIMITS = RegistryLimits()
+_ADMIN = AdminLimits()
 
 OPTIONS: tuple[Option, ...] = (
     Option("serve", "--nats-url", "NATS server URL", note="; default: start the bundled nats-server"),
@@ -165,6 +167,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "serve", "--mailbox-size",
         "requests queued for the registry before 503 router_unavailable", "10000", _positive,
+    ),
+    Option(
+        "serve", "--admin-max-connections",
+        "admin API connections at once (fewer if the descriptor limit leaves less room)",
+        str(_ADMIN.max_connections), _positive,
+    ),
+    Option(
+        "serve", "--admin-head-timeout",
+        "seconds a new admin connection has to send its request head",
+        str(_ADMIN.head_timeout), _seconds,
+    ),
+    Option(
+        "serve", "--admin-idle-timeout",
+        "seconds an admin connection may sit idle between requests",
+        str(_ADMIN.idle_timeout), _seconds,
     ),
     Option("serve", "--uvloop", "run on uvloop (pip install 'ipc-router[speed]')", switch=True),
     Option("serve", "--log-format", "log output", "console", choices=("console", "json")),
@@ -365,6 +382,11 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         registry_mailbox_size=args.mailbox_size,
         nats_auth=_nats_auth(args, parser),
         admin_token=args.admin_token or None,
+        admin_limits=AdminLimits(
+            max_connections=args.admin_max_connections,
+            head_timeout=args.admin_head_timeout,
+            idle_timeout=args.admin_idle_timeout,
+        ),
     )
 
 
@@ -395,7 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ipc-router` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "log_format", "console"), getattr(args, "log_level", "warning"))
+    secrets = [getattr(args, name, None) for name in ("admin_token", "nats_password", "nats_token")]
+    configure_logging(
+        getattr(args, "log_format", "console"),
+        getattr(args, "log_level", "warning"),
+        secrets=[secret for secret in secrets if secret],
+    )
     if args.command == "services":
         return _services(args)
     if args.command == "bench":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import hmac
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError, Message
 from actors.errors import PortInUseError
+from actors.http_guard import ConnectionGuard, descriptor_budget
 from actors.openapi import ADMIN_BASE, openapi_document
 from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient
 from protocol import (
@@ -39,12 +41,33 @@ from protocol import (
     validation_path,
 )
 
-__all__ = ["RUNNER_OPTIONS", "GetAddress", "HealthProbe", "HttpGateway", "build_admin_app"]
+__all__ = [
+    "RUNNER_OPTIONS",
+    "AdminLimits",
+    "GetAddress",
+    "HealthProbe",
+    "HttpGateway",
+    "build_admin_app",
+]
 
 log = structlog.get_logger(component="http_gateway")
 
 T = TypeVar("T")
 _SERVICE_NAME = re.compile(NAME_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLimits:
+    """How the admin port defends itself (see `actors/http_guard.py`)."""
+
+    max_connections: int = 512
+    """Connections at once (fewer if the descriptor limit leaves less room)."""
+    head_timeout: float = 10.0
+    """Seconds a new connection has to send its first request head."""
+    idle_timeout: float = 15.0
+    """Seconds a keep-alive connection may sit idle between requests."""
+    descriptor_reserve: int = 64
+    """Descriptors kept free for NATS connections and files, whatever the admin load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,33 +429,62 @@ class GetAddress(Message, frozen=True):
 
 
 class HttpGateway(Actor):
-    """Serves the admin app on `host:port` for as long as the actor runs.
-    Takes `GetAddress`."""
+    """Serves the admin app on `host:port` for as long as the actor runs, behind a
+    `ConnectionGuard`. Takes `GetAddress`."""
 
-    def __init__(self, app_factory: Callable[[], web.Application], host: str, port: int) -> None:
+    def __init__(
+        self,
+        app_factory: Callable[[], web.Application],
+        host: str,
+        port: int,
+        *,
+        limits: AdminLimits | None = None,
+    ) -> None:
         super().__init__("http-gateway")
         self._app_factory = app_factory
         self._host = host
         self._port = port
+        self._limits = limits or AdminLimits()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self.guard: ConnectionGuard | None = None
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self._app_factory(), **RUNNER_OPTIONS)
+        limits = self._limits
+        self._runner = web.AppRunner(
+            self._app_factory(), keepalive_timeout=limits.idle_timeout, **RUNNER_OPTIONS
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        self.guard = ConnectionGuard(
+            max_connections=descriptor_budget(limits.max_connections, limits.descriptor_reserve),
+            head_timeout=limits.head_timeout,
+        )
+        loop = asyncio.get_running_loop()
+        protocols = self._runner.server
+        assert protocols is not None  # set up above
         try:
-            await site.start()
+            self._server = await loop.create_server(
+                self.guard.wrap(protocols), self._host, self._port, reuse_address=True
+            )
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise PortInUseError("HTTP", self._host, self._port) from None
             raise
         if self._port == 0:
-            self._port = self._runner.addresses[0][1]
-        log.info("http_gateway_ready", url=f"http://{self._host}:{self._port}{ADMIN_BASE}")
+            self._port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "http_gateway_ready",
+            url=f"http://{self._host}:{self._port}{ADMIN_BASE}",
+            max_connections=self.guard.max_connections,
+        )
 
     async def on_stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def handle(self, message: Any) -> Any:
         match message:
