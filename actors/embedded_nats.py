@@ -10,29 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from actors.actor import Actor
 from actors.errors import PortInUseError, StartupError
+from protocol import MAX_REQUEST_BYTES
 
 __all__ = [
+    "ClusterSpec",
     "EmbeddedNats",
     "NatsServerError",
     "NatsServerProcess",
     "nats_server_binary",
+    "reap_stale_run_dirs",
 ]
 
 log = structlog.get_logger(component="nats_server")
 
 _READY_LINE = b"Server is ready"
+_LISTENING = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 _ADDRESS_IN_USE = b"address already in use"
 
 
@@ -67,8 +74,55 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """How one server of a local cluster joins the others (routes on loopback)."""
+
+    name: str
+    port: int
+    """This server's cluster (route) port."""
+    routes: tuple[int, ...]
+    """The route ports of the other servers."""
+
+
+_RUN_DIR_PREFIX = "ipc-router-nats-"
+_OWNER_FILE = "owner.pid"
+
+
+def reap_stale_run_dirs() -> int:
+    """Remove the temporary directories of servers whose owner process is gone (a
+    router or test that was SIGKILLed). Returns how many were removed."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{_RUN_DIR_PREFIX}*"):
+        try:
+            owner = int((path / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now
+        if owner == os.getpid() or _alive(owner):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class NatsServerProcess:
-    """One nats-server process on `host:port`, with JetStream in a temporary store."""
+    """One nats-server process on `host:port` (port 0: any free one), with JetStream
+    in `store_dir` (None: a temporary store, removed at stop), at most `max_payload`
+    bytes per message, and optionally one node of a local cluster.
+
+    Its configuration file and temporary store live in a run directory that is
+    removed at stop; one left behind by a process that was killed is removed by the
+    next server started on the machine."""
 
     def __init__(
         self,
@@ -76,14 +130,26 @@ class NatsServerProcess:
         host: str = "127.0.0.1",
         port: int = 4222,
         jetstream: bool = True,
+        store_dir: Path | None = None,
+        max_payload: int = MAX_REQUEST_BYTES,
+        server_name: str | None = None,
+        cluster: ClusterSpec | None = None,
+        config_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        """`config_file` replaces the generated configuration (`host`, `port` and the
+        JetStream store still apply; `max_payload` and `cluster` then come from it)."""
         self.host = host
         self.port = port
         self._jetstream = jetstream
+        self._store_dir = store_dir
+        self._max_payload = max_payload
+        self._server_name = server_name
+        self._cluster = cluster
+        self._config_file = config_file
         self._extra_args = extra_args
         self._process: asyncio.subprocess.Process | None = None
-        self._store: tempfile.TemporaryDirectory[str] | None = None
+        self._run_dir: Path | None = None
         self._log_pump: asyncio.Task[None] | None = None
         self._tail: deque[bytes] = deque(maxlen=20)
 
@@ -97,6 +163,41 @@ class NatsServerProcess:
         """The server's process id while it runs."""
         return self._process.pid if self._process else None
 
+    @property
+    def store_dir(self) -> Path | None:
+        """Where JetStream keeps its data (None without JetStream, or before start)."""
+        if not self._jetstream:
+            return None
+        if self._store_dir is not None:
+            return self._store_dir
+        return self._run_dir / "jetstream" if self._run_dir is not None else None
+
+    def _arguments(self) -> list[str]:
+        assert self._run_dir is not None
+        store = self.store_dir
+        if self._config_file is not None:
+            args = ["-c", str(self._config_file), "-a", self.host, "-p", str(self.port or -1)]
+            if store is not None:
+                args += ["-js", "-sd", str(store)]
+            return args
+        lines = [
+            f"listen: {json.dumps(f'{self.host}:{self.port or -1}')}",
+            f"max_payload: {self._max_payload}",
+        ]
+        if self._server_name:
+            lines.append(f"server_name: {json.dumps(self._server_name)}")
+        if store is not None:
+            lines.append(f"jetstream {{ store_dir: {json.dumps(str(store))} }}")
+        if self._cluster is not None:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self._cluster.routes)
+            lines.append(
+                f"cluster {{ name: {json.dumps(self._cluster.name)}, "
+                f'listen: "127.0.0.1:{self._cluster.port}", routes: [{routes}] }}'
+            )
+        config = self._run_dir / "nats-server.conf"
+        config.write_text("\n".join(lines) + "\n")
+        return ["-c", str(config)]
+
     async def start(self, timeout: float = 10.0) -> None:
         """Start the server and return once it accepts clients.
 
@@ -104,11 +205,11 @@ class NatsServerProcess:
             PortInUseError: the port is taken.
             NatsServerError: the binary is missing, exits early or is not ready in time.
         """
-        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port)]
-        if self._jetstream:
-            self._store = tempfile.TemporaryDirectory(prefix="ipc-router-nats-")
-            args += ["-js", "-sd", self._store.name]
-        args += list(self._extra_args)
+        binary = nats_server_binary()
+        reap_stale_run_dirs()
+        self._run_dir = Path(tempfile.mkdtemp(prefix=_RUN_DIR_PREFIX))
+        (self._run_dir / _OWNER_FILE).write_text(str(os.getpid()))
+        args = [binary, *self._arguments(), *self._extra_args]
         self._process = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.DEVNULL,
@@ -145,6 +246,8 @@ class NatsServerProcess:
                     f"before it was ready: {self._last_lines()}"
                 )
             self._tail.append(line)
+            if self.port == 0 and (match := _LISTENING.search(line)):
+                self.port = int(match.group(1))
             if _READY_LINE in line:
                 return
 
@@ -178,9 +281,9 @@ class NatsServerProcess:
         if self._log_pump is not None:
             await asyncio.gather(self._log_pump, return_exceptions=True)
             self._log_pump = None
-        if self._store is not None:
-            self._store.cleanup()
-            self._store = None
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
 
 
 class EmbeddedNats(Actor):

@@ -40,8 +40,10 @@ from protocol import (
     decode_list_request,
     decode_register_request,
     encode_msgpack,
+    Reply,
     error_reply,
     events_subject,
+    peek_nonce,
 )
 from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
 
@@ -57,6 +59,8 @@ class SendReply(Message, frozen=True):
     outcome: Any
     """A reply Struct, the registry's result (turned into one by `wrap`), or an error."""
     wrap: Callable[[Any], Any] | None = None
+    nonce: str | None = None
+    """The request's nonce, echoed in the reply."""
 
 
 class GetStats(Message, frozen=True):
@@ -130,18 +134,47 @@ class _ReplyVia:
     """Reply target handed to the registry: the outcome comes back to the gateway's
     mailbox as a `SendReply` (raising `ActorDeadError` if the gateway is gone)."""
 
-    __slots__ = ("gateway", "reply_to", "wrap")
+    __slots__ = ("gateway", "nonce", "reply_to", "wrap")
 
-    def __init__(self, gateway: ActorRef, reply_to: str, wrap: Callable[[Any], Any] | None) -> None:
+    def __init__(
+        self,
+        gateway: ActorRef,
+        reply_to: str,
+        wrap: Callable[[Any], Any] | None,
+        nonce: str | None,
+    ) -> None:
         self.gateway = gateway
         self.reply_to = reply_to
         self.wrap = wrap
+        self.nonce = nonce
 
     def resolve(self, value: Any) -> None:
-        self.gateway.tell(SendReply(self.reply_to, value, self.wrap))
+        self.gateway.tell(SendReply(self.reply_to, value, self.wrap, self.nonce))
 
     def reject(self, error: BaseException) -> None:
-        self.gateway.tell(SendReply(self.reply_to, error))
+        self.gateway.tell(SendReply(self.reply_to, error, None, self.nonce))
+
+
+def _reply_body(outcome: Any, nonce: str | None = None) -> bytes:
+    """The encoded reply for an outcome: a reply Struct, or an error of any kind."""
+    if isinstance(outcome, Reply):
+        if nonce is not None:
+            outcome = msgspec.structs.replace(outcome, nonce=nonce)
+        return encode_msgpack(outcome)
+    if isinstance(outcome, ProtocolError):
+        return encode_msgpack(error_reply(outcome, nonce))
+    if isinstance(outcome, MailboxFullError):
+        return encode_msgpack(error_reply(_unavailable("overloaded"), nonce))
+    if isinstance(outcome, ActorDeadError):
+        return encode_msgpack(error_reply(_unavailable("the registry is restarting"), nonce))
+    log.error("request_failed", error=repr(outcome))
+    internal = ProtocolError(
+        Status.INTERNAL_ERROR,
+        ErrorCode.INTERNAL_ERROR,
+        "The router failed to handle this request; it has been logged. Retry, "
+        "and report it if it persists.",
+    )
+    return encode_msgpack(error_reply(internal, nonce))
 
 
 def _unavailable(reason: str) -> ProtocolError:
@@ -230,7 +263,9 @@ class NatsGateway(Actor):
                 outcome = message.outcome
                 if message.wrap is not None and not isinstance(outcome, BaseException):
                     outcome = message.wrap(outcome)
-                await self._publish(message.reply_to, self._reply_body(outcome))
+                await self._publish(
+                    message.reply_to, _reply_body(outcome, message.nonce), message.nonce
+                )
             elif kind is EventBatch:
                 for event in message.events:
                     await self._publish(
@@ -253,27 +288,7 @@ class NatsGateway(Actor):
             dropped_malformed=nc.dropped_malformed if nc is not None else 0,
         )
 
-    @staticmethod
-    def _reply_body(outcome: Any) -> bytes:
-        if isinstance(outcome, msgspec.Struct):
-            return encode_msgpack(outcome)
-        if isinstance(outcome, ProtocolError):
-            return encode_msgpack(error_reply(outcome))
-        if isinstance(outcome, ActorDeadError):
-            return encode_msgpack(error_reply(_unavailable("the registry is restarting")))
-        log.error("request_failed", error=repr(outcome))
-        return encode_msgpack(
-            error_reply(
-                ProtocolError(
-                    Status.INTERNAL_ERROR,
-                    ErrorCode.INTERNAL_ERROR,
-                    "The router failed to handle this request; it has been logged. Retry, "
-                    "and report it if it persists.",
-                )
-            )
-        )
-
-    async def _publish(self, reply_to: str, body: bytes) -> None:
+    async def _publish(self, reply_to: str, body: bytes, nonce: str | None = None) -> None:
         assert self._nc is not None
         try:
             await self._nc.publish(reply_to, body)
@@ -285,7 +300,7 @@ class NatsGateway(Actor):
                 f"The reply ({len(body)} bytes) exceeds the NATS max payload "
                 f"({self._max_reply} bytes); ask for a smaller page (limit).",
             )
-            await self._publish(reply_to, encode_msgpack(error_reply(too_large)))
+            await self._publish(reply_to, encode_msgpack(error_reply(too_large, nonce)))
         except Exception as error:  # noqa: BLE001 - one lost reply must not stop the gateway
             log.warning("reply_publish_failed", error=repr(error))
 
@@ -300,10 +315,7 @@ class NatsGateway(Actor):
                 log.warning("request_without_reply_subject", subject=msg.subject)
                 return
             try:
-                message = make_message(decode(msg.data), self._max_reply)
-                self._registry.tell(
-                    message, _ReplyVia(self._self, reply_to, wrap), lane=lane
-                )
+                request = decode(msg.data)
             except ProtocolError as error:
                 log.info(
                     route.action,
@@ -312,15 +324,16 @@ class NatsGateway(Actor):
                     code=str(error.code),
                     field=error.details.get("field"),
                 )
-                await self._publish(reply_to, encode_msgpack(error_reply(error)))
-            except MailboxFullError:
-                await self._publish(reply_to, encode_msgpack(error_reply(_unavailable("overloaded"))))
-            except ActorDeadError:
-                await self._publish(
-                    reply_to, encode_msgpack(error_reply(_unavailable("the registry is restarting")))
+                await self._publish(reply_to, _reply_body(error, peek_nonce(msg.data)))
+                return
+            try:
+                self._registry.tell(
+                    make_message(request, self._max_reply),
+                    _ReplyVia(self._self, reply_to, wrap, request.nonce),
+                    lane=lane,
                 )
             except Exception as error:  # noqa: BLE001 - every request gets an answer
-                await self._publish(reply_to, self._reply_body(error))
+                await self._publish(reply_to, _reply_body(error, request.nonce))
 
         return on_request
 

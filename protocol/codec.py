@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import math
 import re
+import secrets
 from datetime import date, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -34,6 +35,7 @@ from protocol.models import (
     LeaseRequest,
     ListServicesReply,
     ListServicesRequest,
+    Nonce,
     RegisterReply,
     RegisterRequest,
     RegistryEvent,
@@ -307,12 +309,36 @@ def _check_metadata_values(metadata: dict[str, Any]) -> None:
                 )
 
 
-def error_reply(error: ProtocolError) -> ErrorReply:
-    """The wire body for an error."""
+def error_reply(error: ProtocolError, nonce: str | None = None) -> ErrorReply:
+    """The wire body for an error (echoing the request's `nonce`, if known)."""
     return ErrorReply(
         status=int(error.status),
         error=ErrorInfo(code=str(error.code), message=error.message, details=error.details),
+        nonce=nonce,
     )
+
+
+class _NonceOnly(msgspec.Struct):
+    nonce: Nonce | None = None
+
+
+_nonce_decoder = msgspec.msgpack.Decoder(_NonceOnly, ext_hook=_reject_extension)
+
+
+def peek_nonce(data: bytes) -> str | None:
+    """The `nonce` of a request that failed validation, if it has a valid one, so
+    that even its error reply reaches the requester's check."""
+    if len(data) > MAX_REQUEST_BYTES:
+        return None
+    try:
+        return _nonce_decoder.decode(data).nonce
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+
+
+def new_nonce() -> str:
+    """A fresh, unguessable request nonce (22 characters)."""
+    return secrets.token_urlsafe(16)
 
 
 def encode_msgpack(value: Any) -> bytes:

@@ -19,6 +19,8 @@ SERVICE_NAME_MAX_LENGTH = 64
 INSTANCE_ID_MAX_LENGTH = 128
 SESSION_ID_MIN_LENGTH = 16
 SESSION_ID_MAX_LENGTH = 128
+NONCE_MIN_LENGTH = 16
+NONCE_MAX_LENGTH = 64
 METADATA_MAX_BYTES = 4096
 """Default upper bound of the msgpack-encoded size of a registration's metadata map
 (a router may be configured with another)."""
@@ -59,6 +61,19 @@ SessionId = Annotated[
         ),
     ),
 ]
+Nonce = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN,
+        min_length=NONCE_MIN_LENGTH,
+        max_length=NONCE_MAX_LENGTH,
+        description=(
+            "Unguessable token chosen per request (16-64 characters from [A-Za-z0-9_-]); "
+            "the router echoes it in the reply, so that a client can tell its own reply "
+            "from one that someone else made the router send to its inbox."
+        ),
+    ),
+]
 Metadata = Annotated[
     dict[str, Any],
     Meta(
@@ -96,6 +111,7 @@ class RegisterRequest(Base, frozen=True):
     timestamp: float | Annotated[datetime, Meta(tz=True)] | None = None
     """Client send time (Unix seconds or msgpack timestamp); logged as client delay."""
     session_id: SessionId | None = None
+    nonce: Nonce | None = None
 
 
 class Instance(Base, frozen=True):
@@ -128,6 +144,9 @@ class Reply(Base, frozen=True):
 
     status: int
     error: ErrorInfo | None = None
+    nonce: str | None = None
+    """The request's `nonce`, echoed (absent when the request had none, or was too
+    malformed to read it)."""
 
 
 class RegisterReply(Reply, frozen=True):
@@ -150,6 +169,7 @@ class LeaseRequest(Base, frozen=True):
     service_name: ServiceName
     instance_id: InstanceId
     session_id: SessionId
+    nonce: Nonce | None = None
 
 
 class LeaseReply(Reply, frozen=True):
@@ -225,6 +245,7 @@ class ListServicesRequest(Base, frozen=True):
     """Only services with instances in this status; absent or nil: all services."""
     limit: QueryLimit = 100
     cursor: Cursor | None = None
+    nonce: Nonce | None = None
 
 
 class GetServiceRequest(Base, frozen=True):
@@ -236,6 +257,7 @@ class GetServiceRequest(Base, frozen=True):
     metadata: MetadataFilter = {}
     limit: QueryLimit = 100
     cursor: Cursor | None = None
+    nonce: Nonce | None = None
 
 
 class ResultReply(Reply, Generic[T], frozen=True):

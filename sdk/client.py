@@ -28,16 +28,17 @@ from protocol import (
     MAX_REQUEST_BYTES,
     REGISTER_SUBJECT,
     ErrorCode,
-    ErrorInfo,
     GetServiceRequest,
     Instance,
     InstanceStatus,
+    LeaseReply,
     LeaseRequest,
     ListServicesRequest,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
     RegistryEvent,
+    Reply,
     ServiceDetail,
     ServiceSummary,
     Status,
@@ -54,12 +55,12 @@ from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 from sdk.errors import (
     InvalidRequestError,
     RegistryError,
-    RouterError,
     RouterTimeoutError,
     RouterUnavailableError,
     error_from_reply,
 )
 from sdk.leases import DEFAULT_HEARTBEAT_INTERVAL, LeaseKeeper
+from sdk.requests import Exchange
 from sdk.retry import Backoff
 
 if TYPE_CHECKING:
@@ -70,15 +71,7 @@ __all__ = ["EventSubscription", "Registration", "ServiceClient", "ServiceStamp"]
 log = logging.getLogger("ipc_router.sdk")
 
 
-class _Reply(Protocol):
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def error(self) -> ErrorInfo | None: ...
-
-
-R = TypeVar("R", bound=_Reply)
+R = TypeVar("R", bound=Reply)
 
 # Failures after which the same request may well succeed: worth a retry.
 _TRANSIENT_NATS_ERRORS = (
@@ -186,6 +179,7 @@ class ServiceClient:
             register_again=self._register,
             deregister_once=self._deregister_once,
         )
+        self._exchange: Exchange | None = None
         self._sigterm_installed = False
         self._closing = False
         self._caches: set[ServiceCache] = set()
@@ -237,6 +231,9 @@ class ServiceClient:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
             self._sigterm_installed = False
+        if self._exchange is not None:
+            await self._exchange.close()
+            self._exchange = None
         if self._nc is not None and self._owns_connection:
             nc, self._nc = self._nc, None
             await nc.close()
@@ -285,8 +282,8 @@ class ServiceClient:
                 `register`.
         """
         await self._leases.release(service_name, instance_id)
-        payload = self._lease_request(service_name, instance_id)
-        reply = await self._request(DEREGISTER_SUBJECT, payload, decode_lease_reply)
+        request = self._lease_request(service_name, instance_id)
+        reply = await self._request(DEREGISTER_SUBJECT, _with_nonce(request), decode_lease_reply)
         if reply.status != Status.OK:
             raise error_from_reply(reply.status, reply.error)
 
@@ -344,7 +341,12 @@ class ServiceClient:
                 cursor=cursor,
             )
             # status None is sent as nil ("any status"), not omitted: its default is ONLINE.
-            reply = await self._request(GET_SUBJECT, encode_msgpack(request), decode_get_reply)
+            reply = await self._request(
+                GET_SUBJECT,
+                _with_nonce(request),
+                decode_get_reply,
+                lambda reply: reply.result is None or reply.result.service_name == service_name,
+            )
             if reply.status != Status.OK or reply.result is None:
                 raise error_from_reply(reply.status, reply.error)
             yield reply.result
@@ -369,8 +371,8 @@ class ServiceClient:
         services: list[ServiceSummary] = []
         cursor: str | None = None
         while True:
-            payload = encode_msgpack(ListServicesRequest(status=status, limit=1000, cursor=cursor))
-            reply = await self._request(LIST_SUBJECT, payload, decode_list_reply)
+            request = ListServicesRequest(status=status, limit=1000, cursor=cursor)
+            reply = await self._request(LIST_SUBJECT, _with_nonce(request), decode_list_reply)
             if reply.status != Status.OK or reply.result is None:
                 raise error_from_reply(reply.status, reply.error)
             services.extend(reply.result.services)
@@ -456,34 +458,45 @@ class ServiceClient:
             timestamp=time.time(),
             session_id=self._session_id,
         )
-        payload = encode_msgpack(request)
         try:
             # Names and types are checked here; the metadata size limit is the router's.
-            decode_register_request(payload, max_metadata_bytes=MAX_REQUEST_BYTES)
+            decode_register_request(encode_msgpack(request), max_metadata_bytes=MAX_REQUEST_BYTES)
         except ProtocolError as error:
             raise InvalidRequestError(
                 error.message, status=error.status, code=error.code, details=error.details
             ) from None
-        reply = await self._request(REGISTER_SUBJECT, payload, decode_register_reply)
+        reply = await self._request(
+            REGISTER_SUBJECT,
+            _with_nonce(request),
+            decode_register_reply,
+            lambda reply: reply.instance is None
+            or (reply.instance.service_name, reply.instance.instance_id)
+            == (service_name, instance_id),
+        )
         if reply.status in (Status.OK, Status.CREATED) and reply.instance is not None:
             return reply
         raise error_from_reply(reply.status, reply.error)
 
-    async def _request(self, subject: str, payload: bytes, decode: Callable[[bytes], R]) -> R:
-        """One request with retries where a retry can help; returns the decoded reply.
+    async def _request(
+        self,
+        subject: str,
+        build: Callable[[str], bytes],
+        decode: Callable[[bytes], R],
+        matches: Callable[[R], bool] | None = None,
+    ) -> R:
+        """One request with retries where a retry can help; returns the decoded reply
+        (the one that echoes the request's nonce and satisfies `matches`).
 
         Retried: timeouts, no responders, a lost connection, and a 503 reply (the router
         is overloaded or restarting). Never retried: any other reply."""
         self._check_open()
-        if self._nc is None:
-            await self.connect()
-        assert self._nc is not None
+        exchange = await self._exchange_now()
         last: RegistryError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff.delay(attempt - 1))
             try:
-                msg = await self._nc.request(subject, payload, timeout=self.timeout)
+                reply = await exchange.request(subject, build, decode, self.timeout, matches)
             except nats.errors.NoRespondersError:
                 last = RouterUnavailableError(
                     f"no router is listening on {subject}; is ipc-router running?",
@@ -501,10 +514,6 @@ class ServiceClient:
                     f"the NATS connection failed: {error!r}", code=ErrorCode.ROUTER_UNAVAILABLE
                 )
                 continue
-            try:
-                reply = decode(msg.data)
-            except ProtocolError as error:
-                raise RouterError(error.message, code=error.code) from None
             if reply.status == Status.SERVICE_UNAVAILABLE:
                 last = error_from_reply(reply.status, reply.error)
                 continue
@@ -513,14 +522,22 @@ class ServiceClient:
         last.details.setdefault("attempts", self.retries + 1)
         raise last
 
-    async def _request_once(self, subject: str, payload: bytes, timeout: float) -> bytes:
-        """One request without retries (the lease keeper's heartbeats): the reply's
-        bytes, or a `RegistryError` when no reply came."""
-        nc = self._nc
-        if nc is None:
+    async def _exchange_now(self) -> Exchange:
+        if self._nc is None:
+            await self.connect()
+        assert self._nc is not None
+        if self._exchange is None:
+            self._exchange = Exchange(self._nc)
+        return self._exchange
+
+    async def _request_once(self, subject: str, request: LeaseRequest, timeout: float) -> LeaseReply:
+        """One lease request without retries (the lease keeper's heartbeats): the reply,
+        or a `RegistryError` when none came."""
+        if self._nc is None:
             raise RouterUnavailableError("not connected to NATS", code=ErrorCode.ROUTER_UNAVAILABLE)
+        exchange = await self._exchange_now()
         try:
-            msg = await nc.request(subject, payload, timeout=timeout)
+            return await exchange.request(subject, _with_nonce(request), decode_lease_reply, timeout)
         except nats.errors.TimeoutError:
             raise RouterTimeoutError(
                 f"the router did not reply within {timeout} s", code=ErrorCode.ROUTER_TIMEOUT
@@ -529,24 +546,20 @@ class ServiceClient:
             raise RouterUnavailableError(
                 f"the request on {subject} failed: {error!r}", code=ErrorCode.ROUTER_UNAVAILABLE
             ) from None
-        return msg.data
 
     async def _deregister_once(self, service_name: str, instance_id: str) -> None:
         """Best effort, one try: a lease that is not deregistered runs out anyway."""
-        nc = self._nc
-        if nc is None:
+        if self._nc is None:
             return  # never connected: nothing was registered
-        payload = self._lease_request(service_name, instance_id)
+        request = self._lease_request(service_name, instance_id)
         try:
-            await nc.request(DEREGISTER_SUBJECT, payload, timeout=min(self.timeout, 2.0))
-        except Exception as error:  # noqa: BLE001 - best effort: the lease runs out anyway
+            await self._request_once(DEREGISTER_SUBJECT, request, min(self.timeout, 2.0))
+        except RegistryError as error:
             log.warning("deregistering %s/%s failed: %r", service_name, instance_id, error)
 
-    def _lease_request(self, service_name: str, instance_id: str) -> bytes:
-        return encode_msgpack(
-            LeaseRequest(
-                service_name=service_name, instance_id=instance_id, session_id=self._session_id
-            )
+    def _lease_request(self, service_name: str, instance_id: str) -> LeaseRequest:
+        return LeaseRequest(
+            service_name=service_name, instance_id=instance_id, session_id=self._session_id
         )
 
     # -- heartbeats (the LeaseKeeper does the work) --------------------------------------
@@ -568,6 +581,11 @@ class ServiceClient:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         asyncio.get_running_loop().create_task(leave_then_exit())
+
+
+def _with_nonce(request: msgspec.Struct) -> Callable[[str], bytes]:
+    """The request encoded with a given nonce (a fresh one per attempt)."""
+    return lambda nonce: encode_msgpack(msgspec.structs.replace(request, nonce=nonce))
 
 
 def _decode_event_or_none(msg: Msg) -> RegistryEvent | None:

@@ -20,14 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from protocol import (
-    HEARTBEAT_SUBJECT,
-    LeaseRequest,
-    ProtocolError,
-    Status,
-    decode_lease_reply,
-    encode_msgpack,
-)
+from protocol import HEARTBEAT_SUBJECT, LeaseReply, LeaseRequest, Status
 from sdk.errors import RegistryError
 
 __all__ = [
@@ -44,8 +37,8 @@ log = logging.getLogger("ipc_router.sdk")
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 """Seconds between heartbeats until a router tells otherwise."""
 
-SendRequest: TypeAlias = Callable[[str, bytes, float], Awaitable[bytes]]
-"""`send(subject, payload, timeout)`: one request, no retries; returns the reply's bytes.
+SendRequest: TypeAlias = Callable[[str, LeaseRequest, float], Awaitable[LeaseReply]]
+"""`send(subject, request, timeout)`: one request, no retries; returns the reply.
 Raises `RegistryError` when no reply came (no router, timeout, lost connection)."""
 
 RegisterAgain: TypeAlias = Callable[[str, str, dict[str, Any]], Awaitable[object]]
@@ -63,8 +56,8 @@ class _Lease:
     service_name: str
     instance_id: str
     metadata: dict[str, Any]
-    heartbeat: bytes
-    """The encoded `LeaseRequest`, built once."""
+    heartbeat: LeaseRequest
+    """The heartbeat request, built once (a nonce is added per beat)."""
     reregistering: asyncio.Task[None] | None = None
 
 
@@ -112,10 +105,8 @@ class LeaseKeeper:
         if lease is not None:
             lease.metadata = metadata
             return
-        heartbeat = encode_msgpack(
-            LeaseRequest(
-                service_name=service_name, instance_id=instance_id, session_id=self._session_id
-            )
+        heartbeat = LeaseRequest(
+            service_name=service_name, instance_id=instance_id, session_id=self._session_id
         )
         self._leases[service_name, instance_id] = _Lease(
             service_name, instance_id, metadata, heartbeat
@@ -185,9 +176,8 @@ class LeaseKeeper:
 
     async def _renew(self, lease: _Lease, interval: float) -> None:
         try:
-            data = await self._send_request(HEARTBEAT_SUBJECT, lease.heartbeat, interval)
-            reply = decode_lease_reply(data)
-        except (RegistryError, ProtocolError) as error:
+            reply = await self._send_request(HEARTBEAT_SUBJECT, lease.heartbeat, interval)
+        except RegistryError as error:
             # No router, or no reply in time: the next beat is the retry.
             log.debug(
                 "heartbeat failed for %s/%s: %r", lease.service_name, lease.instance_id, error

@@ -18,7 +18,7 @@ from actors.errors import StartupError
 from protocol import REGISTER_SUBJECT, events_subject
 from sdk import NatsAuth, RouterUnavailableError, ServiceClient
 from sdk.connection import GuardedClient, connect, redact
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +35,8 @@ async def secured_nats(
     server = NatsServerProcess(
         port=free_port(),
         jetstream=False,
-        extra_args=("-c", str(CONF), "-sd", str(tmp_path), "-m", str(free_port())),
+        config_file=CONF,
+        extra_args=("-sd", str(tmp_path), "-m", str(free_port())),
     )
     await server.start()
     try:

@@ -12,13 +12,7 @@ from typing import Any
 
 import pytest
 
-from protocol import (
-    HEARTBEAT_SUBJECT,
-    LeaseReply,
-    Status,
-    decode_lease_request,
-    encode_msgpack,
-)
+from protocol import HEARTBEAT_SUBJECT, LeaseReply, LeaseRequest, Status
 from sdk.errors import ConflictError, RegistryError, RouterTimeoutError, RouterUnavailableError
 from sdk.leases import LeaseKeeper
 
@@ -56,8 +50,7 @@ class FakeRouter:
             interval=INTERVAL,
         )
 
-    async def send(self, subject: str, payload: bytes, timeout: float) -> bytes:
-        request = decode_lease_request(payload)
+    async def send(self, subject: str, request: LeaseRequest, timeout: float) -> LeaseReply:
         if subject != HEARTBEAT_SUBJECT or request.session_id != SESSION:
             raise AssertionError(f"not a heartbeat of this session: {subject} {request}")
         self.beats.append((asyncio.get_running_loop().time(), request.instance_id))
@@ -70,7 +63,7 @@ class FakeRouter:
         answer = script.pop(0) if script else Status.OK
         if isinstance(answer, Exception):
             raise answer
-        return encode_msgpack(LeaseReply(status=answer))
+        return LeaseReply(status=answer)
 
     async def register_again(
         self, service_name: str, instance_id: str, metadata: dict[str, Any]
@@ -262,14 +255,17 @@ async def test_failed_beats_are_retried_by_the_next_beat(
     assert router.registered == []
 
 
-async def test_an_unreadable_reply_is_only_a_failed_beat(router: FakeRouter) -> None:
-    async def garbage(subject: str, payload: bytes, timeout: float) -> bytes:
-        await router.send(subject, payload, timeout)
-        return b"\xc1"  # never valid msgpack
+async def test_an_unanswered_beat_is_only_a_failed_beat(router: FakeRouter) -> None:
+    """(An unreadable or forged reply is dropped by the client's `Exchange`: to the
+    keeper it is a beat that got no answer.)"""
+
+    async def unanswered(subject: str, request: LeaseRequest, timeout: float) -> LeaseReply:
+        await router.send(subject, request, timeout)
+        raise RouterTimeoutError("no reply")
 
     keeper = LeaseKeeper(
         SESSION,
-        send_request=garbage,
+        send_request=unanswered,
         register_again=router.register_again,
         deregister_once=router.deregister_once,
         interval=INTERVAL,
