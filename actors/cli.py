@@ -129,6 +129,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "--nats-tls-cert", "client certificate", group=NATS_AUTH),
     Option("serve", "--nats-tls-key", "client key", group=NATS_AUTH),
     Option(
+        "serve", "--nats-inbox-prefix",
+        "where this user's replies arrive (a prefix only it may read)", group=NATS_AUTH,
+    ),
+    Option(
         "serve", "--admin-token",
         "require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside",
         note=_PREFER_ENV + " (command lines are visible)",
@@ -283,6 +287,7 @@ def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Nat
             tls_ca=args.nats_tls_ca,
             tls_cert=args.nats_tls_cert,
             tls_key=args.nats_tls_key,
+            inbox_prefix=args.nats_inbox_prefix,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from nats.aio.client import Client as NatsClient
 __all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect", "redact"]
 
 log = logging.getLogger("ipc_router.nats")
+
+_INBOX_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 class GuardedClient(NatsClient):
@@ -44,7 +47,11 @@ class NatsAuth:
     """How to authenticate to NATS. Any combination nats-py supports: user and
     password, a token, a `.creds` file (JWT + nkey), and TLS (a CA to verify the
     server, a client certificate and key for mutual TLS). Secrets never appear in
-    `repr()` (and so in no log line)."""
+    `repr()` (and so in no log line).
+
+    `inbox_prefix` is where this user's replies arrive (nats-py's `inbox_prefix`): a
+    deployment gives each NATS user its own, readable by nobody else (see
+    deploy/nats-server.conf), so that no other user can read its replies."""
 
     user: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -54,12 +61,17 @@ class NatsAuth:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    inbox_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("a TLS client certificate needs its key, and the key its certificate")
         if self.password is not None and self.user is None:
             raise ValueError("a NATS password needs a user")
+        if self.inbox_prefix is not None and not _INBOX_PREFIX.fullmatch(self.inbox_prefix):
+            raise ValueError(
+                f"a NATS inbox prefix is subject tokens without wildcards: {self.inbox_prefix!r}"
+            )
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for `nats.aio.client.Client.connect`."""
@@ -76,6 +88,8 @@ class NatsAuth:
             if self.tls_cert is not None:
                 context.load_cert_chain(self.tls_cert, self.tls_key)
             options["tls"] = context
+        if self.inbox_prefix is not None:
+            options["inbox_prefix"] = self.inbox_prefix
         return options
 
 

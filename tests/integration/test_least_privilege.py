@@ -16,7 +16,7 @@ from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from protocol import REGISTER_SUBJECT, events_subject
-from sdk import NatsAuth, RouterUnavailableError, ServiceClient
+from sdk import RegistryError, NatsAuth, RouterUnavailableError, ServiceClient
 from sdk.connection import GuardedClient, connect, redact
 from tests.support.network import free_port
 
@@ -46,7 +46,7 @@ async def secured_nats(
 
 
 def auth(user: str) -> NatsAuth:
-    return NatsAuth(user=user, password=PASSWORDS[user])
+    return NatsAuth(user=user, password=PASSWORDS[user], inbox_prefix=f"_INBOX_{user}")
 
 
 async def connect_collecting_errors(url: str, user: str) -> tuple[Any, list[str], asyncio.Event]:
@@ -158,3 +158,36 @@ def test_redact_hides_passwords_and_tokens_only() -> None:
     assert redact("nats://bob:hunter2@host:4222") == "nats://***@host:4222"
     assert redact("nats://s3cr3ttoken@host") == "nats://***@host"
     assert redact("nats://host:4222") == "nats://host:4222"
+
+
+async def test_a_user_cannot_read_another_users_replies(secured_nats: NatsServerProcess) -> None:
+    nc, errors, seen = await connect_collecting_errors(secured_nats.url, "service")
+    try:
+        await nc.subscribe("_INBOX_admin.>")
+        await nc.flush()
+        await asyncio.wait_for(seen.wait(), 5)
+    finally:
+        await nc.close()
+    assert any("permissions violation" in e.lower() and "_inbox_admin" in e.lower() for e in errors), errors
+
+
+async def test_a_client_on_the_default_inbox_prefix_gets_no_replies(
+    secured_nats: NatsServerProcess,
+) -> None:
+    """Without its prefix a client may not subscribe to its inbox: it learns so at once
+    (a permissions error), not by reading someone else's replies."""
+    router = Router(RouterConfig(nats_url=secured_nats.url, http_port=0, nats_auth=auth("router")))
+    await router.start()
+    try:
+        plain = NatsAuth(user="service", password=PASSWORDS["service"])
+        async with ServiceClient(secured_nats.url, auth=plain, timeout=0.5, retries=0) as client:
+            with pytest.raises(RegistryError):
+                await client.register("orders", "orders-1")
+    finally:
+        await router.stop()
+
+
+def test_an_inbox_prefix_with_wildcards_is_refused() -> None:
+    for bad in ("_INBOX.>", "a.*", "", "a..b", "a b"):
+        with pytest.raises(ValueError, match="inbox prefix"):
+            NatsAuth(inbox_prefix=bad)
