@@ -47,6 +47,8 @@ class RouterConfig:
     admin_token: str | None = field(default=None, repr=False)
     """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
     admin_limits: AdminLimits = field(default_factory=AdminLimits)
+    admin_cache_bytes: int = 32 * 2**20
+    """What the admin API's cache of encoded pages may hold, entries' overhead included."""
     cursor_secret: bytes | None = field(default=None, repr=False)
     """Signs the cursors of query pages; random per registry when None."""
 
@@ -113,6 +115,7 @@ class Router:
                 limits=self.config.limits,
             ),
             admin_token=self.config.admin_token,
+            cache_bytes=self.config.admin_cache_bytes,
         )
 
     async def start(self) -> None:

@@ -393,14 +393,18 @@ async def _bearer_token(
 
 
 def build_admin_app(
-    registry: RegistryClient, health: HealthProbe, admin_token: str | None = None
+    registry: RegistryClient,
+    health: HealthProbe,
+    admin_token: str | None = None,
+    *,
+    cache_bytes: int = 32 * 2**20,
 ) -> web.Application:
     """The admin application: routes, error and token middlewares, OpenAPI document."""
     app = web.Application(middlewares=[_errors_as_json, _bearer_token])
     if admin_token:
         app[ADMIN_TOKEN] = hashlib.sha256(admin_token.encode()).digest()
     app[REGISTRY] = registry
-    app[CACHE] = _ResponseCache()
+    app[CACHE] = _ResponseCache(max_bytes=cache_bytes)
     app[HEALTH] = health
     app[OPENAPI] = encode_json(
         openapi_document(_package_version(), token_required=bool(admin_token))

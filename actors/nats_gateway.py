@@ -75,6 +75,8 @@ class NatsGatewayStats:
     events_published: int
     dropped_without_reply: int
     """Requests that arrived without a reply subject (nothing to answer)."""
+    dropped_slow: int
+    """Requests dropped because their subscription's buffer was full (a flood)."""
     dropped_malformed: int
     """Messages nats-py could not parse (see `GuardedClient`)."""
 
@@ -92,6 +94,10 @@ class _Route:
     """Turns the registry's result into the reply Struct (None: it already is one)."""
     lane: Lane = Lane.NORMAL
     """The registry's mailbox lane: heartbeats go first, queries last."""
+    pending: tuple[int, int] = (16_384, 32 * 2**20)
+    """Messages and bytes the subscription buffers before nats-py drops what comes
+    next (counted as `dropped_slow`): each subject has its own, so a flood on one
+    cannot crowd out another (heartbeats above all)."""
 
 
 def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
@@ -106,6 +112,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             decode_lease_request,
             lambda r, _: Heartbeat(r),
             lane=Lane.URGENT,
+            pending=(65_536, 16 * 2**20),  # small messages, many of them, never to be lost
         ),
         _Route(
             DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
@@ -117,6 +124,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             lambda r, _: ListServices(r),
             lambda result: ListServicesReply(status=Status.OK, result=result),
             lane=Lane.LOW,
+            pending=(4_096, 8 * 2**20),  # queries are shed first under a flood
         ),
         _Route(
             GET_SUBJECT,
@@ -126,6 +134,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
             lambda result: GetServiceReply(status=Status.OK, result=result),
             lane=Lane.LOW,
+            pending=(4_096, 8 * 2**20),
         ),
     )
 
@@ -214,6 +223,8 @@ class NatsGateway(Actor):
         self._self: ActorRef = self.ref
         self._stopping = False
         self._dropped_without_reply = 0
+        self._dropped_slow = 0
+        self._slow_logged_at = float("-inf")
         self._events_published = 0
         self._max_reply = 1024 * 1024
         """The server's max payload (known once connected)."""
@@ -240,7 +251,11 @@ class NatsGateway(Actor):
         self._max_reply = self._nc.max_payload
         for route in self._routes:
             await self._nc.subscribe(
-                route.subject, queue=ROUTER_QUEUE_GROUP, cb=self._callback(route)
+                route.subject,
+                queue=ROUTER_QUEUE_GROUP,
+                cb=self._callback(route),
+                pending_msgs_limit=route.pending[0],
+                pending_bytes_limit=route.pending[1],
             )
         await self._nc.flush()
         log.info("nats_gateway_ready", url=redact(self._url), subjects=[r.subject for r in self._routes])
@@ -285,6 +300,7 @@ class NatsGateway(Actor):
             connected=nc is not None and nc.is_connected,
             events_published=self._events_published,
             dropped_without_reply=self._dropped_without_reply,
+            dropped_slow=self._dropped_slow,
             dropped_malformed=nc.dropped_malformed if nc is not None else 0,
         )
 
@@ -338,6 +354,14 @@ class NatsGateway(Actor):
         return on_request
 
     async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, nats.errors.SlowConsumerError):
+            # One per dropped message under a flood: counted, logged once a second.
+            self._dropped_slow += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._slow_logged_at >= 1.0:
+                self._slow_logged_at = now
+                log.warning("requests_dropped", subject=error.subject, total=self._dropped_slow)
+            return
         log.warning("nats_error", error=repr(error))
 
     async def _on_disconnected(self) -> None:

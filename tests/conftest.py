@@ -1,38 +1,30 @@
-"""Shared fixtures: free ports and a real nats-server on loopback."""
+"""Shared fixtures: a real nats-server on loopback, and logging reset between tests.
+Helpers shared by the tests live in `tests.support`."""
 
 from __future__ import annotations
 
-import socket
-from functools import partial
 from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
 
 import pytest
 import structlog
 
-from actors.logs import configure_logging
-
-from actors.actor import Actor, ActorRef
 from actors.embedded_nats import NatsServerProcess
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def incarnation(ref: ActorRef) -> Actor:
-    """The actor a ref points at now: tests reach behind the ref to inject faults."""
-    actor = ref._actor
-    assert actor is not None, f"{ref.id} is not running"
-    return actor
+from actors.logs import configure_logging
+from tests.support.network import free_port
 
 
 @pytest.fixture
-async def nats_server() -> AsyncIterator[NatsServerProcess]:
+def nats_server_options() -> dict[str, Any]:
+    """Options of the test's nats-server; a module overrides this fixture for others."""
+    return {}
+
+
+@pytest.fixture
+async def nats_server(nats_server_options: dict[str, Any]) -> AsyncIterator[NatsServerProcess]:
     """A real nats-server (the bundled binary) on a free loopback port."""
-    server = NatsServerProcess(port=free_port(), jetstream=False)
+    server = NatsServerProcess(port=free_port(), jetstream=False, **nats_server_options)
     await server.start()
     try:
         yield server

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 import aiohttp
 import pytest
 
+from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
-from tests.conftest import free_port
-from tests.e2e.conftest import RouterProcess, process_exists, wait_gone
+from tests.support.network import free_port, occupied_port
+from tests.support.processes import RouterLauncher, RouterProcess, process_exists, wait_gone
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,7 +54,7 @@ async def test_signal_stops_everything_within_5_seconds_with_exit_0(
     code = await router.wait_exit(timeout=5.0)
     assert code == 0
     assert time.monotonic() - started < 5.0
-    assert await wait_gone(nats_pid), "embedded nats-server left running"
+    await wait_gone(nats_pid)  # the embedded nats-server stops with the router
     assert not any("Traceback" in line for line in router.raw_lines)
 
 
@@ -65,16 +65,14 @@ async def test_router_killed_by_sigkill_leaves_no_orphan_nats_server(
     nats_pid = (await router.wait_for_event("nats_server_ready"))["pid"]
     router.send(signal.SIGKILL)
     await router.wait_exit()
-    assert await wait_gone(nats_pid), "embedded nats-server orphaned"
+    await wait_gone(nats_pid)  # the embedded nats-server is not orphaned
 
 
-async def test_http_port_in_use_is_a_one_line_error_and_exit_2() -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        router = RouterProcess("--embedded-nats-port", str(free_port()), "--http-port", str(taken))
-        await router.start()
+async def test_http_port_in_use_is_a_one_line_error_and_exit_2(routers: RouterLauncher) -> None:
+    with occupied_port() as taken:
+        router = await routers.start(
+            "--embedded-nats-port", str(free_port()), "--http-port", str(taken), ready=False
+        )
         code = await router.wait_exit(timeout=20)
     errors = [line for line in router.raw_lines if line.startswith("ipc-router: error:")]
     assert code == 2
@@ -82,13 +80,13 @@ async def test_http_port_in_use_is_a_one_line_error_and_exit_2() -> None:
     assert not any("Traceback" in line for line in router.raw_lines)
 
 
-async def test_embedded_nats_port_in_use_is_a_one_line_error_and_exit_2() -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        router = RouterProcess("--embedded-nats-port", str(taken), "--http-port", str(free_port()))
-        await router.start()
+async def test_embedded_nats_port_in_use_is_a_one_line_error_and_exit_2(
+    routers: RouterLauncher,
+) -> None:
+    with occupied_port() as taken:
+        router = await routers.start(
+            "--embedded-nats-port", str(taken), "--http-port", str(free_port()), ready=False
+        )
         code = await router.wait_exit(timeout=20)
     errors = [line for line in router.raw_lines if line.startswith("ipc-router: error:")]
     assert code == 2
@@ -96,31 +94,29 @@ async def test_embedded_nats_port_in_use_is_a_one_line_error_and_exit_2() -> Non
     assert not any("Traceback" in line for line in router.raw_lines)
 
 
-async def test_environment_variables_configure_serve(nats_server) -> None:  # type: ignore[no-untyped-def]
+async def test_environment_variables_configure_serve(
+    nats_server: NatsServerProcess, routers: RouterLauncher
+) -> None:
     http_port = free_port()
-    router = RouterProcess(
+    router = await routers.start(
         env={"IPC_ROUTER_NATS_URL": nats_server.url, "IPC_ROUTER_HTTP_PORT": str(http_port)}
     )
-    await router.start()
-    try:
-        started = await router.wait_for_event("router_started")
-        assert started["nats_url"] == nats_server.url
-        assert started["embedded_nats"] is False
-        async with ServiceClient(nats_server.url) as client:
-            await client.register("orders", "orders-1")
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{http_port}/api/v1/admin/services") as response:
-                assert (await response.json())["total"] == 1
-        router.send(signal.SIGTERM)
-        assert await router.wait_exit() == 0
-    finally:
-        await router.kill()
+    started = await router.wait_for_event("router_started")
+    assert started["nats_url"] == nats_server.url
+    assert started["embedded_nats"] is False
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1")
+    url = f"http://127.0.0.1:{http_port}/api/v1/admin/services"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert (await response.json())["total"] == 1
+    router.send(signal.SIGTERM)
+    assert await router.wait_exit() == 0
 
 
 async def test_embedded_nats_crash_is_restarted_and_clients_reconnect(
     started_router: tuple[RouterProcess, int, int],
 ) -> None:
-    router, nats_port, http_port = started_router
+    router, nats_port, _ = started_router
     first_pid = (await router.wait_for_event("nats_server_ready"))["pid"]
     mark = len(router.events)
     os.kill(first_pid, signal.SIGKILL)
@@ -146,9 +142,8 @@ async def test_restart_intensity_exceeded_exits_1_with_a_clear_log_line(
     assert any(e.get("event") == "router_failed" for e in router.events)
 
 
-async def test_unknown_option_is_a_usage_error_exit_2() -> None:
-    router = RouterProcess("--no-such-option")
-    await router.start()
+async def test_unknown_option_is_a_usage_error_exit_2(routers: RouterLauncher) -> None:
+    router = await routers.start("--no-such-option", ready=False)
     assert await router.wait_exit() == 2
     assert any("unrecognized arguments" in line for line in router.raw_lines)
 
@@ -156,10 +151,7 @@ async def test_unknown_option_is_a_usage_error_exit_2() -> None:
 def test_cli_main_reports_port_in_use_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     from actors.cli import main
 
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
+    with occupied_port() as taken:
         code = main(
             ["serve", "--embedded-nats-port", str(free_port()), "--http-port", str(taken)]
         )

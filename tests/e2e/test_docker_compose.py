@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import contextlib
 import ctypes
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -28,13 +28,15 @@ import pytest
 import yaml
 from aiohttp import web
 
+from actors.actor import ActorRef
 from actors.cli import build_parser
 from actors.embedded_nats import nats_server_binary
-from protocol import LeasePolicy
 from actors.http_gateway import HealthProbe, build_admin_app
-from actors.actor import ActorRef
 from actors.registry import RegistryClient
-from tests.conftest import free_port
+from protocol import LeasePolicy
+from tests.support.network import free_port
+
+pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -400,7 +402,6 @@ async def test_router_healthcheck_hits_a_route_of_the_admin_app(
         await runner.cleanup()
 
 
-@pytest.mark.timeout(60)
 async def test_nats_command_runs_on_the_bundled_nats_server(
     services: dict[str, Any], tmp_path: Path
 ) -> None:

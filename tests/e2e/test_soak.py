@@ -11,8 +11,8 @@ import pytest
 
 from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
-from tests.conftest import free_port
-from tests.e2e.conftest import RouterProcess
+from tests.support.network import free_port
+from tests.support.processes import RouterLauncher
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -20,14 +20,12 @@ CLIENTS, PER_CLIENT, SOAK_SECONDS = 10, 100, 30.0
 
 
 async def test_thousand_instances_heartbeating_for_30_s_have_no_false_unhealthy(
-    nats_server: NatsServerProcess,
+    nats_server: NatsServerProcess, routers: RouterLauncher
 ) -> None:
     http_port = free_port()
-    router = RouterProcess("--nats-url", nats_server.url, "--http-port", str(http_port))
-    await router.start()
+    router = await routers.start("--nats-url", nats_server.url, "--http-port", str(http_port))
     clients = [ServiceClient(nats_server.url) for _ in range(CLIENTS)]
     try:
-        await router.wait_for_event("router_started")
         for client in clients:
             await client.connect()
         await asyncio.gather(
@@ -65,4 +63,3 @@ async def test_thousand_instances_heartbeating_for_30_s_have_no_false_unhealthy(
     finally:
         for client in clients:
             await client.close()
-        await router.kill()

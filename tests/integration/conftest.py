@@ -8,9 +8,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from actors.app import Router, RouterConfig
+from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from protocol import LeasePolicy
+from tests.support.routers import InProcessRouters
 
 
 @pytest.fixture
@@ -20,14 +21,19 @@ def lease_policy() -> LeasePolicy:
 
 
 @pytest.fixture
-async def router(nats_server: NatsServerProcess, lease_policy: LeasePolicy) -> AsyncIterator[Router]:
-    """A started router (registry, NATS gateway, HTTP gateway on a free port)."""
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, lease_policy=lease_policy))
-    await router.start()
+async def routers(nats_server: NatsServerProcess) -> AsyncIterator[InProcessRouters]:
+    """Starts routers on the test's nats-server; stops them at teardown."""
+    started = InProcessRouters(nats_server.url)
     try:
-        yield router
+        yield started
     finally:
-        await router.stop()
+        await started.stop_all()
+
+
+@pytest.fixture
+async def router(routers: InProcessRouters, lease_policy: LeasePolicy) -> Router:
+    """A started router (registry, NATS gateway, HTTP gateway on a free port)."""
+    return await routers.start(lease_policy=lease_policy)
 
 
 @pytest.fixture

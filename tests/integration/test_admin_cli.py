@@ -13,7 +13,7 @@ from actors.app import Router
 from actors.cli import main
 from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.timeout(30)
 

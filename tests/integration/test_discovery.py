@@ -3,22 +3,18 @@ the SDK's watch and always-fresh ServiceCache."""
 
 from __future__ import annotations
 
-from actors.actor import Envelope
-
-from tests.conftest import incarnation
-
-from actors.registry import EventBatch
-
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
+from actors.actor import Envelope
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
+from actors.registry import EventBatch
 from protocol import (
     GET_SUBJECT,
     LIST_SUBJECT,
@@ -32,6 +28,9 @@ from protocol import (
     events_subject,
 )
 from sdk import ServiceClient
+from tests.support.actors import incarnation
+from tests.support.nats_requests import nats_request
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,12 +48,6 @@ async def client(router: Router, nats_server: NatsServerProcess) -> AsyncIterato
         yield client
 
 
-async def query(nc: NatsClient, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
-    reply = await nc.request(subject, msgpack.packb(payload), timeout=5)
-    decoded: dict[str, Any] = msgpack.unpackb(reply.data, timestamp=3)
-    return decoded
-
-
 def names(instances: list[Instance]) -> list[str]:
     return [instance.instance_id for instance in instances]
 
@@ -67,7 +60,7 @@ async def test_list_pages_through_services_with_an_opaque_cursor(
 ) -> None:
     for n in range(5):
         await client.register(f"svc-{n}", "i-1")
-    first = await query(nc, LIST_SUBJECT, {"limit": 2})
+    first = await nats_request(nc, LIST_SUBJECT, {"limit": 2})
     assert first["status"] == 200
     page = first["result"]
     assert [s["service_name"] for s in page["services"]] == ["svc-0", "svc-1"]
@@ -75,7 +68,7 @@ async def test_list_pages_through_services_with_an_opaque_cursor(
     assert page["revision"] == 5 and page["epoch"]
     seen = [s["service_name"] for s in page["services"]]
     while page["next_cursor"] is not None:
-        page = (await query(nc, LIST_SUBJECT, {"limit": 2, "cursor": page["next_cursor"]}))["result"]
+        page = (await nats_request(nc, LIST_SUBJECT, {"limit": 2, "cursor": page["next_cursor"]}))["result"]
         seen += [s["service_name"] for s in page["services"]]
     assert seen == [f"svc-{n}" for n in range(5)]
     assert {s.service_name for s in await client.list_services()} == set(seen)
@@ -95,7 +88,7 @@ async def test_get_defaults_to_online_and_filters_by_status_and_metadata(
     assert names(await client.get_instances("orders", metadata={"replicas": 3})) == ["a"]
     assert names(await client.get_instances("orders", metadata={"replicas": "3"})) == ["a"]
     assert await client.get_instances("orders", metadata={"zone": "z"}) == []
-    raw = await query(nc, GET_SUBJECT, {"service_name": "orders", "limit": 1})
+    raw = await nats_request(nc, GET_SUBJECT, {"service_name": "orders", "limit": 1})
     result = raw["result"]
     assert [i["instance_id"] for i in result["instances"]] == ["a"]
     assert result["next_cursor"]
@@ -106,7 +99,7 @@ async def test_get_defaults_to_online_and_filters_by_status_and_metadata(
 async def test_get_for_an_unknown_service_is_an_empty_page_with_stamps(
     client: ServiceClient, nc: NatsClient
 ) -> None:
-    raw = await query(nc, GET_SUBJECT, {"service_name": "nobody"})
+    raw = await nats_request(nc, GET_SUBJECT, {"service_name": "nobody"})
     assert raw["status"] == 200
     assert raw["result"]["instances"] == []
     assert raw["result"]["service_revision"] == 0
@@ -127,7 +120,7 @@ async def test_get_for_an_unknown_service_is_an_empty_page_with_stamps(
 async def test_bad_queries_get_400_with_the_field(
     router: Router, nc: NatsClient, subject: str, payload: dict[str, Any], field: str
 ) -> None:
-    reply = await query(nc, subject, payload)
+    reply = await nats_request(nc, subject, payload)
     assert reply["status"] == 400
     assert reply["error"]["details"]["field"].startswith(field)
 
@@ -135,29 +128,41 @@ async def test_bad_queries_get_400_with_the_field(
 # -- events ---------------------------------------------------------------------------
 
 
-async def collect(nc: NatsClient, service: str) -> tuple[list[RegistryEvent], Any]:
+async def collect(nc: NatsClient, service: str) -> list[RegistryEvent]:
+    """The change events of `service` from now on, as they arrive."""
     events: list[RegistryEvent] = []
 
-    async def on_event(msg: Any) -> None:
+    async def on_event(msg: Msg) -> None:
         events.append(decode_event(msg.data))
 
-    sub = await nc.subscribe(events_subject(service), cb=on_event)
+    await nc.subscribe(events_subject(service), cb=on_event)
     await nc.flush()
-    return events, sub
+    return events
 
 
 async def wait_events(events: list[RegistryEvent], count: int) -> None:
-    async def loop() -> None:
-        while len(events) < count:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: len(events) >= count, what=f"{count} events")
 
-    await asyncio.wait_for(loop(), 10)
+
+def drop_event_batches(
+    router: Router, monkeypatch: pytest.MonkeyPatch, drop: Callable[[EventBatch], bool]
+) -> None:
+    """Make the NATS gateway lose the event batches `drop` picks: they are never published."""
+    gateway = incarnation(router.supervisor.ref("nats-gateway"))
+    handle_batch = gateway.handle_batch
+
+    async def handle_the_rest(batch: list[Envelope]) -> None:
+        await handle_batch(
+            [e for e in batch if not (isinstance(e.message, EventBatch) and drop(e.message))]
+        )
+
+    monkeypatch.setattr(gateway, "handle_batch", handle_the_rest)
 
 
 async def test_every_change_is_published_once_in_revision_order(
     router: Router, nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
-    events, _ = await collect(nc, "orders")
+    events = await collect(nc, "orders")
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "a", {"v": 1})
         await client.register("orders", "a", {"v": 2})
@@ -186,7 +191,7 @@ async def test_every_change_is_published_once_in_revision_order(
 async def test_lease_transitions_are_published(
     router: Router, nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
-    events, _ = await collect(nc, "orders")
+    events = await collect(nc, "orders")
     async with ServiceClient(nats_server.url, heartbeat=False) as client:
         await client.register("orders", "a")
         await wait_events(events, 4)
@@ -231,6 +236,7 @@ async def test_watch_yields_events_as_they_happen(
         event = await asyncio.wait_for(first, 5)
     assert event.type is EventType.REGISTERED
     assert event.instance.instance_id.startswith("a-")
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
 
 
@@ -262,21 +268,16 @@ async def test_cache_notices_a_missed_event_and_resyncs(
     client: ServiceClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway = incarnation(router.supervisor.ref("nats-gateway"))
-    cache = await client.discover("orders", check_interval=60)
-    original = gateway.handle_batch
     dropped: list[RegistryEvent] = []
 
-    async def drop_first_event(batch: list[Envelope]) -> None:
-        kept = []
-        for envelope in batch:
-            if isinstance(envelope.message, EventBatch) and not dropped:
-                dropped.extend(envelope.message.events)
-            else:
-                kept.append(envelope)
-        await original(kept)
+    def the_first(batch: EventBatch) -> bool:
+        if dropped:
+            return False
+        dropped.extend(batch.events)
+        return True
 
-    monkeypatch.setattr(gateway, "handle_batch", drop_first_event)
+    cache = await client.discover("orders", check_interval=60)
+    drop_event_batches(router, monkeypatch, the_first)
     try:
         await client.register("orders", "lost")  # its event never reaches the cache
         await client.register("orders", "next")  # previous_revision exposes the gap
@@ -293,14 +294,8 @@ async def test_cache_notices_a_missed_last_event_by_its_periodic_check(
     client: ServiceClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway = incarnation(router.supervisor.ref("nats-gateway"))
     cache = await client.discover("orders", check_interval=0.1)
-    original = gateway.handle_batch
-
-    async def drop_events(batch: list[Envelope]) -> None:
-        await original([e for e in batch if not isinstance(e.message, EventBatch)])
-
-    monkeypatch.setattr(gateway, "handle_batch", drop_events)
+    drop_event_batches(router, monkeypatch, lambda batch: True)
     try:
         await client.register("orders", "silent")
         await cache.wait_for(lambda i: names(i) == ["silent"], timeout=5)
@@ -311,7 +306,7 @@ async def test_cache_notices_a_missed_last_event_by_its_periodic_check(
 async def test_cache_ignores_stale_and_duplicate_events(
     router: Router, nats_server: NatsServerProcess, client: ServiceClient, nc: NatsClient
 ) -> None:
-    events, _ = await collect(nc, "orders")
+    events = await collect(nc, "orders")
     cache = await client.discover("orders", check_interval=60)
     try:
         await client.register("orders", "a")

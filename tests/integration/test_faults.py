@@ -3,24 +3,21 @@ server going away and coming back."""
 
 from __future__ import annotations
 
-from tests.conftest import incarnation
-
-from actors.registry import RegistryActor
-
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
-import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from actors.actor import ActorDeadError
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
+from actors.registry import RegistryActor
 from protocol import REGISTER_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
 from sdk import ServiceClient
+from tests.support.actors import incarnation
+from tests.support.nats_requests import nats_request
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,25 +29,21 @@ def lease_policy() -> LeasePolicy:
     return POLICY
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> float:
-    """Re-check every 20 ms until true; returns how long it took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
-    return loop.time() - started
-
-
 async def statuses(router: Router, service: str = "orders") -> dict[str, InstanceStatus]:
     try:
         detail = await router.registry.get_service(service)
     except (ProtocolError, ActorDeadError):  # unknown service, or registry restarting
         return {}
     return {i.instance_id: i.status for i in detail.instances}
+
+
+async def all_have_status(router: Router, instances: list[str], status: InstanceStatus) -> bool:
+    now = await statuses(router)
+    return all(now.get(i) is status for i in instances)
+
+
+async def gateway_disconnected(router: Router) -> bool:
+    return not await router.nats_gateway.connected()
 
 
 async def test_a_crash_inside_the_registry_answers_every_caller_and_heals(
@@ -69,29 +62,22 @@ async def test_a_crash_inside_the_registry_answers_every_caller_and_heals(
 
         monkeypatch.setattr(registry.state, "register", poisoned)
 
-        async def send(instance: str) -> int | str:
-            payload = msgpack.packb({"service_name": "orders", "instance_id": instance})
-            try:
-                reply = await nc.request(REGISTER_SUBJECT, payload, timeout=5)
-            except nats.errors.TimeoutError:
-                return "silence"
-            return int(msgpack.unpackb(reply.data)["status"])
+        async def status_of_registering(instance: str) -> int:
+            request = {"service_name": "orders", "instance_id": instance}
+            return int((await nats_request(nc, REGISTER_SUBJECT, request))["status"])
 
         names = [f"before-{n}" for n in range(20)] + ["poison"] + [f"after-{n}" for n in range(20)]
-        replies = dict(zip(names, await asyncio.gather(*(send(n) for n in names)), strict=True))
-        assert "silence" not in replies.values(), replies
+        answers = await asyncio.gather(*(status_of_registering(n) for n in names))
+        replies = dict(zip(names, answers, strict=True))  # every caller got an answer
         assert replies["poison"] == 500
         assert set(replies.values()) <= {201, 500, 503}
         assert incarnation(router.registry.ref) is not registry  # restarted by its supervisor
-        took = await eventually(lambda: _online(router, ["survivor"]))
+        took = await eventually(
+            lambda: all_have_status(router, ["survivor"], InstanceStatus.ONLINE)
+        )
         print(f"registry crash: the survivor was back ONLINE {took:.3f} s after the crash")
         detail = await router.registry.get_service("orders")
         assert [i.metadata for i in detail.instances if i.instance_id == "survivor"] == [{"zone": "a"}]
-
-
-async def _online(router: Router, instances: list[str]) -> bool:
-    now = await statuses(router)
-    return all(now.get(i) is InstanceStatus.ONLINE for i in instances)
 
 
 async def test_nats_server_restart_is_survived_by_router_and_clients(
@@ -104,13 +90,13 @@ async def test_nats_server_restart_is_survived_by_router_and_clients(
             await client.connect()
             await client.register("orders", name)
         await nats_server.stop()
-        await eventually(lambda: _not(router.nats_gateway.connected))
+        await eventually(lambda: gateway_disconnected(router))
         # Down for longer than the lease TTL: every instance goes UNHEALTHY meanwhile.
-        await eventually(lambda: _all_status(router, names, InstanceStatus.UNHEALTHY))
+        await eventually(lambda: all_have_status(router, names, InstanceStatus.UNHEALTHY))
         restarted = NatsServerProcess(port=nats_server.port, jetstream=False)
         await restarted.start()
         try:
-            took = await eventually(lambda: _online(router, names))
+            took = await eventually(lambda: all_have_status(router, names, InstanceStatus.ONLINE))
             print(f"nats restart: all instances ONLINE {took:.3f} s after the server was back")
             assert took < 10 * POLICY.heartbeat_interval + 2.0  # reconnect wait + a few beats
             assert await router.nats_gateway.connected()
@@ -123,13 +109,3 @@ async def test_nats_server_restart_is_survived_by_router_and_clients(
     finally:
         for client in clients:
             await client.close()
-
-
-async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
-    return not await check()
-
-
-async def _all_status(router: Router, names: list[str], status: InstanceStatus) -> bool:
-    now = await statuses(router)
-    return all(now.get(n) is status for n in names)
-

@@ -32,10 +32,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, settings
 from yarl import URL
 
+from actors.actor import ActorRef
 from actors.http_gateway import RUNNER_OPTIONS, HealthProbe, build_admin_app
 from actors.openapi import openapi_document
 from actors.registry import RegistryActor, RegistryClient
-from actors.actor import ActorRef
 from protocol import LeasePolicy, RegisterRequest, RegistryLimits, encode_cursor
 
 pytestmark = pytest.mark.timeout(120)

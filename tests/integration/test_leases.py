@@ -3,23 +3,27 @@ nats-server and an in-process router with short lease times."""
 
 from __future__ import annotations
 
-from tests.conftest import incarnation
-
-from actors.registry_state import Transition
-
-import asyncio
-from collections.abc import Callable
-from typing import Any
-
-import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from actors.actor import Actor
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.registry import RegistryActor
-from protocol import DEREGISTER_SUBJECT, HEARTBEAT_SUBJECT, InstanceStatus, LeasePolicy, ProtocolError
+from actors.registry_state import Transition
+from protocol import (
+    DEREGISTER_SUBJECT,
+    HEARTBEAT_SUBJECT,
+    InstanceStatus,
+    LeasePolicy,
+    LeaseReply,
+    LeaseRequest,
+    ProtocolError,
+)
 from sdk import RegistryError, ServiceClient
+from tests.support.actors import incarnation
+from tests.support.nats_requests import nats_request
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,21 +44,18 @@ async def status_of(router: Router, instance: str) -> InstanceStatus | None:
     return found[0] if found else None
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Re-check after every heartbeat-sized tick; fail after `timeout`."""
-
-    async def loop() -> None:
-        while not await check():
-            await asyncio.sleep(POLICY.heartbeat_interval / 2)
-
-    await asyncio.wait_for(loop(), timeout)
+async def has_status(router: Router, instance: str, status: InstanceStatus) -> bool:
+    return await status_of(router, instance) is status
 
 
-async def lease_request(nc: NatsClient, subject: str, session: str, instance: str = "orders-1") -> dict[str, Any]:
-    payload = {"service_name": "orders", "instance_id": instance, "session_id": session}
-    reply = await nc.request(subject, msgpack.packb(payload), timeout=5)
-    decoded: dict[str, Any] = msgpack.unpackb(reply.data, timestamp=3)
-    return decoded
+def restarted(router: Router, old: Actor) -> bool:
+    """The registry runs again, as a new incarnation."""
+    return router.registry.alive and incarnation(router.registry.ref) is not old
+
+
+def lease(session: str, instance: str = "orders-1") -> dict[str, str]:
+    """A heartbeat or deregistration of an "orders" instance, as a foreign client sends it."""
+    return {"service_name": "orders", "instance_id": instance, "session_id": session}
 
 
 async def test_register_reply_tells_the_heartbeat_interval_and_ttl(
@@ -67,28 +68,28 @@ async def test_register_reply_tells_the_heartbeat_interval_and_ttl(
 
 
 async def test_sdk_heartbeats_keep_an_instance_online_well_past_its_ttl(
-    router: Router, nats_server: NatsServerProcess
+    router: Router, nats_server: NatsServerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unhealthy: list[str] = []
     registry = incarnation(router.registry.ref)
     assert isinstance(registry, RegistryActor)
-    original = registry._log_transitions
+    beats: list[LeaseRequest] = []
+    unhealthy: list[str] = []
+    renew = registry.state.heartbeat
+    log_transitions = registry._log_transitions
+
+    def count_beat(request: LeaseRequest) -> LeaseReply:
+        beats.append(request)
+        return renew(request)
 
     def watch(transitions: list[Transition]) -> None:
         unhealthy.extend(t.instance_id for t in transitions if t.new is InstanceStatus.UNHEALTHY)
-        original(transitions)
+        log_transitions(transitions)
 
-    registry._log_transitions = watch  # type: ignore[method-assign]
+    monkeypatch.setattr(registry.state, "heartbeat", count_beat)
+    monkeypatch.setattr(registry, "_log_transitions", watch)
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "orders-1")
-        beats = 0
-
-        async def ten_ttls_of_beats() -> bool:
-            nonlocal beats
-            beats += 1
-            return beats > 20  # 20 half-intervals = 10 intervals = 3+ TTLs
-
-        await wait_until(ten_ttls_of_beats)
+        await eventually(lambda: len(beats) >= 10, what="ten heartbeats")  # over 3 TTLs
         assert await status_of(router, "orders-1") is InstanceStatus.ONLINE
     assert unhealthy == []
 
@@ -100,14 +101,10 @@ async def test_instance_without_heartbeats_goes_unhealthy_then_offline(
     await client.connect()
     try:
         await client.register("orders", "orders-1")
-        await wait_until(lambda: _is(router, "orders-1", InstanceStatus.UNHEALTHY))
-        await wait_until(lambda: _is(router, "orders-1", InstanceStatus.OFFLINE))
+        await eventually(lambda: has_status(router, "orders-1", InstanceStatus.UNHEALTHY))
+        await eventually(lambda: has_status(router, "orders-1", InstanceStatus.OFFLINE))
     finally:
         await client.close()
-
-
-async def _is(router: Router, instance: str, status: InstanceStatus) -> bool:
-    return await status_of(router, instance) is status
 
 
 async def test_leaving_the_context_deregisters_the_instances(
@@ -137,7 +134,7 @@ async def test_another_session_cannot_renew_or_deregister_someone_elses_instance
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "orders-1")
         for subject in (HEARTBEAT_SUBJECT, DEREGISTER_SUBJECT):
-            reply = await lease_request(nc, subject, "intruder-session-000001")
+            reply = await nats_request(nc, subject, lease("intruder-session-000001"))
             assert reply["status"] == 403
             assert reply["error"]["code"] == "not_owner"
         other = ServiceClient(nc=nc)
@@ -148,16 +145,15 @@ async def test_another_session_cannot_renew_or_deregister_someone_elses_instance
 
 
 async def test_heartbeat_for_an_unknown_instance_is_404(router: Router, nc: NatsClient) -> None:
-    reply = await lease_request(nc, HEARTBEAT_SUBJECT, "any-session-00000001", "ghost")
+    reply = await nats_request(nc, HEARTBEAT_SUBJECT, lease("any-session-00000001", "ghost"))
     assert reply["status"] == 404
     assert reply["error"]["code"] == "instance_not_found"
 
 
 async def test_invalid_heartbeat_is_a_400_with_the_field(router: Router, nc: NatsClient) -> None:
-    reply = await nc.request(HEARTBEAT_SUBJECT, msgpack.packb({"service_name": "orders"}), timeout=5)
-    body = msgpack.unpackb(reply.data)
-    assert body["status"] == 400
-    assert body["error"]["details"]["field"] == "$.instance_id"
+    reply = await nats_request(nc, HEARTBEAT_SUBJECT, {"service_name": "orders"})
+    assert reply["status"] == 400
+    assert reply["error"]["details"]["field"] == "$.instance_id"
 
 
 async def test_registry_crash_and_restart_is_healed_by_the_sdk(
@@ -167,14 +163,10 @@ async def test_registry_crash_and_restart_is_healed_by_the_sdk(
         await client.register("orders", "orders-1", {"zone": "a"})
         old = incarnation(router.registry.ref)
         old.crash(RuntimeError("injected fault"))
-        await wait_until(lambda: _restarted(router, old))
-        await wait_until(lambda: _is(router, "orders-1", InstanceStatus.ONLINE))
+        await eventually(lambda: restarted(router, old))
+        await eventually(lambda: has_status(router, "orders-1", InstanceStatus.ONLINE))
         detail = await router.registry.get_service("orders")
         assert detail.instances[0].metadata == {"zone": "a"}
-
-
-async def _restarted(router: Router, old: object) -> bool:
-    return router.registry.alive and incarnation(router.registry.ref) is not old
 
 
 async def test_instance_claimed_by_another_client_while_forgotten_is_given_up(
@@ -185,13 +177,9 @@ async def test_instance_claimed_by_another_client_while_forgotten_is_given_up(
         await first._stop_heartbeats()  # hold the first client's beats for the set-up
         old = incarnation(router.registry.ref)
         old.crash(RuntimeError("injected fault"))
-        await wait_until(lambda: _restarted(router, old))
+        await eventually(lambda: restarted(router, old))
         await second.register("orders", "orders-1")
         first._start_heartbeats()  # 404 -> registers again -> 409 -> gives the id up
-        await wait_until(lambda: _given_up(first))
+        await eventually(lambda: first.registered == [])
         assert second.registered == [("orders", "orders-1")]
         assert await status_of(router, "orders-1") is InstanceStatus.ONLINE
-
-
-async def _given_up(client: ServiceClient) -> bool:
-    return client.registered == []

@@ -5,29 +5,28 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from typing import Any
 
-import msgpack
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from actors.app import Router, RouterConfig
-from actors.embedded_nats import NatsServerProcess
+from actors.app import Router
 from protocol import REGISTER_SUBJECT
+from tests.support.nats_requests import nats_request
+from tests.support.routers import InProcessRouters
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def burst(nc: NatsClient, count: int, in_flight: int) -> list[tuple[str, dict[str, object]]]:
+async def burst(nc: NatsClient, count: int, in_flight: int) -> list[tuple[str, dict[str, Any]]]:
     """`count` registrations, `in_flight` at a time; (instance asked for, reply)."""
     gate = asyncio.Semaphore(in_flight)
 
-    async def one(n: int) -> tuple[str, dict[str, object]]:
+    async def one(n: int) -> tuple[str, dict[str, Any]]:
         instance = f"i-{n}"
-        payload = msgpack.packb({"service_name": f"svc-{n % 7}", "instance_id": instance})
+        request = {"service_name": f"svc-{n % 7}", "instance_id": instance}
         async with gate:
-            reply = await nc.request(REGISTER_SUBJECT, payload, timeout=10)
-        return instance, msgpack.unpackb(reply.data, timestamp=3)
+            return instance, await nats_request(nc, REGISTER_SUBJECT, request, timeout=10)
 
     return await asyncio.gather(*(one(n) for n in range(count)))
 
@@ -36,18 +35,13 @@ async def test_every_request_gets_its_own_reply_under_load(router: Router, nc: N
     results = await burst(nc, 3000, 256)
     assert Counter(reply["status"] for _, reply in results) == {201: 3000}
     for instance, reply in results:
-        assert reply["instance"]["instance_id"] == instance  # type: ignore[index]
+        assert reply["instance"]["instance_id"] == instance
     assert router.registry.alive
 
 
 @pytest.fixture
-async def tiny_mailbox_router(nats_server: NatsServerProcess) -> AsyncIterator[Router]:
-    router = Router(RouterConfig(nats_url=nats_server.url, http_port=0, registry_mailbox_size=4))
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
+async def tiny_mailbox_router(routers: InProcessRouters) -> Router:
+    return await routers.start(registry_mailbox_size=4)
 
 
 async def test_a_full_mailbox_answers_503_and_the_rest_are_served(
@@ -59,8 +53,8 @@ async def test_a_full_mailbox_answers_503_and_the_rest_are_served(
     assert statuses[503] > 0, "a 4-slot mailbox under 512 in flight never filled"
     assert statuses[201] > 0
     overloaded = next(reply for _, reply in results if reply["status"] == 503)
-    assert overloaded["error"]["code"] == "router_unavailable"  # type: ignore[index]
-    assert "retry" in overloaded["error"]["message"]  # type: ignore[index]
+    assert overloaded["error"]["code"] == "router_unavailable"
+    assert "retry" in overloaded["error"]["message"]
     for instance, reply in results:
         if reply["status"] == 201:
-            assert reply["instance"]["instance_id"] == instance  # type: ignore[index]
+            assert reply["instance"]["instance_id"] == instance

@@ -17,6 +17,7 @@ from actors.actor import (
     FutureReply,
     MailboxFullError,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -149,6 +150,17 @@ async def started_probe(make_probe: Callable[..., Probe], **kwargs: Any) -> Prob
     return probe
 
 
+async def until_queued(probe: Probe, count: int) -> None:
+    """Wait until `count` messages wait in the probe's mailbox: an ask from a new task
+    reaches it once that task has run."""
+    await eventually(
+        lambda: sum(probe.mailbox_stats().depths) == count,
+        timeout=5,
+        interval=0,
+        what=f"{count} messages in the mailbox",
+    )
+
+
 # -- tell / ask ----------------------------------------------------------------
 
 
@@ -198,7 +210,7 @@ async def test_messages_queued_while_the_actor_is_busy_are_handled_fifo(
     await block.entered.wait()
 
     later = [asyncio.create_task(probe.ask(n)) for n in range(5)]
-    await asyncio.sleep(0)
+    await until_queued(probe, 5)
     assert not any(task.done() for task in later)  # all waiting behind the busy handler
     block.gate.set()
 
@@ -273,7 +285,7 @@ async def test_a_bounded_mailbox_raises_mailbox_full_error_when_full(
 
     probe.tell("one")
     queued_ask = asyncio.create_task(probe.ask("two"))
-    await asyncio.sleep(0)  # let the ask reach the mailbox
+    await until_queued(probe, 2)
 
     with pytest.raises(MailboxFullError):
         probe.tell("three")
@@ -351,7 +363,7 @@ async def test_an_unexpected_error_crashes_the_actor_and_fails_every_pending_ask
     error = Boom("kaput")
     crashing = asyncio.create_task(probe.ask(Raise(error)))
     queued_asks = [asyncio.create_task(probe.ask(f"queued-{n}")) for n in range(3)]
-    await asyncio.sleep(0)  # let the asks reach the mailbox, in order
+    await until_queued(probe, 4)  # the crashing ask, then the three
     queued_reply = RecordingReply()
     probe.tell("queued-tell", queued_reply)
     block.gate.set()
@@ -381,25 +393,15 @@ async def test_an_unexpected_error_crashes_the_actor_and_fails_every_pending_ask
     assert probe.task.exception() is error
 
 
-async def test_a_tell_without_reply_that_raises_a_caller_error_crashes_the_actor(
-    make_probe: Callable[..., Probe],
+@pytest.mark.parametrize(
+    "error",
+    [BadRequest("nobody to tell"), Boom("nobody to tell")],
+    ids=["caller error", "unexpected error"],
+)
+async def test_a_tell_without_reply_whose_handler_raises_crashes_the_actor(
+    make_probe: Callable[..., Probe], error: Exception
 ) -> None:
     probe = await started_probe(make_probe)
-    error = BadRequest("nobody to tell")
-
-    probe.tell(Raise(error))
-    await probe.stopped.wait()
-
-    assert not probe.alive
-    assert probe.failure is error
-    assert probe.journal == ["on_start", ("on_failure", error), "on_stop"]
-
-
-async def test_a_tell_without_reply_that_raises_an_unexpected_error_crashes_the_actor(
-    make_probe: Callable[..., Probe],
-) -> None:
-    probe = await started_probe(make_probe)
-    error = Boom("nobody to tell")
 
     probe.tell(Raise(error))
     await probe.stopped.wait()
@@ -445,11 +447,11 @@ async def test_crash_from_outside_fails_the_actor_with_that_exception(
     await block.entered.wait()
 
     before = asyncio.create_task(probe.ask("before"))
-    await asyncio.sleep(0)
+    await until_queued(probe, 1)
     error = ConnectionResetError("lost the connection")
     probe.crash(error)
     after = asyncio.create_task(probe.ask("after"))
-    await asyncio.sleep(0)
+    await until_queued(probe, 3)  # "before", the crash, "after"
     block.gate.set()
 
     # Messages queued before the crash are handled; those after get ActorDeadError.
@@ -569,7 +571,7 @@ async def test_stop_handles_the_messages_already_queued_then_calls_on_stop(
         probe.tell(n, reply)
 
     stopping = asyncio.create_task(probe.stop())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: stop() has begun, and no more
     assert not probe.alive  # no new messages from the moment stop is called
     with pytest.raises(ActorDeadError):
         probe.tell("too late")
@@ -625,7 +627,7 @@ async def test_stop_cancels_a_handler_stuck_forever_after_the_timeout(
     queued_asks = [asyncio.create_task(probe.ask(n, timeout=None)) for n in range(3)]
     queued_reply = RecordingReply()
     probe.tell("queued-tell", queued_reply)
-    await asyncio.sleep(0)
+    await until_queued(probe, 4)
 
     await probe.stop(timeout=0.01)
 

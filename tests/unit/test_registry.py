@@ -15,17 +15,20 @@ from protocol import (
     ErrorCode,
     EventType,
     GetServiceRequest,
-    ListServicesRequest,
     InstanceStatus,
     LeasePolicy,
     LeaseRequest,
+    ListServicesRequest,
     ProtocolError,
     RegisterRequest,
     RegistryEvent,
     RegistryLimits,
+    ServiceDetail,
     encode_json,
     encode_msgpack,
 )
+from protocol.models import MetadataValue
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -76,7 +79,9 @@ def lease(service: str = "orders", instance: str = "orders-1", session: str = SE
     return LeaseRequest(service_name=service, instance_id=instance, session_id=session)
 
 
-def detail(state: RegistryState, service: str = "orders", status: InstanceStatus | None = None):  # type: ignore[no-untyped-def]
+def detail(
+    state: RegistryState, service: str = "orders", status: InstanceStatus | None = None
+) -> ServiceDetail:
     return state.get_service(GetServiceRequest(service_name=service, status=status, limit=1000))
 
 
@@ -466,14 +471,13 @@ async def test_a_steady_stream_of_messages_does_not_starve_the_lease_timer() -> 
     ref = RegistryClient(actor.ref)
     try:
         await ref.register(request(session=None))  # anonymous: never renewed
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while loop.time() < deadline:
+
+        async def unhealthy() -> bool:
             detail = await ref.get_service("orders")
-            if detail.instances[0].status is UNHEALTHY:
-                break
-            await asyncio.sleep(0.01)
-        assert detail.instances[0].status is UNHEALTHY
+            return detail.instances[0].status is UNHEALTHY
+
+        # The checks themselves, every 10 ms, are the steady stream.
+        await eventually(unhealthy, timeout=5, interval=0.01, what="the lease to run out")
     finally:
         await actor.stop()
 
@@ -580,7 +584,10 @@ def test_a_metadata_update_event_shows_the_instance_after_the_renewal(
 
 def test_a_string_filter_matches_numbers_by_their_json_text(state: RegistryState) -> None:
     state.register(request(instance="big", metadata={"n": 1e20, "flag": True, "none": None}))
-    for wanted in ({"n": "1e20"}, {"flag": "true"}, {"none": "null"}, {"n": 1e20}):
+    filters: list[dict[str, MetadataValue]] = [
+        {"n": "1e20"}, {"flag": "true"}, {"none": "null"}, {"n": 1e20}
+    ]
+    for wanted in filters:
         page = state.get_service(GetServiceRequest(service_name="orders", metadata=wanted))
         assert [i.instance_id for i in page.instances] == ["big"], wanted
     page = state.get_service(GetServiceRequest(service_name="orders", metadata={"n": "1e+20"}))

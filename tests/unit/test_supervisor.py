@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,16 +13,12 @@ from structlog.testing import capture_logs
 import actors.supervisor as supervisor_module
 from actors.actor import Actor, ActorDeadError, FutureReply
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
+from tests.support.actors import bound_actor, incarnation
 
 pytestmark = pytest.mark.timeout(10)
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def incarnation_of(ref: ActorRef) -> Actor | None:
-    """The incarnation a ref points at (tests look behind the ref on purpose)."""
-    return ref._actor
 
 
 class Boom(Exception):
@@ -163,14 +160,40 @@ def specs(*factories: ChildFactory, shutdown_timeout: float = 5.0) -> list[Child
     ]
 
 
-async def crash_and_wait_for_restart(
-    supervisor: Supervisor, factory: ChildFactory, incarnation: int
-) -> Child:
+async def crash_and_wait_for_restart(supervisor: Supervisor, factory: ChildFactory) -> Child:
     """Crash the current incarnation of a child and wait for the next one."""
-    current = incarnation_of(supervisor.ref(factory.child_id))
-    assert current is not None
-    current.crash(Boom(f"crash {incarnation - 1}"))
-    return await factory.wait_started(incarnation)
+    crashed = len(factory.instances)
+    incarnation(supervisor.ref(factory.child_id)).crash(Boom(f"crash of #{crashed}"))
+    return await factory.wait_started(crashed + 1)
+
+
+# A crash sequence: (child, seconds after the crash before it) for each crash.
+Crashes = list[tuple[str, float]]
+
+
+async def started_abc(
+    make_supervisor: Callable[..., Supervisor], journal: list[Any], max_restarts: int
+) -> tuple[Supervisor, dict[str, ChildFactory]]:
+    """A started supervisor of children "a", "b" and "c" that allows `max_restarts`
+    restarts within 10 s."""
+    factories = {name: ChildFactory(name, journal) for name in "abc"}
+    supervisor = make_supervisor(
+        specs(*factories.values()), max_restarts=max_restarts, within_seconds=10.0
+    )
+    await supervisor.start()
+    return supervisor, factories
+
+
+async def crash_each_and_wait_for_restarts(
+    supervisor: Supervisor, factories: dict[str, ChildFactory], clock: FakeClock, crashes: Crashes
+) -> None:
+    for child, seconds_later in crashes:
+        clock.now += seconds_later
+        await crash_and_wait_for_restart(supervisor, factories[child])
+
+
+def crashes_of(child: str, crashes: Crashes) -> int:
+    return [crashed for crashed, _ in crashes].count(child)
 
 
 # -- start / stop order --------------------------------------------------------
@@ -223,7 +246,7 @@ async def test_refs_reach_the_running_children_after_start(
 
     assert supervisor.ref("a") is supervisor.refs["a"]
     assert supervisor.ref("a").id == "a"
-    assert incarnation_of(supervisor.ref("a")) is a.instances[0]
+    assert incarnation(supervisor.ref("a")) is a.instances[0]
     assert await supervisor.ref("a").ask("ping") == ("pong", 1)
     assert await supervisor.ref("b").ask("whoami") is b.instances[0]
     assert supervisor.done is not None and not supervisor.done.done()
@@ -232,8 +255,54 @@ async def test_refs_reach_the_running_children_after_start(
 # -- restarts ------------------------------------------------------------------
 
 
-async def test_a_crashing_child_is_restarted_as_a_new_instance_and_the_ref_follows_it(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any]
+@dataclass(frozen=True)
+class ChildEnding:
+    """One way for a child to end without the supervisor asking it to."""
+
+    bring_down: Callable[[ActorRef, Child], Awaitable[None]]
+    failure: type[BaseException] | None
+    """What `Actor.failure` of the ended incarnation is."""
+    cancelled: bool = False
+    """Whether its task ended cancelled."""
+    logged: str = ""
+    """What the "child_crashed" log line says of the error."""
+
+
+async def raise_in_its_handler(ref: ActorRef, child: Child) -> None:
+    with pytest.raises(Boom):
+        await ref.ask(("raise", Boom("bug")))
+
+
+async def crash_from_outside(ref: ActorRef, child: Child) -> None:
+    child.crash(Boom("injected"))
+
+
+async def stop_on_its_own(ref: ActorRef, child: Child) -> None:
+    await child.stop()
+
+
+async def stop_with_a_timeout_while_stuck(ref: ActorRef, child: Child) -> None:
+    child.tell(("block", asyncio.Event()))  # never released
+    await child.stop(timeout=0.01)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        pytest.param(ChildEnding(raise_in_its_handler, Boom, logged="bug"), id="handler raised"),
+        pytest.param(ChildEnding(crash_from_outside, Boom, logged="injected"), id="crashed"),
+        pytest.param(
+            ChildEnding(stop_on_its_own, None, logged="stopped unexpectedly"),
+            id="stopped cleanly on its own",
+        ),
+        pytest.param(
+            ChildEnding(stop_with_a_timeout_while_stuck, None, cancelled=True),
+            id="cancelled by an outside stop timeout",
+        ),
+    ],
+)
+async def test_a_child_that_ends_on_its_own_is_restarted_as_a_new_instance_the_ref_follows(
+    make_supervisor: Callable[..., Supervisor], journal: list[Any], ending: ChildEnding
 ) -> None:
     a, b = ChildFactory("a", journal), ChildFactory("b", journal)
     supervisor = make_supervisor(specs(a, b))
@@ -241,19 +310,26 @@ async def test_a_crashing_child_is_restarted_as_a_new_instance_and_the_ref_follo
     ref = supervisor.ref("b")
     first = await ref.ask("whoami")
 
-    with pytest.raises(Boom):
-        await ref.ask(("raise", Boom("bug")))
-    second = await b.wait_started(2)
+    with capture_logs() as logs:
+        await ending.bring_down(ref, first)
+        second = await b.wait_started(2)
 
     assert second is not first
     assert not first.alive
-    assert isinstance(first.failure, Boom)
-    assert incarnation_of(ref) is second
+    if ending.failure is None:
+        assert first.failure is None
+    else:
+        assert isinstance(first.failure, ending.failure)
+    assert first.task is not None and first.task.cancelled() == ending.cancelled
+    assert incarnation(ref) is second
     assert ref.alive
     assert await ref.ask("ping") == ("pong", 2)
     assert await ref.ask("whoami") is second
+    crashed = [entry for entry in logs if entry["event"] == "child_crashed"]
+    assert [entry["child"] for entry in crashed] == ["b"]
+    assert ending.logged in crashed[0]["error"]
     # One-for-one: the sibling was left alone.
-    assert a.instances == [incarnation_of(supervisor.ref("a"))]
+    assert a.instances == [incarnation(supervisor.ref("a"))]
     assert supervisor.ref("a").alive
     assert journal == [
         ("start", "a#1"),
@@ -264,115 +340,73 @@ async def test_a_crashing_child_is_restarted_as_a_new_instance_and_the_ref_follo
     assert supervisor.done is not None and not supervisor.done.done()
 
 
-async def test_a_child_crashed_from_outside_is_restarted(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any]
+@pytest.mark.parametrize(
+    ("max_restarts", "crashes"),
+    [
+        pytest.param(
+            1,
+            [("a", 0.0), ("a", 10.5), ("a", 10.5), ("a", 10.5)],
+            id="restarts spread beyond the window",
+        ),
+        pytest.param(2, [("b", 0.0), ("b", 1.0)], id="max_restarts crashes within the window"),
+    ],
+)
+async def test_restarts_within_the_intensity_are_allowed(
+    make_supervisor: Callable[..., Supervisor],
+    journal: list[Any],
+    clock: FakeClock,
+    max_restarts: int,
+    crashes: Crashes,
 ) -> None:
-    a = ChildFactory("a", journal)
-    supervisor = make_supervisor(specs(a))
-    await supervisor.start()
+    supervisor, factories = await started_abc(make_supervisor, journal, max_restarts)
 
-    with capture_logs() as logs:
-        second = await crash_and_wait_for_restart(supervisor, a, 2)
+    await crash_each_and_wait_for_restarts(supervisor, factories, clock, crashes)
 
-    assert incarnation_of(supervisor.ref("a")) is second
-    assert await supervisor.ref("a").ask("ping") == ("pong", 2)
-    events = [entry["event"] for entry in logs]
-    assert "child_crashed" in events
-
-
-async def test_more_than_max_restarts_within_the_window_fails_done_and_stops_all_children(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any], clock: FakeClock
-) -> None:
-    a, b, c = (ChildFactory(name, journal) for name in "abc")
-    supervisor = make_supervisor(specs(a, b, c), max_restarts=2, within_seconds=10.0)
-    await supervisor.start()
-
-    await crash_and_wait_for_restart(supervisor, b, 2)
-    clock.now += 1.0
-    await crash_and_wait_for_restart(supervisor, b, 3)
-    clock.now += 1.0
-    journal.clear()
-    current = incarnation_of(supervisor.ref("b"))
-    assert current is not None
-    current.crash(Boom("third crash within the window"))
-
-    assert supervisor.done is not None
-    with pytest.raises(RestartIntensityError):
-        await supervisor.done
-
-    assert len(b.instances) == 3  # no fourth incarnation
-    assert not any(supervisor.ref(name).alive for name in "abc")
-    # The crashed b#3 stopped itself; the supervisor then stops c and a, in reverse.
-    assert journal == [("stop", "b#3"), ("stop", "c#1"), ("stop", "a#1")]
-
-
-async def test_restarts_spread_beyond_the_window_are_allowed(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any], clock: FakeClock
-) -> None:
-    a = ChildFactory("a", journal)
-    supervisor = make_supervisor(specs(a), max_restarts=1, within_seconds=10.0)
-    await supervisor.start()
-
-    for incarnation in range(2, 6):
-        await crash_and_wait_for_restart(supervisor, a, incarnation)
-        clock.now += 10.5  # the previous restart has left the window
-
-    assert len(a.instances) == 5
-    assert await supervisor.ref("a").ask("ping") == ("pong", 5)
+    for name, factory in factories.items():
+        incarnations = 1 + crashes_of(name, crashes)
+        assert len(factory.instances) == incarnations
+        assert await supervisor.ref(name).ask("ping") == ("pong", incarnations)
     assert supervisor.done is not None and not supervisor.done.done()
 
 
-async def test_two_crashes_inside_the_window_exceed_a_max_restarts_of_one(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any], clock: FakeClock
+@pytest.mark.parametrize(
+    ("max_restarts", "crashes"),
+    [
+        pytest.param(0, [("a", 0.0)], id="max_restarts 0: the first crash"),
+        pytest.param(1, [("a", 0.0), ("a", 9.5)], id="two crashes within the window, max 1"),
+        pytest.param(
+            2, [("b", 0.0), ("b", 1.0), ("b", 1.0)], id="three crashes within the window, max 2"
+        ),
+        pytest.param(1, [("a", 0.0), ("b", 0.0)], id="children share one budget"),
+    ],
+)
+async def test_one_crash_more_than_the_intensity_allows_fails_done_and_stops_all_children(
+    make_supervisor: Callable[..., Supervisor],
+    journal: list[Any],
+    clock: FakeClock,
+    max_restarts: int,
+    crashes: Crashes,
 ) -> None:
-    a = ChildFactory("a", journal)
-    supervisor = make_supervisor(specs(a), max_restarts=1, within_seconds=10.0)
-    await supervisor.start()
-
-    await crash_and_wait_for_restart(supervisor, a, 2)
-    clock.now += 9.5  # still inside the window
-    current = incarnation_of(supervisor.ref("a"))
-    assert current is not None
-    current.crash(Boom("again"))
-
-    assert supervisor.done is not None
-    with pytest.raises(RestartIntensityError):
-        await supervisor.done
-    assert len(a.instances) == 2
-
-
-async def test_max_restarts_zero_gives_up_on_the_first_crash(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any], clock: FakeClock
-) -> None:
-    a, b = ChildFactory("a", journal), ChildFactory("b", journal)
-    supervisor = make_supervisor(specs(a, b), max_restarts=0)
-    await supervisor.start()
+    supervisor, factories = await started_abc(make_supervisor, journal, max_restarts)
+    *restarted, (last, seconds_later) = crashes
+    await crash_each_and_wait_for_restarts(supervisor, factories, clock, restarted)
+    clock.now += seconds_later
+    journal.clear()
 
     with capture_logs() as logs:
-        a.instances[0].crash(Boom("once is too many"))
+        incarnation(supervisor.ref(last)).crash(Boom("one crash too many"))
         assert supervisor.done is not None
-        with pytest.raises(RestartIntensityError, match="last crash: a"):
+        with pytest.raises(RestartIntensityError, match=f"last crash: {last}"):
             await supervisor.done
 
-    assert len(a.instances) == 1
-    assert not supervisor.ref("b").alive
+    for name, factory in factories.items():  # nothing restarted after the last crash
+        assert len(factory.instances) == 1 + crashes_of(name, restarted)
+    assert not any(supervisor.ref(name).alive for name in factories)
+    # The crashed child stopped itself; the supervisor then stops the others, in reverse.
+    current = {name: f"{name}#{len(factory.instances)}" for name, factory in factories.items()}
+    stopped_by_the_supervisor = [current[name] for name in "cba" if name != last]
+    assert journal == [("stop", key) for key in [current[last], *stopped_by_the_supervisor]]
     assert "restart_intensity_exceeded" in [entry["event"] for entry in logs]
-
-
-async def test_restarts_of_different_children_share_one_intensity_budget(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any], clock: FakeClock
-) -> None:
-    a, b = ChildFactory("a", journal), ChildFactory("b", journal)
-    supervisor = make_supervisor(specs(a, b), max_restarts=1, within_seconds=10.0)
-    await supervisor.start()
-
-    await crash_and_wait_for_restart(supervisor, a, 2)
-    b.instances[0].crash(Boom("b crashes too"))
-
-    assert supervisor.done is not None
-    with pytest.raises(RestartIntensityError, match="last crash: b"):
-        await supervisor.done
-    assert len(b.instances) == 1
 
 
 async def test_a_restart_whose_on_start_fails_counts_as_another_failure(
@@ -407,7 +441,7 @@ async def test_a_failed_restart_is_retried_and_the_ref_follows_the_next_instance
     a.instances[0].crash(Boom("first crash"))
     third = await a.wait_started(3)
 
-    assert incarnation_of(supervisor.ref("a")) is third
+    assert incarnation(supervisor.ref("a")) is third
     assert await supervisor.ref("a").ask("ping") == ("pong", 3)
     assert journal == [
         ("start", "a#1"),
@@ -423,43 +457,6 @@ async def test_a_failed_restart_is_retried_and_the_ref_follows_the_next_instance
     with pytest.raises(RestartIntensityError):
         await supervisor.done
     assert len(a.instances) == 3
-
-
-async def test_a_child_that_stops_cleanly_on_its_own_is_treated_as_a_crash_and_restarted(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any]
-) -> None:
-    a = ChildFactory("a", journal)
-    supervisor = make_supervisor(specs(a))
-    await supervisor.start()
-    first = a.instances[0]
-
-    with capture_logs() as logs:
-        await first.stop()  # not asked by the supervisor
-        second = await a.wait_started(2)
-
-    assert first.failure is None
-    assert incarnation_of(supervisor.ref("a")) is second
-    assert await supervisor.ref("a").ask("ping") == ("pong", 2)
-    crashed = [entry for entry in logs if entry["event"] == "child_crashed"]
-    assert len(crashed) == 1
-    assert "stopped unexpectedly" in crashed[0]["error"]
-
-
-async def test_a_child_cancelled_by_an_outside_stop_timeout_is_restarted(
-    make_supervisor: Callable[..., Supervisor], journal: list[Any]
-) -> None:
-    a = ChildFactory("a", journal)
-    supervisor = make_supervisor(specs(a))
-    await supervisor.start()
-    first = a.instances[0]
-    first.tell(("block", asyncio.Event()))  # stuck forever
-
-    await first.stop(timeout=0.01)
-    second = await a.wait_started(2)
-
-    assert first.task is not None and first.task.cancelled()
-    assert incarnation_of(supervisor.ref("a")) is second
-    assert await supervisor.ref("a").ask("ping") == ("pong", 2)
 
 
 # -- failed start --------------------------------------------------------------
@@ -486,7 +483,7 @@ async def test_a_child_that_fails_to_start_makes_start_raise_and_stops_the_start
     ]
     assert d.instances == []  # never reached
     assert not supervisor.ref("a").alive and not supervisor.ref("b").alive
-    assert incarnation_of(supervisor.ref("c")) is None
+    assert bound_actor(supervisor.ref("c")) is None
     assert supervisor.done is not None and supervisor.done.done()
     assert supervisor.done.result() is None
     # Nothing restarts afterwards, and stop has nothing left to do.
@@ -500,7 +497,7 @@ async def test_a_child_that_fails_to_start_makes_start_raise_and_stops_the_start
 async def test_tell_and_ask_on_a_ref_with_no_actor_raise_actor_dead_error() -> None:
     ref = ActorRef("nobody")
 
-    assert incarnation_of(ref) is None
+    assert bound_actor(ref) is None
     assert not ref.alive
     with pytest.raises(ActorDeadError, match="nobody"):
         ref.tell("x")
@@ -514,7 +511,7 @@ async def test_refs_exist_before_start_but_have_no_actor(
     supervisor = make_supervisor(specs(ChildFactory("a", journal)))
 
     ref = supervisor.ref("a")
-    assert incarnation_of(ref) is None
+    assert bound_actor(ref) is None
     with pytest.raises(ActorDeadError):
         ref.tell("x")
     with pytest.raises(ActorDeadError):
@@ -570,7 +567,7 @@ async def test_stop_is_idempotent_and_done_resolves_to_none(
     await asyncio.gather(supervisor.stop(), supervisor.stop())
 
     assert supervisor.done is not None and supervisor.done.done()
-    assert await supervisor.done is None
+    assert supervisor.done.result() is None
     assert journal == [("start", "a#1"), ("start", "b#1"), ("stop", "b#1"), ("stop", "a#1")]
 
 
