@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
 
+from actors.actor import ActorRef
 from actors.embedded_nats import EmbeddedNats
 from actors.http_gateway import (
     AdminLimits,
@@ -17,8 +21,10 @@ from actors.http_gateway import (
     HttpGateway,
     build_admin_app,
 )
-from actors.nats_gateway import NatsGateway, NatsGatewayClient
-from actors.registry import RegistryActor, RegistryClient
+from actors.journal import JournalConfig
+from actors.leadership import LeaderElector
+from actors.nats_gateway import NatsGateway, NatsGatewayClient, Presence
+from actors.registry import RegistryActor, RegistryClient, StreamStore
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth, redact
@@ -33,10 +39,22 @@ class RouterConfig:
     """Everything `ipc-router serve` can be told."""
 
     nats_url: str | None = None
-    """A running NATS server; None starts the bundled one on loopback."""
+    """NATS servers (comma-separated, as NATS tools take them); None starts the bundled
+    one on loopback."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     embedded_nats_port: int = 4222
+    """Port of the bundled nats-server (0: any free one)."""
+    store: Literal["memory", "stream"] = "memory"
+    """Where the registry lives: in this process only, or in a JetStream stream shared
+    (and replicated) by every router on the NATS system. (`ipc-router serve` defaults
+    to "stream".)"""
+    data_dir: Path | None = None
+    """Stream mode with the bundled nats-server: where it keeps its JetStream data (None:
+    a temporary directory, removed when the router stops)."""
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    failover_after: float = 0.5
+    """Seconds without a leader's renewal before a standby takes over."""
     registry_mailbox_size: int = 10_000
     """Requests queued for the registry before new ones are answered 503."""
     max_restarts: int = 3
@@ -50,56 +68,104 @@ class RouterConfig:
     admin_cache_bytes: int = 32 * 2**20
     """What the admin API's cache of encoded pages may hold, entries' overhead included."""
     cursor_secret: bytes | None = field(default=None, repr=False)
-    """Signs the cursors of query pages; random per registry when None."""
+    """Memory mode: signs the cursors of query pages (random when None); in stream
+    mode the stream holds the secret every router uses."""
+    presence_wait: float = 0.3
+    """Seconds a starting router listens for other routers on the NATS system."""
 
 
 class Router:
-    """One router: [embedded nats-server], registry, NATS gateway, HTTP gateway.
+    """One router: [embedded nats-server], registry, NATS gateway, [leader elector],
+    HTTP gateway.
 
     The actors reach each other only through the supervisor's refs."""
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.embedded_nats_url = f"nats://127.0.0.1:{config.embedded_nats_port}"
+        self.router_id = f"{socket.gethostname()}:{os.getpid()}"
+        """Names this router in term markers and presence answers."""
+        embedded_port = config.embedded_nats_port or _free_port()
+        self.embedded_nats_url = f"nats://127.0.0.1:{embedded_port}"
         self.nats_url = config.nats_url or self.embedded_nats_url
+        streamed = config.store == "stream"
+        refs = {name: ActorRef(name) for name in ("registry", "nats-gateway", "leader-elector")}
         specs: list[ChildSpec] = []
         if config.nats_url is None:
+            store_dir = config.data_dir / "nats" if streamed and config.data_dir else None
             specs.append(
-                ChildSpec("embedded-nats", lambda: EmbeddedNats(port=config.embedded_nats_port))
+                ChildSpec(
+                    "embedded-nats", lambda: EmbeddedNats(port=embedded_port, store_dir=store_dir)
+                )
             )
+        store = (
+            StreamStore(
+                nats_url=self.nats_url,
+                auth=config.nats_auth,
+                journal=config.journal,
+                router_id=self.router_id,
+                gateway=refs["nats-gateway"],
+                elector=refs["leader-elector"],
+            )
+            if streamed
+            else None
+        )
+        presence = Presence(
+            mode=config.store,
+            stream=config.journal.stream if streamed else None,
+            router=self.router_id,
+        )
         specs += [
             ChildSpec(
                 "registry",
                 lambda: RegistryActor(
                     policy=config.lease_policy,
                     mailbox_size=config.registry_mailbox_size,
-                    events=self.supervisor.ref("nats-gateway"),
+                    events=refs["nats-gateway"],
                     limits=config.limits,
                     cursor_secret=config.cursor_secret,
+                    store=store,
                 ),
             ),
             ChildSpec(
                 "nats-gateway",
                 lambda: NatsGateway(
-                    self.supervisor.ref("registry"),
+                    refs["registry"],
                     self.nats_url,
                     limits=config.limits,
                     auth=config.nats_auth,
+                    presence=presence,
+                    presence_wait=config.presence_wait,
                 ),
             ),
+        ]
+        if streamed:
+            specs.append(
+                ChildSpec(
+                    "leader-elector",
+                    lambda: LeaderElector(
+                        refs["registry"],
+                        self.nats_url,
+                        auth=config.nats_auth,
+                        replicas=config.journal.replicas,
+                        failover_after=config.failover_after,
+                    ),
+                )
+            )
+        specs.append(
             ChildSpec(
                 "http-gateway",
                 lambda: HttpGateway(
                     self._admin_app, config.http_host, self.http_port, limits=config.admin_limits
                 ),
-            ),
-        ]
+            )
+        )
         self.http_port = config.http_port
         """The admin port (port 0 is resolved when the router starts)."""
         self.supervisor = Supervisor(
             specs,
             max_restarts=config.max_restarts,
             within_seconds=config.restart_window_seconds,
+            refs=refs,
         )
         self.registry = RegistryClient(self.supervisor.ref("registry"))
         """Typed calls to the registry actor, across its restarts."""
@@ -111,6 +177,7 @@ class Router:
             HealthProbe(
                 nats_connected=self.nats_gateway.connected,
                 registry_running=lambda: self.registry.alive,
+                registry=self.registry.status,
                 lease_policy=self.config.lease_policy,
                 limits=self.config.limits,
             ),
@@ -154,3 +221,10 @@ async def run_until_stopped(router: Router, stop: asyncio.Event) -> int:
         return 1
     await router.stop()
     return 0
+
+
+def _free_port() -> int:
+    """A loopback port that was free a moment ago (for `--embedded-nats-port 0`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -26,6 +26,7 @@ from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.errors import StartupError
 from actors.http_gateway import AdminLimits
+from actors.journal import JournalConfig
 from actors.logs import configure_logging
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth
@@ -55,6 +56,12 @@ def _seconds(text: str) -> float:
     if math.isnan(value) or not 0 < value < 86_400:
         raise argparse.ArgumentTypeError(f"seconds must be between 0 and 86400: {text}")
     return value
+
+
+def _default_data_dir() -> str:
+    """$XDG_DATA_HOME/ipc-router, or ~/.local/share/ipc-router."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "ipc-router")
 
 
 def _positive(text: str) -> int:
@@ -115,12 +122,38 @@ _PREFER_ENV = "; prefer the environment variable"
 _POLICY = LeasePolicy()
 _LIMITS = RegistryLimits()
 _ADMIN = AdminLimits()
+_JOURNAL = JournalConfig()
 
 OPTIONS: tuple[Option, ...] = (
     Option("serve", "--nats-url", "NATS server URL", note="; default: start the bundled nats-server"),
     Option("serve", "--http-host", "admin API bind address", "127.0.0.1"),
     Option("serve", "--http-port", "admin API port", "8080", _port),
-    Option("serve", "--embedded-nats-port", "port of the bundled nats-server on 127.0.0.1", "4222", _port),
+    Option(
+        "serve", "--embedded-nats-port",
+        "port of the bundled nats-server on 127.0.0.1 (0: any free port)", "4222", _port,
+    ),
+    Option(
+        "serve", "--store",
+        "where the registry lives: a JetStream stream shared by every router (survives "
+        "restarts, allows standbys), or this process's memory",
+        "stream", choices=("stream", "memory"),
+    ),
+    Option(
+        "serve", "--data-dir",
+        "with the bundled nats-server: where it keeps the registry's stream",
+        _default_data_dir(),
+    ),
+    Option("serve", "--stream", "name of the registry's JetStream stream", _JOURNAL.stream),
+    Option(
+        "serve", "--replicas",
+        "copies of the stream and the leadership key (3 on a 3-node NATS cluster)",
+        str(_JOURNAL.replicas), _positive,
+    ),
+    Option(
+        "serve", "--failover-after",
+        "seconds without the leader's renewal before a standby takes over",
+        "0.5", _seconds,
+    ),
     Option("serve", "--nats-user", group=NATS_AUTH),
     Option("serve", "--nats-password", note=_PREFER_ENV, group=NATS_AUTH),
     Option("serve", "--nats-token", note=_PREFER_ENV, group=NATS_AUTH),
@@ -368,11 +401,21 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             f"--max-metadata-bytes ({args.max_metadata_bytes}) cannot exceed the request size "
             f"limit of {MAX_REQUEST_BYTES} bytes"
         )
+    if args.store == "stream" and args.failover_after * 4 > args.lease_ttl * 5:
+        parser.error(
+            f"--failover-after ({args.failover_after:g} s) must not be much longer than "
+            f"--lease-ttl ({args.lease_ttl:g} s): clients would find no leader for longer "
+            "than their leases last"
+        )
     return RouterConfig(
         nats_url=args.nats_url or None,
         http_host=args.http_host,
         http_port=args.http_port,
         embedded_nats_port=args.embedded_nats_port,
+        store=args.store,
+        data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
+        journal=JournalConfig(stream=args.stream, replicas=args.replicas),
+        failover_after=args.failover_after,
         lease_policy=LeasePolicy(
             heartbeat_interval=args.heartbeat_interval,
             lease_ttl=args.lease_ttl,

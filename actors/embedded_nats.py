@@ -289,9 +289,14 @@ class NatsServerProcess:
 class EmbeddedNats(Actor):
     """Supervised nats-server: a server that exits unexpectedly crashes this actor."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 4222, store_dir: Path | None = None
+    ) -> None:
+        """`store_dir`: where JetStream keeps its data (None: a temporary store)."""
         super().__init__("embedded-nats")
-        self.server = NatsServerProcess(host=host, port=port)
+        if store_dir is not None:
+            store_dir.mkdir(parents=True, exist_ok=True)
+        self.server = NatsServerProcess(host=host, port=port, store_dir=store_dir)
         self._watch: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:

@@ -21,7 +21,7 @@ from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullErro
 from actors.errors import PortInUseError
 from actors.http_guard import ConnectionGuard, descriptor_budget
 from actors.openapi import ADMIN_BASE, openapi_document
-from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient
+from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient, RegistryStatus
 from protocol import (
     NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
@@ -78,6 +78,8 @@ class HealthProbe:
     registry_running: Callable[[], bool]
     lease_policy: LeasePolicy
     limits: RegistryLimits | None = None
+    registry: Callable[[], Awaitable[RegistryStatus | None]] | None = None
+    """The registry's status (role, readiness, revision), when there is one to ask."""
 
 
 REGISTRY = web.AppKey("registry", RegistryClient)
@@ -344,11 +346,16 @@ async def _get_service(request: web.Request) -> web.Response:
 async def _healthz(request: web.Request) -> web.Response:
     probe = request.app[HEALTH]
     nats_ok, registry_ok = await probe.nats_connected(), probe.registry_running()
+    status = await probe.registry() if probe.registry is not None and registry_ok else None
+    if status is not None:
+        registry_ok = status.ready
     healthy = nats_ok and registry_ok
     body = Health(
         status="ok" if healthy else "unavailable",
         nats_connected=nats_ok,
         registry_running=registry_ok,
+        role=status.role if status is not None else None,
+        revision=status.revision if status is not None else None,
         lease_policy=probe.lease_policy,
         limits=probe.limits,
     )

@@ -18,36 +18,54 @@ import msgspec
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.errors import StartupError
-from actors.registry import Deregister, EventBatch, GetService, Heartbeat, ListServices, Register
+from actors.registry import (
+    Deregister,
+    EventBatch,
+    GetService,
+    GetStatus,
+    Heartbeat,
+    ListServices,
+    Register,
+    ServeWrites,
+)
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
     HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
     REGISTER_SUBJECT,
+    ROUTER_PRESENCE_SUBJECT,
     ROUTER_QUEUE_GROUP,
     ErrorCode,
     GetServiceReply,
     ListServicesReply,
     ProtocolError,
     RegistryLimits,
+    Reply,
     Status,
     decode_get_request,
     decode_lease_request,
     decode_list_request,
     decode_register_request,
     encode_msgpack,
-    Reply,
     error_reply,
     events_subject,
     peek_nonce,
 )
 from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
 
-__all__ = ["GetStats", "NatsGateway", "NatsGatewayClient", "NatsGatewayStats", "SendReply"]
+__all__ = [
+    "GetStats",
+    "NatsGateway",
+    "NatsGatewayClient",
+    "NatsGatewayStats",
+    "Presence",
+    "SendReply",
+]
 
 log = structlog.get_logger(component="nats_gateway")
 
@@ -81,6 +99,19 @@ class NatsGatewayStats:
     """Messages nats-py could not parse (see `GuardedClient`)."""
 
 
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    """How a router serves, as it tells the others on `ipc.router.presence`."""
+
+    mode: str
+    """"memory" or "stream"."""
+    stream: str | None = None
+    router: str = ""
+
+    def describe(self) -> str:
+        where = "in memory" if self.mode == "memory" else f"on stream {self.stream}"
+        return f"{self.router or 'a router'}, registry {where}"
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     """How one request subject becomes a registry message, and its result a reply."""
@@ -94,6 +125,8 @@ class _Route:
     """Turns the registry's result into the reply Struct (None: it already is one)."""
     lane: Lane = Lane.NORMAL
     """The registry's mailbox lane: heartbeats go first, queries last."""
+    write: bool = True
+    """Only the leader takes it (in stream mode)."""
     pending: tuple[int, int] = (16_384, 32 * 2**20)
     """Messages and bytes the subscription buffers before nats-py drops what comes
     next (counted as `dropped_slow`): each subject has its own, so a flood on one
@@ -123,6 +156,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             decode_list_request,
             lambda r, _: ListServices(r),
             lambda result: ListServicesReply(status=Status.OK, result=result),
+            write=False,
             lane=Lane.LOW,
             pending=(4_096, 8 * 2**20),  # queries are shed first under a flood
         ),
@@ -133,6 +167,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             # Room for the reply's own fields around the instances.
             lambda r, max_reply: GetService(r, missing_ok=True, max_bytes=max_reply - 1024),
             lambda result: GetServiceReply(status=Status.OK, result=result),
+            write=False,
             lane=Lane.LOW,
             pending=(4_096, 8 * 2**20),
         ),
@@ -197,8 +232,10 @@ def _unavailable(reason: str) -> ProtocolError:
 class NatsGateway(Actor):
     """Owns the router's NATS connection and the request subscriptions.
 
-    Takes `SendReply` (from the reply targets it hands the registry), `EventBatch`
-    (from the registry) and `GetStats` (-> `NatsGatewayStats`)."""
+    Takes `SendReply` (from the reply targets it hands the registry), `EventBatch` and
+    `ServeWrites` (from the registry) and `GetStats` (-> `NatsGatewayStats`). In
+    memory mode it serves writes from the start; in stream mode only while the
+    registry says it leads."""
 
     max_batch = 256
 
@@ -211,8 +248,15 @@ class NatsGateway(Actor):
         startup_timeout: float = 10.0,
         limits: RegistryLimits | None = None,
         auth: NatsAuth | None = None,
+        presence: Presence | None = None,
+        presence_wait: float = 0.3,
     ) -> None:
+        """`presence` says how this router serves (memory or a stream), to check that
+        no router serving otherwise runs on the same NATS system (default: memory)."""
         super().__init__("nats-gateway")
+        self._presence = presence or Presence(mode="memory")
+        self._presence_wait = presence_wait
+        self._write_subscriptions: list[Subscription] = []
         self._routes = _routes(limits or RegistryLimits())
         self._auth = auth or NatsAuth()
         self._startup_timeout = startup_timeout
@@ -249,16 +293,81 @@ class NatsGateway(Actor):
         except NatsConnectError as error:
             raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
         self._max_reply = self._nc.max_payload
+        await self._check_presence()
         for route in self._routes:
-            await self._nc.subscribe(
-                route.subject,
-                queue=ROUTER_QUEUE_GROUP,
-                cb=self._callback(route),
-                pending_msgs_limit=route.pending[0],
-                pending_bytes_limit=route.pending[1],
-            )
+            if not route.write:
+                await self._subscribe(route)
+        if self._presence.mode == "memory" or await self._registry_leads():
+            await self._serve_writes(True)
         await self._nc.flush()
-        log.info("nats_gateway_ready", url=redact(self._url), subjects=[r.subject for r in self._routes])
+        log.info("nats_gateway_ready", url=redact(self._url), mode=self._presence.mode)
+
+    async def _subscribe(self, route: _Route) -> Subscription:
+        assert self._nc is not None
+        return await self._nc.subscribe(
+            route.subject,
+            queue=ROUTER_QUEUE_GROUP,
+            cb=self._callback(route),
+            pending_msgs_limit=route.pending[0],
+            pending_bytes_limit=route.pending[1],
+        )
+
+    async def _serve_writes(self, serve: bool) -> None:
+        if serve and not self._write_subscriptions:
+            for route in self._routes:
+                if route.write:
+                    self._write_subscriptions.append(await self._subscribe(route))
+            assert self._nc is not None
+            await self._nc.flush()  # the server routes writes here before we go on
+            log.info("serving_writes")
+        elif not serve and self._write_subscriptions:
+            subscriptions, self._write_subscriptions = self._write_subscriptions, []
+            for subscription in subscriptions:
+                with contextlib.suppress(nats.errors.Error):
+                    await subscription.unsubscribe()
+            log.info("not_serving_writes")
+
+    async def _registry_leads(self) -> bool:
+        """A gateway started again while the registry leads takes up the writes."""
+        try:
+            status = await self._registry.ask(GetStatus(), 2.0, lane=Lane.URGENT)
+        except (ActorDeadError, MailboxFullError, TimeoutError):
+            return False
+        return bool(status.role == "leader")
+
+    async def _check_presence(self) -> None:
+        """Answer other routers' probes, then probe: refuse to start beside a router
+        that would split the registry (any other one, for a router in memory)."""
+        assert self._nc is not None
+        mine = self._presence
+        me = encode_msgpack(mine)
+
+        async def answer(msg: Msg) -> None:
+            if msg.reply and msg.data != me:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(me)
+
+        await self._nc.subscribe(ROUTER_PRESENCE_SUBJECT, cb=answer)
+        inbox = self._nc.new_inbox()
+        others: list[Presence] = []
+
+        async def collect(msg: Msg) -> None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                others.append(msgspec.msgpack.decode(msg.data, type=Presence))
+
+        probe = await self._nc.subscribe(inbox, cb=collect)
+        await self._nc.publish(ROUTER_PRESENCE_SUBJECT, me, reply=inbox)
+        await self._nc.flush()
+        await asyncio.sleep(self._presence_wait)  # as long as other routers take to answer
+        await probe.unsubscribe()
+        for other in others:
+            if mine.mode == "memory" or other.mode == "memory" or other.stream != mine.stream:
+                raise StartupError(
+                    f"another ipc-router ({other.describe()}) already serves this NATS "
+                    f"system; this one ({mine.describe()}) would split the registry. Run "
+                    "several routers with --store stream and the same --stream, or stop the "
+                    "other one"
+                )
 
     async def on_stop(self) -> None:
         self._stopping = True
@@ -289,6 +398,9 @@ class NatsGateway(Actor):
                 self._events_published += len(message.events)
             elif kind is GetStats:
                 self.resolve(envelope, self._stats())
+            elif kind is ServeWrites:
+                await self._serve_writes(message.serve)
+                self.resolve(envelope, None)
             else:
                 error = TypeError(f"nats gateway cannot handle {kind.__name__}")
                 self.reject(envelope, error)

@@ -13,18 +13,34 @@ registrations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import msgspec
 import structlog
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
+from actors.errors import StartupError
+from actors.journal import (
+    Entry,
+    Fenced,
+    Journal,
+    JournalConfig,
+    JournalError,
+    StreamFacts,
+    Write,
+    decode_or_none,
+)
+from actors.leadership import Elected, LeaseRenewed, LostLeadership, Resign, Role
 from actors.registry_state import RegistryState, Transition
 from actors.stall import StallClock
 from protocol import (
+    ErrorCode,
     GetServiceRequest,
     LeasePolicy,
     LeaseReply,
@@ -39,6 +55,8 @@ from protocol import (
     ServiceList,
     Status,
 )
+from protocol.stored import TermMarker, decode_stored_instance, parse_instance_subject
+from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 
 __all__ = [
     "UNCHANGED",
@@ -113,6 +131,37 @@ class EventBatch(Message, frozen=True):
     events: tuple[RegistryEvent, ...]
 
 
+class ServeWrites(Message, frozen=True):
+    """To the NATS gateway: answer registrations, heartbeats and deregistrations (this
+    router leads), or stop (it is a standby)."""
+
+    serve: bool
+
+
+class _Apply(Message, frozen=True):
+    """A stream entry, in stream order, from the journal's follower."""
+
+    entry: Entry
+
+
+class GetStatus(Message, frozen=True):
+    """-> `RegistryStatus`."""
+
+
+class RegistryStatus(msgspec.Struct, frozen=True):
+    """What `/healthz` and the metrics report about the registry."""
+
+    role: Role
+    ready: bool
+    """The stream is loaded (always true in memory)."""
+    revision: int
+    epoch: str
+    instances: int
+    """Live instances (not OFFLINE)."""
+    offline: int
+    events_dropped: int
+
+
 class Stamped(Message, frozen=True):
     """A query result with the stamp that tells whether it is still current."""
 
@@ -141,9 +190,30 @@ _TIMER_SLACK = 0.05
 """Due transitions are applied in batches at most this often (seconds)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamStore:
+    """Where a registry that lives in JetStream finds its stream (stream mode)."""
+
+    nats_url: str
+    auth: NatsAuth = field(default_factory=NatsAuth)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    router_id: str = "ipc-router"
+    """Written into the term marker when this router becomes the leader."""
+    gateway: ActorRef | None = None
+    """The NATS gateway, told `ServeWrites` as leadership comes and goes."""
+    elector: ActorRef | None = None
+    """The leader elector, told `Resign` when a write was fenced off."""
+
+
 class RegistryActor(Actor):
     """Owns a `RegistryState`; serializes every access through its mailbox and
-    keeps one timer armed for the earliest lease deadline."""
+    keeps one timer armed for the earliest lease deadline.
+
+    In memory (no `store`) it is the only registry there is. With a `StreamStore` it
+    loads the JetStream stream at start and follows it; while it leads (`Elected` by
+    the `LeaderElector`) it decides every change, stores each drain's changes in the
+    stream before it answers or publishes, and grants leases; otherwise it is a
+    standby that answers queries from what the stream says."""
 
     caller_errors = (ProtocolError,)
     max_batch = 512
@@ -159,17 +229,30 @@ class RegistryActor(Actor):
         events: ActorRef | None = None,
         limits: RegistryLimits | None = None,
         cursor_secret: bytes | None = None,
+        store: StreamStore | None = None,
     ) -> None:
         """`events` is the actor that publishes change events (it gets one
         `EventBatch` per drain); without one, events are not published.
-        `cursor_secret` signs query cursors (see `RegistryState`)."""
+        `cursor_secret` signs query cursors (see `RegistryState`; in stream mode the
+        stream's own secret is used). `store`: keep the registry in JetStream."""
         super().__init__("registry", mailbox_size=mailbox_size)
-        policy = policy or LeasePolicy()
-        self._clock = StallClock(threshold=max(0.05, min(1.0, policy.lease_ttl / 4)))
-        self.state = RegistryState(
-            policy, limits=limits, clock=self._clock, cursor_secret=cursor_secret
-        )
+        self._policy = policy or LeasePolicy()
+        self._limits = limits
+        self._clock = StallClock(threshold=max(0.05, min(1.0, self._policy.lease_ttl / 4)))
+        self.state = self._new_state(cursor_secret)
         self._events = events
+        self._store = store
+        self._role = Role.MEMORY if store is None else Role.STANDBY
+        self._ready = store is None
+        self._nc: GuardedClient | None = None
+        self._journal: Journal | None = None
+        self._facts: StreamFacts | None = None
+        self._valid_until = 0.0
+        """Leader: loop time until which the leadership surely holds."""
+        self._term: int | None = None
+        """A term won but not yet taken up (waiting for the stream to be read)."""
+        self._reload_needed: str | None = None
+        self._loading_since = 0.0
         self.events_dropped = 0
         """Events lost because the publisher was not running (watchers notice the gap
         in revisions and read a fresh snapshot)."""
@@ -181,13 +264,25 @@ class RegistryActor(Actor):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
+    def _new_state(self, cursor_secret: bytes | None) -> RegistryState:
+        return RegistryState(
+            self._policy, limits=self._limits, clock=self._clock, cursor_secret=cursor_secret
+        )
+
     async def on_start(self) -> None:
         self._clock.start()
+        if self._store is not None:
+            await self._open_stream(self._store)
 
     async def on_stop(self) -> None:
         self._clock.stop()
         if self._timer is not None:
             self._timer.cancel()
+        if self._journal is not None:
+            await self._journal.stop_following()
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
 
     async def handle(self, message: Any) -> Any:
         return self.dispatch(message)
@@ -197,29 +292,52 @@ class RegistryActor(Actor):
         state = self.state
         match message:
             case Heartbeat(request=lease):
+                self._check_leading()
                 return state.heartbeat(lease)
             case Register(request=registration):
+                self._check_leading()
                 return self._register(registration)
             case Deregister(request=leaving):
+                self._check_leading()
                 return state.deregister(leaving)
             case GetService(request=get, missing_ok=missing_ok, max_bytes=max_bytes, known=known):
+                self._check_ready()
                 return _query(
                     known,
                     state.service_stamp(get.service_name),
                     lambda: state.get_service(get, missing_ok=missing_ok, max_bytes=max_bytes),
                 )
             case ListServices(request=listing, known=known):
+                self._check_ready()
                 return _query(known, state.list_stamp(), lambda: state.list_services(listing))
             case _Expire():
                 self._timer_at = float("inf")
-                state.expire()
+                if self._role is not Role.STANDBY:
+                    state.expire()
                 return None
+            case _Apply(entry=entry):
+                self._apply(entry)
+                return None
+            case Elected(term=term, valid_until=valid_until):
+                self._term, self._valid_until = term, valid_until
+                return None
+            case LeaseRenewed(valid_until=valid_until):
+                self._valid_until = valid_until
+                return None
+            case LostLeadership(reason=reason):
+                self._term = None
+                if self._role is Role.LEADER:
+                    self._stand_down(reason)
+                return None
+            case GetStatus():
+                return self._status()
             case _:
                 raise TypeError(f"registry cannot handle {type(message).__name__}")
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
-        """Apply the drain, then, once for all of it: log the changes, publish their
-        events, deliver the replies and re-arm the lease timer."""
+        """Apply the drain, then, once for all of it: store its changes (stream mode),
+        log them, publish their events, deliver the replies and re-arm the lease timer;
+        then take up or give up the leadership if that is due."""
         outcomes: list[Any] = []
         for envelope in batch:
             try:
@@ -233,11 +351,198 @@ class RegistryActor(Actor):
                 self.reject(envelope, error)
                 raise
         transitions = self.state.take_transitions()
+        if transitions and self._journal is not None and not await self._persist(transitions):
+            outcomes = [_Failed(_not_stored()) for _ in outcomes]
+            transitions = []
         if transitions:
             self._log_transitions(transitions)
             self._publish(transitions)
         self._reply(batch, outcomes)
+        if self._reload_needed is not None:
+            await self._reload(self._reload_needed)
+        elif self._term is not None and self._ready:
+            await self._take_up(self._term)
         self._arm_timer()
+
+    # -- stream mode -----------------------------------------------------------------
+
+    async def _open_stream(self, store: StreamStore) -> None:
+        self._nc = GuardedClient()
+        try:
+            await connect(
+                self._nc, store.nats_url, auth=store.auth, timeout=10.0,
+                name="ipc-router-registry", closed_cb=self._on_closed,
+            )  # fmt: skip
+        except NatsConnectError as error:
+            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
+        self._journal = Journal(self._nc, store.journal)
+        try:
+            self._facts = await self._journal.open()
+        except JournalError as error:
+            raise StartupError(str(error)) from None
+        await self._load()
+
+    async def _load(self) -> None:
+        """Read the whole stream into a fresh state, then follow it."""
+        assert self._journal is not None and self._facts is not None
+        self.state = self._new_state(self._facts.cursor_secret)
+        self.state.epoch = self._facts.epoch
+        self._ready = False
+        self._loading_since = asyncio.get_running_loop().time()
+        facts = await self._journal.open()  # the stream as it is now
+        if facts.messages == 0:
+            self.state.skip_to(facts.last_sequence)
+            self._loaded()
+        me = self.ref
+
+        def on_entry(entry: Entry) -> None:
+            with contextlib.suppress(ActorDeadError):
+                me.tell(_Apply(entry))  # (unbounded mailbox lane order = stream order)
+
+        await self._journal.follow(on_entry)
+
+    def _loaded(self) -> None:
+        self._ready = True
+        took = asyncio.get_running_loop().time() - self._loading_since
+        self._log.info(
+            "registry_loaded",
+            revision=self.state.revision,
+            instances=self.state.live,
+            offline=self.state.offline,
+            seconds=round(took, 3),
+        )
+
+    def _apply(self, entry: Entry) -> None:
+        state = self.state
+        if entry.sequence <= state.revision:
+            pass  # our own write coming back, or a repeat after the consumer restarted
+        elif self._role is Role.LEADER:
+            # Only the leader writes, and only after its term marker: somebody else did.
+            self._reload_needed = f"a write from another router (sequence {entry.sequence})"
+            return
+        else:
+            assert self._journal is not None
+            prefix = self._journal.config.subject_prefix
+            key = parse_instance_subject(prefix, entry.subject)
+            if key is None:
+                state.skip_to(entry.sequence)  # a term marker
+            elif entry.forgotten:
+                state.apply(entry.sequence, key, None)
+            else:
+                stored = decode_or_none(entry.data, decode_stored_instance)
+                if stored is None:
+                    state.skip_to(entry.sequence)
+                else:
+                    state.apply(entry.sequence, key, stored)
+        if not self._ready and entry.pending == 0:
+            self._loaded()
+
+    async def _take_up(self, term: int) -> None:
+        """Become the leader: fence the stream with a term marker written right after
+        the last entry we applied, then grant every instance a fresh lease."""
+        assert self._journal is not None and self._store is not None
+        if asyncio.get_running_loop().time() >= self._valid_until:
+            return  # lapsed before we got to it; the elector says so next
+        started = asyncio.get_running_loop().time()
+        try:
+            sequence = await self._journal.write_term(
+                TermMarker(term=term, router=self._store.router_id), self.state.revision
+            )
+        except Fenced:
+            return  # entries we have not applied yet: after they are, we try again
+        except JournalError as error:
+            self._term = None
+            self._resign(f"the term marker was not stored: {error}")
+            return
+        self._term = None
+        self.state.skip_to(sequence)
+        self.state.grant_leases()
+        self._role = Role.LEADER
+        self._serve_writes(True)
+        self._log.info(
+            "leadership_taken",
+            term=term,
+            revision=sequence,
+            instances=self.state.live,
+            seconds=round(asyncio.get_running_loop().time() - started, 3),
+        )
+
+    async def _persist(self, transitions: list[Transition]) -> bool:
+        """Store a drain's changes; False (and a reload is due) when they were not."""
+        assert self._journal is not None
+        if self._role is not Role.LEADER or asyncio.get_running_loop().time() >= self._valid_until:
+            self._reload_needed = "the leadership lapsed before the changes were stored"
+            return False
+        expected = transitions[0].event.revision - 1
+        writes = [
+            Write(change.service_name, change.instance_id, change.stored) for change in transitions
+        ]
+        try:
+            await self._journal.append(writes, expected)
+        except JournalError as error:  # (Fenced too)
+            self._reload_needed = f"the changes were not stored: {error}"
+            self._resign(str(error))
+            return False
+        return True
+
+    def _stand_down(self, reason: str) -> None:
+        self._role = Role.STANDBY
+        self._serve_writes(False)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
+        self._log.warning("leadership_given_up", reason=reason, revision=self.state.revision)
+
+    async def _reload(self, reason: str) -> None:
+        """What is in memory may differ from the stream: stand down and read it again."""
+        self._reload_needed = None
+        if self._role is Role.LEADER:
+            self._stand_down(reason)
+        self._log.warning("registry_reloading", reason=reason)
+        await self._load()
+
+    def _resign(self, reason: str) -> None:
+        store = self._store
+        if store is not None and store.elector is not None:
+            with contextlib.suppress(ActorDeadError, MailboxFullError):
+                store.elector.tell(Resign(reason=reason), lane=Lane.URGENT)
+
+    def _serve_writes(self, serve: bool) -> None:
+        store = self._store
+        if store is not None and store.gateway is not None:
+            with contextlib.suppress(ActorDeadError, MailboxFullError):
+                store.gateway.tell(ServeWrites(serve), lane=Lane.URGENT)
+
+    def _check_leading(self) -> None:
+        if self._role is Role.STANDBY:
+            raise ProtocolError(
+                Status.SERVICE_UNAVAILABLE,
+                ErrorCode.ROUTER_UNAVAILABLE,
+                "This router is a standby and another one leads; retry shortly.",
+            )
+
+    def _check_ready(self) -> None:
+        if not self._ready:
+            raise ProtocolError(
+                Status.SERVICE_UNAVAILABLE,
+                ErrorCode.ROUTER_UNAVAILABLE,
+                "This router is still reading the registry; retry shortly.",
+            )
+
+    def _status(self) -> RegistryStatus:
+        state = self.state
+        return RegistryStatus(
+            role=self._role,
+            ready=self._ready,
+            revision=state.revision,
+            epoch=state.epoch,
+            instances=state.live,
+            offline=state.offline,
+            events_dropped=self.events_dropped,
+        )
+
+    async def _on_closed(self) -> None:
+        self.crash(ConnectionError("the registry's NATS connection closed"))
 
     # -- the named steps of a drain ----------------------------------------------------
 
@@ -333,6 +638,14 @@ class RegistryActor(Actor):
             self._timer = loop.call_at(self._timer_at, self._on_timer)
 
 
+def _not_stored() -> ProtocolError:
+    return ProtocolError(
+        Status.SERVICE_UNAVAILABLE,
+        ErrorCode.ROUTER_UNAVAILABLE,
+        "The change could not be stored (the router lost its leadership); retry shortly.",
+    )
+
+
 def _query(known: Any, stamp: Any, build: Callable[[], Any]) -> Any:
     if known is None:
         return build()
@@ -362,6 +675,14 @@ class RegistryClient:
     def alive(self) -> bool:
         """True while the registry actor accepts messages."""
         return self.ref.alive
+
+    async def status(self) -> RegistryStatus | None:
+        """The registry's role, readiness and revision (None when it does not run)."""
+        try:
+            status: RegistryStatus = await self.ref.ask(GetStatus(), 2.0, lane=Lane.URGENT)
+        except (ActorDeadError, MailboxFullError, TimeoutError):
+            return None
+        return status
 
     async def register(self, request: RegisterRequest) -> RegisterReply:
         """Register an instance (409 on conflict, 507 when full)."""

@@ -14,8 +14,11 @@ scan, and a heartbeat only moves a number.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
+import hmac
 import itertools
+import math
 import secrets
 import sys
 import time
@@ -50,6 +53,7 @@ from protocol import (
     encode_json,
     encode_msgpack,
 )
+from protocol.stored import StoredInstance
 
 __all__ = ["FrozenMetadata", "RegistryState", "Transition", "frozen_metadata"]
 
@@ -59,12 +63,14 @@ OFFLINE = InstanceStatus.OFFLINE
 
 
 class Transition(msgspec.Struct, frozen=True):
-    """A change to an instance: the event to publish, plus the reason for the log."""
+    """A change to an instance: the event to publish, the record to store (None: the
+    instance is forgotten), plus the reason for the log."""
 
     event: RegistryEvent
     old: InstanceStatus | None
     new: InstanceStatus | None
     reason: str
+    stored: StoredInstance | None
 
     @property
     def service_name(self) -> str:
@@ -89,30 +95,55 @@ class _Record:
         "instance_id",
         "last_heartbeat",
         "metadata",
+        "offline_at",
         "registered_at",
         "renewed",
         "service_name",
-        "session_id",
+        "session_hash",
         "size",
         "status",
     )
 
     def __init__(
-        self, request: RegisterRequest, now: float, wall: float, deadline: float
+        self,
+        service_name: str,
+        instance_id: str,
+        metadata: FrozenMetadata,
+        session_hash: bytes | None,
+        *,
+        status: InstanceStatus = ONLINE,
+        registered_at: float,
+        last_heartbeat: float,
+        renewed: float,
+        deadline: float,
+        offline_at: float | None = None,
     ) -> None:
-        # Shared strings (the service name, a client's session) are stored once.
-        self.service_name = sys.intern(request.service_name)
-        self.instance_id = request.instance_id
-        self.metadata = frozen_metadata(request.metadata)
-        self.registered_at = wall
-        self.session_id = sys.intern(request.session_id) if request.session_id else None
-        self.status = ONLINE
-        self.renewed = now
-        self.last_heartbeat = wall
+        self.service_name = sys.intern(service_name)  # stored once, however many instances
+        self.instance_id = instance_id
+        self.metadata = metadata
+        self.registered_at = registered_at
+        self.session_hash = session_hash
+        """Never the session id itself: see `StoredInstance.session_hash`."""
+        self.status = status
+        self.renewed = renewed
+        self.last_heartbeat = last_heartbeat
         self.deadline = deadline
+        self.offline_at = offline_at
         self.generation = 0
         self.size = 0
         """Encoded size bound of the view (0: not measured yet)."""
+
+    def stored(self) -> StoredInstance:
+        return StoredInstance(
+            service_name=self.service_name,
+            instance_id=self.instance_id,
+            status=self.status,
+            metadata=self.metadata,
+            registered_at=self.registered_at,
+            last_heartbeat=self.last_heartbeat,
+            session_hash=self.session_hash,
+            offline_at=self.offline_at,
+        )
 
 
 class _Service:
@@ -223,36 +254,57 @@ class RegistryState:
         """Apply a registration.
 
         A new (service, instance) pair is created (201), as is one whose previous
-        holder went OFFLINE. The same session registering again gets its record back
-        (200), lease renewed, metadata replaced if it changed. Anything else naming a
-        live instance is a conflict (409): another session, or any registration
-        without a session, since that cannot prove ownership.
+        holder went OFFLINE, or stopped renewing (UNHEALTHY: a restarted service taking
+        its id back; the event says `replaced`). The same session registering again
+        gets its record back (200), lease renewed, metadata replaced if it changed.
+        Anything else naming an ONLINE instance is a conflict (409): another session,
+        or any registration without a session, since that cannot prove ownership.
         """
         now, wall = self._clock(), self._wall()
+        session = session_hash(request.session_id)
         service = self._services.get(request.service_name)
         record = service.instances.get(request.instance_id) if service is not None else None
-        if record is None or record.status is OFFLINE:
-            self._check_room(service, request)
-            if service is None:  # only now: a refused registration leaves nothing behind
-                service = self._add_service(request.service_name)
-            if record is not None:  # an OFFLINE record, replaced
-                self._drop(service, record)
-            record = _Record(request, now, wall, now + self.policy.lease_ttl)
-            service.add(record)
-            self._count(service, ONLINE, +1)
-            self.live += 1
-            self._push(record)
-            view = self._note(record, None, EventType.REGISTERED, "registered")
-            return self._register_reply(Status.CREATED, view)
-        if request.session_id is None or record.session_id != request.session_id:
+        if record is not None and record.status is not OFFLINE and _same(session, record):
+            return self._register_again(record, request, now, wall)
+        if record is not None and record.status is ONLINE:
             raise ProtocolError(
                 Status.CONFLICT,
                 ErrorCode.INSTANCE_CONFLICT,
                 f"Instance {request.instance_id!r} of service {request.service_name!r} is "
-                "already registered by another client. Use a different instance_id, or "
-                "retry from the client that registered it.",
+                "already registered by another client, which keeps renewing it. Use a "
+                "different instance_id, or retry from the client that registered it.",
                 {"existing": self._view(record)},
             )
+        replaced = record is not None and record.status is UNHEALTHY
+        if not replaced:
+            self._check_room(service, request)
+        if service is None:  # only now: a refused registration leaves nothing behind
+            service = self._add_service(request.service_name)
+        if record is not None:  # an OFFLINE record, or an UNHEALTHY one taken over
+            self._drop(service, record)
+        record = _Record(
+            request.service_name,
+            request.instance_id,
+            frozen_metadata(request.metadata),
+            session,
+            registered_at=wall,
+            last_heartbeat=wall,
+            renewed=now,
+            deadline=now + self.policy.lease_ttl,
+        )
+        service.add(record)
+        self._count(service, ONLINE, +1)
+        self.live += 1
+        self._push(record)
+        if replaced:
+            view = self._note(record, UNHEALTHY, EventType.REPLACED, "taken over by a new client")
+        else:
+            view = self._note(record, None, EventType.REGISTERED, "registered")
+        return self._register_reply(Status.CREATED, view)
+
+    def _register_again(
+        self, record: _Record, request: RegisterRequest, now: float, wall: float
+    ) -> RegisterReply:
         metadata = frozen_metadata(request.metadata)
         changed = record.metadata != metadata
         if changed:
@@ -305,6 +357,77 @@ class RegistryState:
                 self._push(record)  # renewed since this entry was pushed
                 continue
             self._advance(record, now)
+
+    # -- replication ----------------------------------------------------------------
+
+    def apply(self, revision: int, key: tuple[str, str], stored: StoredInstance | None) -> None:
+        """Make the state match one stream entry at `revision` (a standby following the
+        leader, or any router loading the stream): the instance as stored, or gone
+        (None). No events and no lease deadlines: those are the leader's."""
+        service_name, instance_id = key
+        service = self._services.get(service_name)
+        record = service.instances.get(instance_id) if service is not None else None
+        if service is not None:
+            service.revision = revision
+            service.version += 1
+        if record is not None:
+            assert service is not None
+            self._drop(service, record)
+            if stored is None and not service.instances:
+                self._remove_service(service_name, service)
+        if stored is not None:
+            if service is None:
+                service = self._add_service(service_name)
+                service.revision = revision
+            record = _Record(
+                stored.service_name,
+                stored.instance_id,
+                frozen_metadata(stored.metadata),
+                stored.session_hash,
+                status=stored.status,
+                registered_at=stored.registered_at,
+                last_heartbeat=stored.last_heartbeat,
+                renewed=self._clock(),
+                deadline=math.inf,
+                offline_at=stored.offline_at,
+            )
+            service.add(record)
+            self._count(service, record.status, +1)
+            if record.status is OFFLINE:
+                self.offline += 1
+                self._offline[record] = None
+            else:
+                self.live += 1
+        self.revision = revision
+
+    def skip_to(self, revision: int) -> None:
+        """A stream entry that holds no instance (a term marker) took `revision`."""
+        self.revision = revision
+
+    def grant_leases(self) -> None:
+        """Give every instance a lease from now on, as a new leader must (deadlines are
+        not replicated): ONLINE ones a full TTL, UNHEALTHY ones their `offline_after`,
+        OFFLINE ones what is left of their retention by the stored time."""
+        now, wall = self._clock(), self._wall()
+        policy = self.policy
+        self._deadlines.clear()
+        for service in self._services.values():
+            for record in service.instances.values():
+                record.generation += 1
+                if record.status is ONLINE:
+                    record.renewed = now
+                    record.deadline = now + policy.lease_ttl
+                elif record.status is UNHEALTHY:
+                    record.renewed = now - policy.lease_ttl
+                    record.deadline = now + policy.offline_after
+                else:
+                    offline_at = record.offline_at if record.offline_at is not None else wall
+                    left = offline_at + policy.offline_retention - wall
+                    record.deadline = now + max(0.0, left)
+                self._deadlines.append(
+                    (record.deadline, next(self._sequence), record.generation, record)
+                )
+        heapq.heapify(self._deadlines)
 
     def take_transitions(self) -> list[Transition]:
         """The changes since the last call, in revision order."""
@@ -449,7 +572,7 @@ class RegistryState:
                 "registered (the router restarted or its lease ran out); register it again.",
                 {"service_name": request.service_name, "instance_id": request.instance_id},
             )
-        if record.session_id != request.session_id:
+        if not _same(session_hash(request.session_id), record):
             raise ProtocolError(
                 Status.FORBIDDEN,
                 ErrorCode.NOT_OWNER,
@@ -531,15 +654,19 @@ class RegistryState:
             self._remove_service(record.service_name, service)
 
     def _drop(self, service: _Service, record: _Record) -> None:
-        """Take an OFFLINE record out of every structure (its heap entry goes stale)."""
+        """Take a record out of every structure (its heap entry goes stale)."""
         record.generation = -1
-        self.offline -= 1
-        del self._offline[record]
+        if record.status is OFFLINE:
+            self.offline -= 1
+            del self._offline[record]
+        else:
+            self.live -= 1
         service.remove(record)
-        self._count(service, OFFLINE, -1)
+        self._count(service, record.status, -1)
 
     def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
         old = record.status
+        record.offline_at = self._wall() - (self._clock() - since)
         self._set_status(record, OFFLINE)
         self.offline += 1
         self._offline[record] = None
@@ -597,8 +724,10 @@ class RegistryState:
         )
         service.revision = self.revision
         service.version += 1
-        new = None if kind is EventType.REMOVED else record.status
-        self.transitions.append(Transition(event, old, new, reason))
+        if kind is EventType.REMOVED:
+            self.transitions.append(Transition(event, old, None, reason, None))
+        else:
+            self.transitions.append(Transition(event, old, record.status, reason, record.stored()))
         return event.instance
 
     def _cursor(self, last_key: str) -> str:
@@ -628,6 +757,22 @@ class RegistryState:
             heartbeat_interval=self.policy.heartbeat_interval,
             lease_ttl=self.policy.lease_ttl,
         )
+
+
+def session_hash(session_id: str | None) -> bytes | None:
+    """What the registry keeps of a session id (see `StoredInstance.session_hash`)."""
+    if session_id is None:
+        return None
+    return hashlib.sha256(session_id.encode()).digest()[:16]
+
+
+def _same(session: bytes | None, record: _Record) -> bool:
+    """Whether a request's session is the record's (no session matches nothing)."""
+    return (
+        session is not None
+        and record.session_hash is not None
+        and hmac.compare_digest(session, record.session_hash)
+    )
 
 
 class FrozenMetadata(dict[str, Any]):

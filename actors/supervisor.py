@@ -46,9 +46,15 @@ class Supervisor:
         *,
         max_restarts: int = 3,
         within_seconds: float = 5.0,
+        refs: dict[str, ActorRef] | None = None,
     ) -> None:
+        """`refs`: refs made beforehand (children that need each other's refs get them
+        before the supervisor exists); the others are made here."""
         self._specs = list(children)
-        self.refs: dict[str, ActorRef] = {spec.id: ActorRef(spec.id) for spec in children}
+        given = refs or {}
+        self.refs: dict[str, ActorRef] = {
+            spec.id: given.get(spec.id) or ActorRef(spec.id) for spec in children
+        }
         self._actors: dict[str, Actor] = {}
         """The current incarnation of each started child."""
         self._max_restarts = max_restarts

@@ -69,6 +69,7 @@ from protocol.subjects import (
     HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
     REGISTER_SUBJECT,
+    ROUTER_PRESENCE_SUBJECT,
     ROUTER_QUEUE_GROUP,
     events_subject,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "NONCE_MAX_LENGTH",
     "NONCE_MIN_LENGTH",
     "REGISTER_SUBJECT",
+    "ROUTER_PRESENCE_SUBJECT",
     "ROUTER_QUEUE_GROUP",
     "SERVICE_NAME_MAX_LENGTH",
     "SESSION_ID_MAX_LENGTH",

@@ -277,6 +277,10 @@ class EventType(StrEnum):
     """What happened to an instance."""
 
     REGISTERED = "registered"
+    REPLACED = "replaced"
+    """Registered by a new client in place of a holder that had stopped renewing
+    (UNHEALTHY): a restarted service taking its id back. The old holder's next
+    heartbeat is refused (403)."""
     METADATA_UPDATED = "metadata_updated"
     UNHEALTHY = "unhealthy"
     ONLINE = "online"
@@ -331,5 +335,10 @@ class Health(Base, frozen=True):
     status: str
     nats_connected: bool
     registry_running: bool
+    """The registry runs and has read its stream (stream mode)."""
+    role: str | None = None
+    """"leader" or "standby" (stream mode; both answer 200 when ready), "memory"."""
+    revision: int | None = None
+    """The registry revision this router's view reflects."""
     lease_policy: LeasePolicy | None = None
     limits: RegistryLimits | None = None

@@ -12,8 +12,11 @@ DEREGISTER_SUBJECT = f"{SUBJECT_PREFIX}.deregister"
 
 ROUTER_QUEUE_GROUP = "ipc-router"
 """Queue group of the routers' request subscriptions: each request reaches one
-router. Routers do not share registry state (yet), so run one router per NATS
-system; a second one subscribed in the group would split the registry in two."""
+router. Every router answers queries from its view of the shared registry; only the
+leader subscribes to registrations, heartbeats and deregistrations."""
+ROUTER_PRESENCE_SUBJECT = "ipc.router.presence"
+"""Request/reply among routers only: who else serves this NATS system, and how. A
+router keeping its registry in memory refuses to start beside another router."""
 LIST_SUBJECT = f"{SUBJECT_PREFIX}.list"
 """Request/reply: all services with counts per status, paginated."""
 GET_SUBJECT = f"{SUBJECT_PREFIX}.get"

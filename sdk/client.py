@@ -487,14 +487,18 @@ class ServiceClient:
         """One request with retries where a retry can help; returns the decoded reply
         (the one that echoes the request's nonce and satisfies `matches`).
 
-        Retried: timeouts, no responders, a lost connection, and a 503 reply (the router
-        is overloaded or restarting). Never retried: any other reply."""
+        Retried, up to `retries` times: no reply within `timeout`, a lost connection,
+        and a 503 reply (the router is overloaded, restarting, or a standby). Retried
+        for up to `timeout` seconds without counting as an attempt: no responders (no
+        router listens right now: a leader is being elected, a router restarts).
+        Never retried: any other reply."""
         self._check_open()
         exchange = await self._exchange_now()
+        loop = asyncio.get_running_loop()
+        give_up_waiting = loop.time() + self.timeout
         last: RegistryError | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff.delay(attempt - 1))
+        attempts = waits = 0
+        while attempts <= self.retries:
             try:
                 reply = await exchange.request(subject, build, decode, self.timeout, matches)
             except nats.errors.NoRespondersError:
@@ -502,24 +506,31 @@ class ServiceClient:
                     f"no router is listening on {subject}; is ipc-router running?",
                     code=ErrorCode.ROUTER_UNAVAILABLE,
                 )
+                delay = self.backoff.delay(waits)
+                waits += 1
+                if loop.time() + delay >= give_up_waiting:
+                    attempts = self.retries + 1  # waited long enough: give up
+                    break
+                await asyncio.sleep(delay)
                 continue
             except nats.errors.TimeoutError:
                 last = RouterTimeoutError(
                     f"the router did not reply within {self.timeout} s",
                     code=ErrorCode.ROUTER_TIMEOUT,
                 )
-                continue
             except _TRANSIENT_NATS_ERRORS as error:
                 last = RouterUnavailableError(
                     f"the NATS connection failed: {error!r}", code=ErrorCode.ROUTER_UNAVAILABLE
                 )
-                continue
-            if reply.status == Status.SERVICE_UNAVAILABLE:
+            else:
+                if reply.status != Status.SERVICE_UNAVAILABLE:
+                    return reply
                 last = error_from_reply(reply.status, reply.error)
-                continue
-            return reply
+            attempts += 1
+            if attempts <= self.retries:
+                await asyncio.sleep(self.backoff.delay(attempts - 1))
         assert last is not None
-        last.details.setdefault("attempts", self.retries + 1)
+        last.details.setdefault("attempts", attempts)
         raise last
 
     async def _exchange_now(self) -> Exchange:

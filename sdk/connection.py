@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
 
-__all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect", "redact"]
+__all__ = ["GuardedClient", "NatsAuth", "NatsConnectError", "connect", "redact", "servers"]
 
 log = logging.getLogger("ipc_router.nats")
 
@@ -135,7 +135,7 @@ async def connect(
     timing: dict[str, Any] = {"reconnect_time_wait": 0.5, "connect_timeout": min(2.0, timeout)}
     connecting = asyncio.ensure_future(
         nc.connect(
-            servers=[url],
+            servers=servers(url),
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             error_cb=on_error,
@@ -170,8 +170,20 @@ async def connect(
     raise NatsConnectError(f"cannot connect to NATS at {shown} within {timeout:g} s{reason}")
 
 
+def servers(url: str) -> list[str]:
+    """The servers of a NATS URL list: `nats://a:4222,nats://b:4222` (as NATS tools take
+    them); the client fails over between them."""
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError(f"no NATS server in {url!r}")
+    return found
+
+
 def redact(url: str) -> str:
-    """The URL without a password (or token) in it, for logs and messages."""
+    """The URL (or comma-separated URLs) without a password or token, for logs and
+    messages."""
+    if "," in url:
+        return ",".join(redact(part) for part in servers(url))
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

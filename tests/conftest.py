@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,8 @@ def nats_server_options() -> dict[str, Any]:
 @pytest.fixture
 async def nats_server(nats_server_options: dict[str, Any]) -> AsyncIterator[NatsServerProcess]:
     """A real nats-server (the bundled binary) on a free loopback port."""
-    server = NatsServerProcess(port=free_port(), jetstream=False, **nats_server_options)
+    options = {"jetstream": True, **nats_server_options}
+    server = NatsServerProcess(port=free_port(), **options)
     await server.start()
     try:
         yield server
@@ -38,3 +40,9 @@ def _default_structlog(monkeypatch: pytest.MonkeyPatch) -> None:
     loggers are not cached in tests, so that a reset (and capture_logs) reaches them."""
     structlog.reset_defaults()
     monkeypatch.setattr("actors.cli.configure_logging", partial(configure_logging, cache=False))
+
+
+@pytest.fixture(autouse=True)
+def _data_dir_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routers started by a test keep their data under its tmp_path, never in $HOME."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

@@ -15,6 +15,7 @@ from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
 from tests.support.network import free_port
 from tests.support.processes import RouterLauncher, ServiceLauncher
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,14 +97,16 @@ async def test_sigterm_with_deregister_on_exit_takes_the_instance_offline_at_onc
     assert await asyncio.wait_for(service.process.wait(), 10) == -signal.SIGTERM
 
 
-async def test_router_sigkill_and_restart_heals_every_instance_within_two_intervals(
+async def test_router_sigkill_and_restart_in_memory_heals_every_instance_within_two_intervals(
     nats_server: NatsServerProcess, routers: RouterLauncher, service_processes: ServiceLauncher
 ) -> None:
+    """In memory a restarted router has forgotten everything: the SDKs register again."""
     interval = 0.5
     http_port = free_port()
     first = await routers.start(
-        *router_options(nats_server.url, http_port, interval=interval, ttl=1.5)
-    )
+        *router_options(nats_server.url, http_port, interval=interval, ttl=1.5),
+        "--store", "memory",
+    )  # fmt: skip
     expected = {f"orders-{p}-{i}" for p in range(3) for i in range(2)}
     for p in range(3):
         instance_ids = [f"orders-{p}-{i}" for i in range(2)]
@@ -117,18 +120,50 @@ async def test_router_sigkill_and_restart_heals_every_instance_within_two_interv
     heal_time = max(log_time(event) for event in healed) - log_time(ready)
     print(f"router restart: {len(expected)} instances back in {heal_time:.3f} s")
     assert heal_time <= 2 * interval
-    async with aiohttp.ClientSession() as http:
-        url = f"http://127.0.0.1:{http_port}/api/v1/admin/services/orders"
-        async with http.get(url) as response:
-            instances = (await response.json())["instances"]
-    assert {i["instance_id"] for i in instances} == expected
-    assert {i["status"] for i in instances} == {"ONLINE"}
+    assert await online_instances(http_port) == expected
 
 
-async def test_cache_never_empties_across_a_router_sigkill_and_restart(
+async def test_router_sigkill_and_restart_on_a_stream_keeps_every_instance_online(
     nats_server: NatsServerProcess, routers: RouterLauncher, service_processes: ServiceLauncher
 ) -> None:
-    first = await routers.start(*router_options(nats_server.url, interval=0.3, ttl=1.0))
+    """On a stream the restarted router reads the registry back and grants every
+    instance a fresh lease: nothing to register again, nothing turns UNHEALTHY."""
+    http_port = free_port()
+    first = await routers.start(*router_options(nats_server.url, http_port, ttl=1.5))
+    expected = {f"orders-{p}-{i}" for p in range(3) for i in range(2)}
+    for p in range(3):
+        await service_processes.start(
+            nats_server.url, "orders", *(f"orders-{p}-{i}" for i in range(2))
+        )
+    second = await routers.restart(first)
+    await second.wait_for_event("leadership_taken")
+    assert await online_instances(http_port) == expected
+    # One lease TTL later: still all there, none went UNHEALTHY, none registered anew.
+    loop = asyncio.get_running_loop()
+    settled = loop.time() + 1.5
+    await eventually(lambda: loop.time() >= settled, timeout=5, what="one lease TTL")
+    assert await online_instances(http_port) == expected
+    assert not [e for e in second.events if e.get("new") == "UNHEALTHY"]
+    assert not [e for e in second.events if e.get("event") == "registration"]
+
+
+async def online_instances(http_port: int) -> set[str]:
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{http_port}/api/v1/admin/services/orders?status=ONLINE"
+        async with http.get(url) as response:
+            return {i["instance_id"] for i in (await response.json())["instances"]}
+
+
+@pytest.mark.parametrize("store", ["memory", "stream"])
+async def test_cache_never_empties_across_a_router_sigkill_and_restart(
+    nats_server: NatsServerProcess,
+    routers: RouterLauncher,
+    service_processes: ServiceLauncher,
+    store: str,
+) -> None:
+    first = await routers.start(
+        *router_options(nats_server.url, interval=0.3, ttl=1.0), "--store", store
+    )
     expected = [f"orders-{p}-{i}" for p in range(4) for i in range(5)]
     for p in range(4):
         instance_ids = [f"orders-{p}-{i}" for i in range(5)]
@@ -139,11 +174,16 @@ async def test_cache_never_empties_across_a_router_sigkill_and_restart(
         try:
             assert sorted(i.instance_id for i in cache.instances) == sorted(expected)
             old_epoch = cache.epoch
-            await routers.restart(first)
-            await cache.wait_for(
-                lambda i: cache.epoch != old_epoch and cache._grace_until is None,
-                timeout=20,
-            )
+            second = await routers.restart(first)
+            if store == "memory":  # a new registry: the cache follows it, never to zero
+                await cache.wait_for(
+                    lambda i: cache.epoch != old_epoch and cache._grace_until is None,
+                    timeout=20,
+                )
+            else:  # the same registry: same epoch, nothing to resync
+                await second.wait_for_event("leadership_taken")
+                await watcher.get_service("orders")
+                assert cache.epoch == old_epoch and cache.resyncs == 0
             assert sorted(i.instance_id for i in cache.instances) == sorted(expected)
         finally:
             await cache.close()

@@ -1,0 +1,376 @@
+"""The registry's JetStream stream: its durable, replicated mailbox.
+
+One subject per instance, one message kept per subject, so the stream is itself the
+compacted current state: no unbounded log, no snapshot. A forgotten instance is a
+tombstone (an empty message with the `Ipc-Forget` header) that JetStream removes
+after `tombstone_ttl`. Each leader's first write is a term marker.
+
+`Journal` is what the RegistryActor uses, from its own task only:
+- `open()` finds the stream (or creates it: the epoch and the cursor secret are born
+  with it, in its metadata);
+- `follow()` reads it from the start with an ordered consumer and goes on with every
+  new entry, in stream order, handing each to a callback;
+- `append()` writes one drain's changes as one pipelined batch, each message
+  conditional on the stream's last sequence (`Nats-Expected-Last-Sequence`), so that
+  a leader that lost its leadership cannot write after its successor has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import DeliverPolicy
+
+from protocol import encode_msgpack
+from protocol.stored import (
+    FORGET_HEADER,
+    StoredInstance,
+    TermMarker,
+    instance_subject,
+    term_subject,
+)
+
+__all__ = [
+    "Entry",
+    "Fenced",
+    "Journal",
+    "JournalConfig",
+    "JournalError",
+    "StreamFacts",
+    "Write",
+]
+
+log = structlog.get_logger(component="journal")
+
+_WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a failed `Nats-Expected-Last-Sequence`."""
+_STREAM_NOT_FOUND = 10059
+
+
+class JournalError(RuntimeError):
+    """The stream could not be read or written (the state may now differ from it)."""
+
+
+class Fenced(JournalError):
+    """A conditional append failed: someone else wrote to the stream (a new leader)."""
+
+    def __init__(self, message: str, last_sequence: int | None) -> None:
+        super().__init__(message)
+        self.last_sequence = last_sequence
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """Where the registry lives in JetStream."""
+
+    stream: str = "IPC_REGISTRY"
+    subject_prefix: str = "ipc.registry.state"
+    replicas: int = 1
+    tombstone_ttl: float = 600.0
+    """Seconds a forgotten instance's tombstone stays (standbys that lag by more than
+    this, a rare case, reload the whole stream anyway)."""
+    ack_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFacts:
+    """What `open()` learns: the registry's identity and where the stream stands."""
+
+    epoch: str
+    cursor_secret: bytes
+    last_sequence: int
+    messages: int
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream message as `follow()` hands it on."""
+
+    sequence: int
+    subject: str
+    data: bytes
+    forgotten: bool
+    pending: int
+    """Messages still to come after this one when it was delivered (0: caught up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One instance to store (`stored`), or to forget (`stored` None)."""
+
+    service_name: str
+    instance_id: str
+    stored: StoredInstance | None
+
+
+class _Batch:
+    """The acks of one pipelined append."""
+
+    __slots__ = ("done", "error", "expected", "received")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.error: dict[str, Any] | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Journal:
+    """The registry's stream over one NATS connection (see the module)."""
+
+    def __init__(self, nc: NatsClient, config: JournalConfig | None = None) -> None:
+        self._nc = nc
+        self.config = config or JournalConfig()
+        self._prefix = self.config.subject_prefix
+        self._js = nc.jetstream()
+        self._follower: Subscription | None = None
+        self._ack_prefix: str | None = None
+        self._batches: dict[str, _Batch] = {}
+        self._next_batch = 0
+
+    # -- the stream ----------------------------------------------------------------
+
+    async def open(self) -> StreamFacts:
+        """Find the stream, or create it with a new epoch and cursor secret.
+
+        Raises:
+            JournalError: JetStream is not available, or refused the stream.
+        """
+        info = await self._api(f"STREAM.INFO.{self.config.stream}", {}, missing_ok=True)
+        if info is None:
+            info = await self._create()
+        config = info["config"]
+        metadata = config.get("metadata") or {}
+        if "ipc_router_epoch" not in metadata:
+            raise JournalError(
+                f"stream {self.config.stream} exists but was not made by ipc-router; "
+                "choose another name with --stream"
+            )
+        if config.get("num_replicas", 1) != self.config.replicas:
+            log.warning(
+                "stream_replicas_differ",
+                stream=self.config.stream,
+                configured=self.config.replicas,
+                actual=config.get("num_replicas", 1),
+            )
+        state = info["state"]
+        return StreamFacts(
+            epoch=metadata["ipc_router_epoch"],
+            cursor_secret=bytes.fromhex(metadata["ipc_router_cursor_secret"]),
+            last_sequence=int(state.get("last_seq", 0)),
+            messages=int(state.get("messages", 0)),
+            replicas=int(config.get("num_replicas", 1)),
+        )
+
+    async def _create(self) -> dict[str, Any]:
+        config = {
+            "name": self.config.stream,
+            "description": "ipc-router registry: one message per instance",
+            "subjects": [f"{self._prefix}.>"],
+            "retention": "limits",
+            "max_msgs_per_subject": 1,
+            "discard": "old",
+            "storage": "file",
+            "num_replicas": self.config.replicas,
+            "allow_msg_ttl": True,
+            "duplicate_window": 1_000_000_000,  # ns; we never rely on de-duplication
+            "metadata": {
+                "ipc_router_epoch": secrets.token_hex(8),
+                "ipc_router_cursor_secret": secrets.token_hex(16),
+            },
+        }
+        created = await self._api(f"STREAM.CREATE.{self.config.stream}", config, exists_ok=True)
+        if created is None:  # another router created it a moment ago: use theirs
+            found = await self._api(f"STREAM.INFO.{self.config.stream}", {})
+            assert found is not None
+            return found
+        log.info("stream_created", stream=self.config.stream, replicas=self.config.replicas)
+        return created
+
+    async def _api(
+        self,
+        call: str,
+        body: dict[str, Any],
+        *,
+        missing_ok: bool = False,
+        exists_ok: bool = False,
+        attempts: int = 20,
+    ) -> dict[str, Any] | None:
+        """One JetStream API call, retried while the cluster elects its leaders."""
+        for attempt in range(attempts):
+            try:
+                reply = await self._nc.request(
+                    f"$JS.API.{call}", json.dumps(body).encode(), timeout=2.0
+                )
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
+                if attempt + 1 == attempts:
+                    raise JournalError(
+                        f"JetStream did not answer {call}: {error!r}; is JetStream enabled "
+                        "on the NATS server (nats-server -js)?"
+                    ) from None
+                await asyncio.sleep(0.25)
+                continue
+            answer: dict[str, Any] = json.loads(reply.data)
+            refusal = answer.get("error")
+            if refusal is None:
+                return answer
+            code = refusal.get("err_code")
+            if missing_ok and code == _STREAM_NOT_FOUND:
+                return None
+            if exists_ok and "already in use" in str(refusal.get("description", "")):
+                return None
+            if refusal.get("code") == 503 and attempt + 1 < attempts:  # no leader yet
+                await asyncio.sleep(0.25)
+                continue
+            raise JournalError(f"JetStream refused {call}: {refusal.get('description', refusal)}")
+        raise JournalError(f"JetStream did not answer {call}")  # pragma: no cover
+
+    # -- reading ------------------------------------------------------------------
+
+    async def follow(self, on_entry: Callable[[Entry], None]) -> None:
+        """Hand every message of the stream to `on_entry`, from the first on and then
+        as they come, in stream order (an ordered consumer: a gap makes it start again
+        where it was). Returns once the consumer exists."""
+        await self.stop_following()
+
+        async def deliver(msg: Msg) -> None:
+            metadata = msg.metadata
+            headers = msg.headers or {}
+            on_entry(
+                Entry(
+                    sequence=metadata.sequence.stream,
+                    subject=msg.subject,
+                    data=msg.data,
+                    forgotten=FORGET_HEADER in headers,
+                    pending=metadata.num_pending,
+                )
+            )
+
+        self._follower = await self._js.subscribe(
+            f"{self._prefix}.>",
+            cb=deliver,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            idle_heartbeat=1.0,
+            stream=self.config.stream,
+        )
+
+    async def stop_following(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            try:
+                await follower.unsubscribe()
+            except nats.errors.Error as error:
+                log.debug("follower_not_removed", error=repr(error))
+
+    # -- writing ------------------------------------------------------------------
+
+    async def write_term(self, marker: TermMarker, expected_last: int) -> int:
+        """Write a term marker after `expected_last`; returns its sequence.
+
+        Raises:
+            Fenced: the stream's last sequence is not `expected_last`.
+            JournalError: no acknowledgement.
+        """
+        return await self._append([(term_subject(self._prefix), encode_msgpack(marker), None)], expected_last)
+
+    async def append(self, writes: list[Write], expected_last: int) -> int:
+        """Store `writes` in order, the first conditional on the stream's last
+        sequence being `expected_last`, each next on the one before; returns the last
+        sequence written. All or a prefix may be stored when this raises: the caller
+        must then read the stream again.
+
+        Raises:
+            Fenced: someone else wrote to the stream.
+            JournalError: not every write was acknowledged in time.
+        """
+        forget = {FORGET_HEADER: "1", "Nats-TTL": f"{int(self.config.tombstone_ttl)}s"}
+        messages = [
+            (
+                instance_subject(self._prefix, write.service_name, write.instance_id),
+                b"" if write.stored is None else encode_msgpack(write.stored),
+                forget if write.stored is None else None,
+            )
+            for write in writes
+        ]
+        return await self._append(messages, expected_last)
+
+    async def _append(
+        self, messages: list[tuple[str, bytes, dict[str, str] | None]], expected_last: int
+    ) -> int:
+        prefix = await self._acks()
+        self._next_batch += 1
+        batch_id = str(self._next_batch)
+        batch = _Batch(len(messages))
+        self._batches[batch_id] = batch
+        try:
+            publish = self._nc.publish
+            for index, (subject, data, extra) in enumerate(messages):
+                headers = {"Nats-Expected-Last-Sequence": str(expected_last + index)}
+                if extra:
+                    headers.update(extra)
+                await publish(subject, data, reply=f"{prefix}{batch_id}.{index}", headers=headers)
+            try:
+                await asyncio.wait_for(asyncio.shield(batch.done), self.config.ack_timeout)
+            except TimeoutError:
+                raise JournalError(
+                    f"{batch.expected - batch.received} of {batch.expected} writes not "
+                    f"acknowledged within {self.config.ack_timeout} s"
+                ) from None
+        finally:
+            self._batches.pop(batch_id, None)
+        if batch.error is not None:
+            description = str(batch.error.get("description", batch.error))
+            if batch.error.get("err_code") == _WRONG_LAST_SEQUENCE:
+                raise Fenced(f"the stream moved on: {description}", _last_sequence(description))
+            raise JournalError(f"JetStream refused a write: {description}")
+        return expected_last + len(messages)
+
+    async def _acks(self) -> str:
+        if self._ack_prefix is None:
+            prefix = self._nc.new_inbox() + "."
+            await self._nc.subscribe(prefix + "*.*", cb=self._on_ack)
+            self._ack_prefix = prefix
+        return self._ack_prefix
+
+    async def _on_ack(self, msg: Msg) -> None:
+        assert self._ack_prefix is not None
+        batch_id, _, _ = msg.subject[len(self._ack_prefix) :].partition(".")
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return  # a batch that timed out
+        batch.received += 1
+        if b'"error"' in msg.data and batch.error is None:
+            try:
+                batch.error = json.loads(msg.data)["error"]
+            except (ValueError, KeyError, TypeError):
+                batch.error = {"description": msg.data[:200].decode(errors="replace")}
+        if batch.received >= batch.expected and not batch.done.done():
+            batch.done.set_result(None)
+
+
+def _last_sequence(description: str) -> int | None:
+    """JetStream says `wrong last sequence: 42`: the 42."""
+    tail = description.rsplit(":", 1)[-1].strip()
+    return int(tail) if tail.isdigit() else None
+
+
+def decode_or_none(data: bytes, decode: Callable[[bytes], Any]) -> Any:
+    """`decode(data)`, or None for an entry this router cannot read (logged)."""
+    try:
+        return decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        log.error("unreadable_stream_entry", error=str(error))
+        return None
