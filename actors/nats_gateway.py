@@ -306,7 +306,11 @@ class NatsGateway(Actor):
         assert self._nc is not None
         return await self._nc.subscribe(
             route.subject,
-            queue=ROUTER_QUEUE_GROUP,
+            # Queries are shared out among the routers. Writes are not: only the leader
+            # takes them, and while a paused ex-leader's subscription lingers, every
+            # write must still reach the new leader (the first reply wins; the late one
+            # is refused, and ignored by the client).
+            queue="" if route.write else ROUTER_QUEUE_GROUP,
             cb=self._callback(route),
             pending_msgs_limit=route.pending[0],
             pending_bytes_limit=route.pending[1],

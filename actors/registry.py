@@ -142,6 +142,9 @@ class _Apply(Message, frozen=True):
     """A stream entry, in stream order, from the journal's follower."""
 
     entry: Entry
+    reading: int
+    """Which reading of the stream it belongs to (entries of an earlier one, still in
+    the mailbox after a reload, are dropped)."""
 
 
 class GetStatus(Message, frozen=True):
@@ -252,6 +255,8 @@ class RegistryActor(Actor):
         self._term: int | None = None
         """A term won but not yet taken up (waiting for the stream to be read)."""
         self._reload_needed: str | None = None
+        self._reading = 0
+        """+1 each time the stream is read from the start."""
         self._loading_since = 0.0
         self.events_dropped = 0
         """Events lost because the publisher was not running (watchers notice the gap
@@ -315,8 +320,9 @@ class RegistryActor(Actor):
                 if self._role is not Role.STANDBY:
                     state.expire()
                 return None
-            case _Apply(entry=entry):
-                self._apply(entry)
+            case _Apply(entry=entry, reading=reading):
+                if reading == self._reading:
+                    self._apply(entry)
                 return None
             case Elected(term=term, valid_until=valid_until):
                 self._term, self._valid_until = term, valid_until
@@ -388,6 +394,8 @@ class RegistryActor(Actor):
         self.state = self._new_state(self._facts.cursor_secret)
         self.state.epoch = self._facts.epoch
         self._ready = False
+        self._reading += 1
+        reading = self._reading
         self._loading_since = asyncio.get_running_loop().time()
         facts = await self._journal.open()  # the stream as it is now
         if facts.messages == 0:
@@ -397,7 +405,7 @@ class RegistryActor(Actor):
 
         def on_entry(entry: Entry) -> None:
             with contextlib.suppress(ActorDeadError):
-                me.tell(_Apply(entry))  # (unbounded mailbox lane order = stream order)
+                me.tell(_Apply(entry, reading))  # (one lane, unbounded: stream order)
 
         await self._journal.follow(on_entry)
 
@@ -514,7 +522,12 @@ class RegistryActor(Actor):
                 store.gateway.tell(ServeWrites(serve), lane=Lane.URGENT)
 
     def _check_leading(self) -> None:
-        if self._role is Role.STANDBY:
+        role = self._role
+        if role is Role.STANDBY or (
+            role is Role.LEADER and asyncio.get_running_loop().time() >= self._valid_until
+        ):
+            # (A leader whose leadership may have lapsed, after a pause say, answers
+            # nothing it could get wrong until it knows.)
             raise ProtocolError(
                 Status.SERVICE_UNAVAILABLE,
                 ErrorCode.ROUTER_UNAVAILABLE,

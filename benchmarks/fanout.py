@@ -72,14 +72,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
-import nats  # noqa: E402
-import structlog  # noqa: E402
+import aiohttp
+import nats
+import structlog
 
-from actors.embedded_nats import NatsServerProcess  # noqa: E402
-from protocol import ProtocolError, decode_event, events_subject  # noqa: E402
-from sdk import ServiceClient  # noqa: E402
-from sdk.cache import ServiceCache  # noqa: E402
+from actors.embedded_nats import NatsServerProcess
+from protocol import ProtocolError, decode_event, events_subject
+from sdk import ServiceClient
+from sdk.cache import ServiceCache
 
 SERVICE = "fanout"
 BASELINE_SERVICE = "fanout-baseline"
@@ -276,7 +276,7 @@ class Tracker:
 async def benchmark(opts: argparse.Namespace, stop: asyncio.Event | None = None) -> dict[str, Any]:
     """Run it once; `stop` set ends the registrations early (CancelledError)."""
     stop = stop or asyncio.Event()
-    nats_server = NatsServerProcess(host=HOST, port=free_port(), jetstream=False)
+    nats_server = NatsServerProcess(host=HOST, port=free_port())  # JetStream: the router's store
     router: Router | None = None
     watcher_clients: list[ServiceClient] = []
     caches: list[ServiceCache] = []
@@ -285,11 +285,14 @@ async def benchmark(opts: argparse.Namespace, stop: asyncio.Event | None = None)
     tracker = Tracker()
     events: Counter[str] = Counter()
     event_msgs = 0
+    all_counted = asyncio.Event()  # set once the counter has seen one event per registration
     router_exit: int | None = None
 
     def on_event(msg: Any) -> None:
         nonlocal event_msgs
         event_msgs += 1
+        if event_msgs >= opts.registrations:
+            all_counted.set()
         try:
             events[str(decode_event(msg.data).type)] += 1
         except ProtocolError:
@@ -368,10 +371,8 @@ async def benchmark(opts: argparse.Namespace, stop: asyncio.Event | None = None)
         tracker.pending = None
 
         # Let the counter catch up (bounded), then a moment more to catch extras.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while event_msgs < opts.registrations and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_counted.wait(), 5.0)
         await asyncio.sleep(EVENT_SETTLE)
 
         expected = set(registered)
@@ -541,8 +542,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if opts.baseline_registrations < 0:
         parser.error("--baseline-registrations must be 0 or more")
-    if opts.watcher_connections > opts.watchers:
-        opts.watcher_connections = opts.watchers
+    opts.watcher_connections = min(opts.watcher_connections, opts.watchers)
     if not 0 < opts.timeout <= 600:
         parser.error("--timeout must be in (0, 600]")
     if not 2 <= opts.lease_ttl < 86_400:

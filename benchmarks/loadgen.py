@@ -390,7 +390,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     nats_url = config.nats_url
     try:
         if nats_url is None:
-            server = NatsServerProcess(port=free_port(), jetstream=False)
+            server = NatsServerProcess(port=free_port())
             await server.start()
             nats_url = server.url
             router = RouterProcess(nats_url, *(["--uvloop"] if config.uvloop else []))

@@ -143,6 +143,11 @@ class ServiceClient:
     retries are idempotent and only it can renew or deregister its instances. Pass
     `nc` to reuse a connected nats-py client (it is then left open on exit), or
     `auth=NatsAuth(...)` for a NATS server that wants credentials or TLS.
+
+    `nats_url` is one NATS server or several, comma-separated (the client fails over
+    between them). Each attempt of a request waits `timeout` seconds for its reply,
+    and is sent again up to `retries` times: a router that failed over answers the
+    next attempt (a registration repeated by the same client is idempotent).
     """
 
     def __init__(
@@ -150,8 +155,8 @@ class ServiceClient:
         nats_url: str = "nats://127.0.0.1:4222",
         *,
         nc: NatsClient | None = None,
-        timeout: float = 5.0,
-        retries: int = 3,
+        timeout: float = 1.0,
+        retries: int = 4,
         backoff: Backoff | None = None,
         connect_timeout: float = 10.0,
         heartbeat: bool = True,
@@ -489,13 +494,13 @@ class ServiceClient:
 
         Retried, up to `retries` times: no reply within `timeout`, a lost connection,
         and a 503 reply (the router is overloaded, restarting, or a standby). Retried
-        for up to `timeout` seconds without counting as an attempt: no responders (no
-        router listens right now: a leader is being elected, a router restarts).
-        Never retried: any other reply."""
+        for as long as all the attempts could take, without counting as one: no
+        responders (no router listens right now: a leader is being elected, a router
+        restarts). Never retried: any other reply."""
         self._check_open()
         exchange = await self._exchange_now()
         loop = asyncio.get_running_loop()
-        give_up_waiting = loop.time() + self.timeout
+        give_up_waiting = loop.time() + self.timeout * (self.retries + 1)
         last: RegistryError | None = None
         attempts = waits = 0
         while attempts <= self.retries:

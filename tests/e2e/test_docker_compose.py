@@ -55,7 +55,8 @@ CONFIG_FLAGS = ("-c", "--config")
 
 def _mounted_file(service: dict[str, Any], container_path: str) -> Path:
     """The repository file that compose mounts at `container_path`."""
-    for volume in service.get("volumes", []):
+    volumes: list[str] = service.get("volumes", [])
+    for volume in volumes:
         source, _, rest = volume.partition(":")
         target = rest.split(":", 1)[0]
         if target == container_path and source.startswith("."):
@@ -175,9 +176,10 @@ def _url_in(parts: list[str]) -> str:
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            return action.choices["serve"]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            serve: argparse.ArgumentParser = action.choices["serve"]
+            return serve
     raise AssertionError("build_parser() has no `serve` sub-command")
 
 
@@ -289,7 +291,7 @@ def test_router_command_is_accepted_by_our_parser(services: dict[str, Any]) -> N
     assert command[0] == "serve", f"router command must start with the sub-command: {command!r}"
 
     parser = build_parser()
-    known = set(_serve_parser(parser)._option_string_actions)  # noqa: SLF001
+    known = set(_serve_parser(parser)._option_string_actions)
     used = {part.split("=", 1)[0] for part in command if part.startswith("--")}
     unknown = used - known
     assert not unknown, f"options unknown to `ipc-router serve`: {sorted(unknown)}"
@@ -465,10 +467,12 @@ async def test_nats_command_runs_on_the_bundled_nats_server(
         drain = asyncio.create_task(keep_draining())
 
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(f"http://127.0.0.1:{http_port}{health_url.path}") as reply:
-                body = await reply.text()
-                assert reply.status == 200, f"/healthz answered {reply.status}: {body}"
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://127.0.0.1:{http_port}{health_url.path}") as reply,
+        ):
+            body = await reply.text()
+            assert reply.status == 200, f"/healthz answered {reply.status}: {body}"
         assert any("JetStream" in line for line in seen), "JetStream did not start"
     finally:
         if process.returncode is None:

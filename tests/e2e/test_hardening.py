@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from actors.embedded_nats import NatsServerProcess
 from protocol import EVENTS_WILDCARD, EventType, decode_event
 from sdk import ServiceCache, ServiceClient
+from tests.support.http import healthz
 from tests.support.network import free_port
 from tests.support.processes import RouterLauncher, RouterProcess
 from tests.support.waiting import eventually
@@ -27,6 +28,7 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.timeout(90)
 
 TOKEN = "prod-admin-token-0123456789abcdef"
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 class EventCounter:
@@ -174,22 +176,12 @@ class LimitedRouter(RouterProcess):
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", LIMITED_ROUTER, "serve", "--log-format", "json", *self.options,
             env={**os.environ, **self.extra_env},
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=REPOSITORY,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
-
-
-async def healthz(port: int) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
 
 
 async def test_slowloris_cannot_hold_the_admin_port_nor_starve_nats_of_descriptors(
@@ -219,14 +211,13 @@ async def test_slowloris_cannot_hold_the_admin_port_nor_starve_nats_of_descripto
             writer.write(b"GET /healthz HTTP/1.1\r\n")
             slow.append(writer)
         assert len(slow) > 1_024  # more than the router has descriptors
-        assert b" 200 " in (await healthz(http_port)).split(b"\r\n")[0]
+        assert (await healthz(http_port)).status == 200
         # A NATS blip while the slow connections are open: the router must come back.
         await nats_server.stop()
         await router.wait_for_event("nats_disconnected")
         await nats_server.start()
         await router.wait_for_event("nats_reconnected", timeout=20)
-        body = (await healthz(http_port)).split(b"\r\n\r\n", 1)[1]
-        assert json.loads(body)["nats_connected"] is True
+        assert (await healthz(http_port)).json()["nats_connected"] is True
         assert not any("Too many open files" in line for line in router.raw_lines)
     finally:
         for writer in slow:
@@ -236,12 +227,13 @@ async def test_slowloris_cannot_hold_the_admin_port_nor_starve_nats_of_descripto
 
 async def _answers(port: int) -> bool:
     try:
-        return b" 200 " in (await healthz(port)).split(b"\r\n")[0]
+        return (await healthz(port)).status == 200
     except OSError:
         return False
 
 
-async def rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> float:
+    """The resident set size of process `pid`, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -281,9 +273,9 @@ async def test_same_id_churn_leaves_memory_flat(
             asyncio.create_task(worker(clients[n % 4], f"id-{n}")) for n in range(32)
         ]
         await eventually(lambda: rounds >= 5_000, timeout=60, what="5,000 churn rounds")
-        warm = await rss_mib(router.process.pid)
+        warm = rss_mib(router.process.pid)
         await eventually(lambda: rounds >= 40_000, timeout=120, what="40,000 churn rounds")
-        after = await rss_mib(router.process.pid)
+        after = rss_mib(router.process.pid)
         stop.set()
         await asyncio.gather(*tasks)
     finally:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import pytest
 import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from actors.admin_cli import AdminApiError, run_services
@@ -19,9 +21,11 @@ pytestmark = pytest.mark.timeout(30)
 
 TOKEN = "s3cret-admin-token-0123456789"
 
+AdminClient: TypeAlias = TestClient[web.Request, web.Application]
+
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[AdminClient]:
     actor = RegistryActor()
     await actor.start()
     ref = RegistryClient(actor.ref)
@@ -44,7 +48,7 @@ async def client() -> AsyncIterator[TestClient]:
     "path", ["/api/v1/admin/services", "/api/v1/admin/services/orders", "/api/v1/admin/openapi.json", "/nope"]
 )
 async def test_requests_without_the_right_token_get_401(
-    client: TestClient, path: str, headers: dict[str, str]
+    client: AdminClient, path: str, headers: dict[str, str]
 ) -> None:
     with structlog.testing.capture_logs() as logs:
         response = await client.get(path, headers=headers)
@@ -55,19 +59,19 @@ async def test_requests_without_the_right_token_get_401(
     assert TOKEN not in repr(logs)
 
 
-async def test_the_right_token_opens_every_endpoint(client: TestClient) -> None:
+async def test_the_right_token_opens_every_endpoint(client: AdminClient) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/api/v1/admin/services", "/api/v1/admin/services/orders", "/api/v1/admin/openapi.json"):
         response = await client.get(path, headers=headers)
         assert response.status == 200, path
 
 
-async def test_healthz_needs_no_token(client: TestClient) -> None:
+async def test_healthz_needs_no_token(client: AdminClient) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
 
 
-async def test_the_admin_cli_sends_the_token(client: TestClient) -> None:
+async def test_the_admin_cli_sends_the_token(client: AdminClient) -> None:
     base = str(client.make_url("")).rstrip("/")
     out = io.StringIO()
     await run_services(base, None, None, False, TOKEN, out=out)
@@ -76,7 +80,7 @@ async def test_the_admin_cli_sends_the_token(client: TestClient) -> None:
         await run_services(base, None, None, False, "wrong", out=io.StringIO())
 
 
-async def test_a_token_that_is_not_utf8_is_a_401_not_a_500(client: TestClient) -> None:
+async def test_a_token_that_is_not_utf8_is_a_401_not_a_500(client: AdminClient) -> None:
     host, port = client.server.host, client.server.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(

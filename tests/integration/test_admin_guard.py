@@ -14,6 +14,7 @@ import pytest
 from actors.http_gateway import AdminLimits, GetAddress, HealthProbe, HttpGateway, build_admin_app
 from actors.registry import RegistryActor, RegistryClient
 from protocol import LeasePolicy
+from tests.support.http import healthz
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,13 +53,6 @@ async def open_slow(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
     return reader, writer
 
 
-async def healthz(port: int) -> int:
-    timeout = aiohttp.ClientTimeout(total=2)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-            return response.status
-
-
 async def test_a_connection_that_trickles_its_request_head_is_closed_after_the_head_timeout(
     admin: tuple[HttpGateway, int],
 ) -> None:
@@ -66,7 +60,7 @@ async def test_a_connection_that_trickles_its_request_head_is_closed_after_the_h
     reader, writer = await open_slow(port)
     try:
         for _ in range(3):  # a byte now and then does not keep it open
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the trickle under test, not a wait for an outcome
             writer.write(b"X")
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -85,7 +79,7 @@ async def test_slow_connections_beyond_the_cap_make_room_and_healthz_still_answe
     slow = [await open_slow(port) for _ in range(60)]  # three times the cap
     try:
         for _ in range(5):
-            assert await healthz(port) == 200
+            assert (await healthz(port, timeout=2)).status == 200
         assert gateway.guard is not None
         assert gateway.guard.open <= gateway.guard.max_connections
         assert gateway.guard.evicted >= 40
@@ -103,7 +97,7 @@ async def test_a_complete_request_is_not_cut_by_the_head_timeout(
         for _ in range(3):  # one keep-alive connection, requests further apart than 1 s
             async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 assert response.status == 200
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.2)  # the gap under test (> head_timeout), not a wait
 
 
 def test_the_descriptor_budget_keeps_a_reserve() -> None:

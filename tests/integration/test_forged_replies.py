@@ -11,7 +11,6 @@ test_least_privilege.py); either way, the forged reply lands on the victim's inb
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 

@@ -253,7 +253,7 @@ get_service = schemathesis.pytest.from_fixture("admin_schema_with_registered_nam
 @pytest.mark.usefixtures("_schemathesis_sees_a_pytest_8_node")
 @SCHEMATHESIS_SETTINGS
 def test_generated_requests_never_get_a_5xx_and_every_answer_matches_the_document(
-    case: schemathesis.Case,
+    case: schemathesis.Case[Any],
 ) -> None:
     """Every built-in check (not_a_server_error, status_code_conformance,
     content_type_conformance, response_schema_conformance, negative_data_rejection,
@@ -266,7 +266,7 @@ def test_generated_requests_never_get_a_5xx_and_every_answer_matches_the_documen
 @pytest.mark.usefixtures("_schemathesis_sees_a_pytest_8_node")
 @SCHEMATHESIS_SETTINGS
 def test_generated_requests_for_registered_services_get_documented_service_details(
-    case: schemathesis.Case,
+    case: schemathesis.Case[Any],
 ) -> None:
     case.call_and_validate(additional_checks=[non_2xx_responses_carry_the_json_error_body])
 

@@ -16,7 +16,7 @@ from actors.app import Router, RouterConfig
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from protocol import REGISTER_SUBJECT, events_subject
-from sdk import RegistryError, NatsAuth, RouterUnavailableError, ServiceClient
+from sdk import NatsAuth, RegistryError, RouterUnavailableError, ServiceClient
 from sdk.connection import GuardedClient, connect, redact
 from tests.support.network import free_port
 

@@ -15,6 +15,7 @@ import pytest
 from protocol import HEARTBEAT_SUBJECT, LeaseReply, LeaseRequest, Status
 from sdk.errors import ConflictError, RegistryError, RouterTimeoutError, RouterUnavailableError
 from sdk.leases import LeaseKeeper
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -87,12 +88,7 @@ class FakeRouter:
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     """Re-check `predicate` every quarter interval; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() >= deadline:
-            raise AssertionError(f"the condition did not hold within {timeout} s")
-        await asyncio.sleep(INTERVAL / 4)
+    await eventually(predicate, timeout=timeout, interval=INTERVAL / 4)
 
 
 def stall(seconds: float) -> None:
@@ -133,11 +129,16 @@ async def test_no_burst_of_catch_up_beats_after_a_pause(
     await wait_until(lambda: len(router.beats) >= 2)
     stall(INTERVAL * 20)
     resumed = asyncio.get_running_loop().time()
-    await asyncio.sleep(INTERVAL * 3)
-    after = [at for at in router.beats_of("orders-1") if at >= resumed]
-    # One beat at once, then one per interval; catching up would send about 20.
-    assert 1 <= len(after) <= 5
+
+    def beats_since_resumed() -> list[float]:
+        return [at for at in router.beats_of("orders-1") if at >= resumed]
+
+    await wait_until(lambda: len(beats_since_resumed()) >= 3)
+    after = beats_since_resumed()
+    # The beat that was due and one more at once, then one per interval; catching up
+    # would send about 20 at once.
     assert after[0] - resumed < INTERVAL
+    assert after[2] - after[0] > INTERVAL / 2
 
 
 async def test_the_first_beat_waits_one_interval_and_start_twice_runs_one_loop(
@@ -149,10 +150,10 @@ async def test_the_first_beat_waits_one_interval_and_start_twice_runs_one_loop(
     keeper.start()
     keeper.start()
     assert keeper.running
-    await asyncio.sleep(INTERVAL * 5.5)
+    await wait_until(lambda: len(router.beats) >= 5)
     elapsed = loop.time() - started
     assert router.beats[0][0] >= started + INTERVAL
-    assert 1 <= len(router.beats) <= elapsed / INTERVAL + 1
+    assert len(router.beats) <= elapsed / INTERVAL + 1  # two loops would beat twice as often
 
 
 async def test_404_registers_again_after_a_jitter_with_the_latest_metadata(
@@ -217,11 +218,13 @@ async def test_409_when_registering_again_gives_the_instance_up(
     router.answers["orders-1"] = [Status.NOT_FOUND]
     router.register_errors = [ConflictError("taken", status=Status.CONFLICT)]
     keeper.hold("orders", "orders-1", {})
+    keeper.hold("orders", "orders-2", {})  # its beats tell how far the schedule went
     with caplog.at_level(logging.ERROR, logger="ipc_router.sdk"):
         keeper.start()
-        await wait_until(lambda: keeper.held == [])
+        await wait_until(lambda: keeper.held == [("orders", "orders-2")])
     assert "claimed by another client" in caplog.text
-    await asyncio.sleep(INTERVAL * 3)
+    given_up = len(router.beats_of("orders-2"))
+    await wait_until(lambda: len(router.beats_of("orders-2")) >= given_up + 3)
     assert len(router.beats_of("orders-1")) == 1
     assert router.deregistered == []
 
@@ -302,17 +305,20 @@ async def test_a_reply_that_arrives_after_release_changes_nothing(
     released: list[asyncio.Task[None]] = []
 
     def release_during_the_beat(instance_id: str) -> None:
-        released.append(asyncio.ensure_future(keeper.release("orders", instance_id)))
+        if instance_id == "orders-1" and not released:
+            released.append(asyncio.ensure_future(keeper.release("orders", instance_id)))
 
     router.on_beat = release_during_the_beat
     keeper.hold("orders", "orders-1", {})
+    keeper.hold("orders", "orders-2", {})  # its beats tell how far the schedule went
     keeper.start()
     await wait_until(lambda: bool(released))
     await released[0]
-    await asyncio.sleep(INTERVAL * 3)
-    assert keeper.held == []
+    since = len(router.beats_of("orders-2"))
+    await wait_until(lambda: len(router.beats_of("orders-2")) >= since + 3)
+    assert keeper.held == [("orders", "orders-2")]
     assert router.registered == []
-    assert len(router.beats) == 1
+    assert len(router.beats_of("orders-1")) == 1
 
 
 async def test_release_cancels_a_registration_in_flight(
@@ -339,7 +345,7 @@ async def test_stop_keeps_the_leases_and_start_resumes(
     await keeper.stop()
     assert not keeper.running
     stopped = len(router.beats)
-    await asyncio.sleep(INTERVAL * 3)
+    await asyncio.sleep(INTERVAL * 3)  # the window under test: a running keeper would beat
     assert len(router.beats) == stopped
     assert keeper.held == [("orders", "orders-1")]
     keeper.start()
@@ -386,7 +392,7 @@ async def test_close_stops_the_beats_then_deregisters_each_instance_once(
     keeper.hold("orders", "orders-9", {})
     keeper.start()  # no-op once closed
     assert not keeper.running
-    await asyncio.sleep(INTERVAL * 3)
+    await asyncio.sleep(INTERVAL * 3)  # the window under test: a running keeper would beat
     assert len(router.beats) == closed
 
 
@@ -411,5 +417,5 @@ async def test_a_new_interval_takes_effect_from_the_next_beat(
     await wait_until(lambda: len(router.beats) >= 2)
     keeper.interval = 10.0
     changed = len(router.beats)
-    await asyncio.sleep(INTERVAL * 5)
+    await asyncio.sleep(INTERVAL * 5)  # the window under test: the old interval would beat
     assert len(router.beats) <= changed + 1  # the beat already scheduled, then none
