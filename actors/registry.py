@@ -600,7 +600,7 @@ class RegistryActor(Actor):
                 instance_id=change.instance_id,
                 change=change.event.type,
                 old=change.old,
-                new=change.new,
+                new=change.new if change.new is not None else "REMOVED",
                 reason=change.reason,
                 revision=change.event.revision,
             )

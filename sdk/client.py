@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
@@ -53,6 +53,7 @@ from protocol import (
 )
 from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
 from sdk.errors import (
+    ConflictError,
     InvalidRequestError,
     RegistryError,
     RouterTimeoutError,
@@ -83,6 +84,9 @@ _TRANSIENT_NATS_ERRORS = (
     ConnectionError,
 )
 _CONSISTENT_READ_ATTEMPTS = 5
+_EXPIRY_SLACK = 0.25
+"""Seconds past a lease deadline by which the router has usually applied it."""
+_TAKEOVER_TRIES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,7 @@ class ServiceClient:
         heartbeat: bool = True,
         deregister_on_exit: bool = False,
         auth: NatsAuth | None = None,
+        stale_holder_wait: float = 10.0,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -178,6 +183,8 @@ class ServiceClient:
         self._session_id = secrets.token_urlsafe(24)
         self._heartbeat_enabled = heartbeat
         self._deregister_on_exit = deregister_on_exit
+        self.stale_holder_wait = stale_holder_wait
+        """Longest wait for another holder's lease to run out before taking an id over."""
         self._leases = LeaseKeeper(
             self._session_id,
             send_request=self._request_once,
@@ -255,13 +262,24 @@ class ServiceClient:
 
         Raises:
             InvalidRequestError: 400, bad name or metadata (checked before sending too).
-            ConflictError: 409, the instance id is held by another client.
+            ConflictError: 409, the instance id is held by another client that keeps
+                renewing it. (A holder whose lease is about to run out, such as the
+                previous run of a restarted service, is waited out, up to
+                `stale_holder_wait` seconds: then the id is taken over, a 201.)
             RouterUnavailableError: 503, no router answered after the retries.
             RouterTimeoutError: 504, the router did not reply in time after the retries.
             RouterError: 500, the router failed.
         """
         metadata = dict(metadata or {})
-        reply = await self._register(service_name, instance_id, metadata)
+        for waits in range(_TAKEOVER_TRIES + 1):
+            try:
+                reply = await self._register(service_name, instance_id, metadata)
+                break
+            except ConflictError as conflict:
+                # A holder whose lease is about to run out is waited out; one that
+                # renewed meanwhile gets its 409 raised.
+                if waits == _TAKEOVER_TRIES or not await self._wait_out(conflict):
+                    raise
         instance = reply.instance
         assert instance is not None
         interval = reply.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL
@@ -537,6 +555,26 @@ class ServiceClient:
         assert last is not None
         last.details.setdefault("attempts", attempts)
         raise last
+
+    async def _wait_out(self, conflict: ConflictError) -> bool:
+        """Sleep until the conflicting holder's lease has run out, if that is soon;
+        False when it is not (or the router did not say when)."""
+        existing = conflict.existing
+        if existing is None or existing.lease_expires_at is None:
+            return False
+        left = (existing.lease_expires_at - datetime.now(UTC)).total_seconds()
+        if left > self.stale_holder_wait:
+            return False
+        log.info(
+            "%s/%s is held by a client that has not renewed it for a while (a previous "
+            "run?); taking it over when its lease runs out in %.1f s",
+            existing.service_name,
+            existing.instance_id,
+            max(left, 0.0),
+        )
+        # A little past the deadline: the router's expiry timer runs in batches.
+        await asyncio.sleep(max(left, 0.0) + _EXPIRY_SLACK)
+        return True
 
     async def _exchange_now(self) -> Exchange:
         if self._nc is None:

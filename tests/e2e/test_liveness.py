@@ -190,3 +190,20 @@ async def test_cache_never_empties_across_a_router_sigkill_and_restart(
     print(f"cache sizes across the restart: min {min(sizes)}, last {sizes[-1]}")
     assert 0 not in sizes
     assert sizes[-1] == 20
+
+
+async def test_a_killed_service_restarted_at_once_gets_its_instance_back(
+    nats_server: NatsServerProcess, routers: RouterLauncher, service_processes: ServiceLauncher
+) -> None:
+    """It used to get ConflictError until its old record went OFFLINE (about 33 s)."""
+    router = await routers.start(*router_options(nats_server.url))
+    first = await service_processes.start(nats_server.url, "orders", "orders-1")
+    first.send(signal.SIGKILL)
+    started = time.monotonic()
+    await service_processes.start(nats_server.url, "orders", "orders-1")  # READY: registered
+    took = time.monotonic() - started
+    replaced = await router.wait_for_event(
+        "instance_status_changed", instance_id="orders-1", change="replaced"
+    )
+    print(f"restarted service: its instance back in {took:.3f} s ({replaced['reason']})")
+    assert took <= TTL + 2.0
