@@ -166,6 +166,9 @@ class LeaseKeeper:
             now = loop.time()
             next_beat = max(next_beat, now)
             await asyncio.sleep(next_beat - now)
+            # Woken late (a pause, a blocked loop): one beat now, and the schedule goes
+            # on from now rather than making up for the beats it missed.
+            next_beat = max(next_beat, loop.time() - interval / 2)
             leases = [lease for lease in self._leases.values() if lease.reregistering is None]
             results = await asyncio.gather(
                 *(self._renew(lease, interval) for lease in leases), return_exceptions=True
