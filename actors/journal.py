@@ -30,7 +30,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from protocol import encode_msgpack
 from protocol.stored import (
@@ -239,11 +239,15 @@ class Journal:
 
     # -- reading ------------------------------------------------------------------
 
-    async def follow(self, on_entry: Callable[[Entry], None]) -> None:
-        """Hand every message of the stream to `on_entry`, from the first on and then
-        as they come, in stream order (an ordered consumer: a gap makes it start again
-        where it was). Returns once the consumer exists."""
+    async def follow(self, on_entry: Callable[[Entry], None], after: int = 0) -> None:
+        """Hand every message of the stream after sequence `after` to `on_entry`, then
+        each new one as it comes, in stream order (an ordered consumer: a gap makes it
+        start again where it was). Returns once the consumer exists."""
         await self.stop_following()
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
+        )
 
         async def deliver(msg: Msg) -> None:
             metadata = msg.metadata
@@ -261,8 +265,8 @@ class Journal:
         self._follower = await self._js.subscribe(
             f"{self._prefix}.>",
             cb=deliver,
+            config=config,
             ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
             idle_heartbeat=1.0,
             stream=self.config.stream,
         )
@@ -313,21 +317,25 @@ class Journal:
         prefix = await self._acks()
         self._next_batch += 1
         batch_id = str(self._next_batch)
-        batch = _Batch(len(messages))
+        batch = _Batch(1)
         self._batches[batch_id] = batch
+        last = len(messages) - 1
         try:
             publish = self._nc.publish
             for index, (subject, data, extra) in enumerate(messages):
                 headers = {"Nats-Expected-Last-Sequence": str(expected_last + index)}
                 if extra:
                     headers.update(extra)
-                await publish(subject, data, reply=f"{prefix}{batch_id}.{index}", headers=headers)
+                # Only the last write asks for an acknowledgement: each write is
+                # conditional on the one before, so if any failed (or was lost), so
+                # does the last; if the last is stored, all are.
+                reply = f"{prefix}{batch_id}.{index}" if index == last else ""
+                await publish(subject, data, reply=reply, headers=headers)
             try:
                 await asyncio.wait_for(asyncio.shield(batch.done), self.config.ack_timeout)
             except TimeoutError:
                 raise JournalError(
-                    f"{batch.expected - batch.received} of {batch.expected} writes not "
-                    f"acknowledged within {self.config.ack_timeout} s"
+                    f"{len(messages)} writes not acknowledged within {self.config.ack_timeout} s"
                 ) from None
         finally:
             self._batches.pop(batch_id, None)

@@ -255,6 +255,8 @@ class RegistryActor(Actor):
         self._term: int | None = None
         """A term won but not yet taken up (waiting for the stream to be read)."""
         self._reload_needed: str | None = None
+        self._follow_again = False
+        """A leader that stood down follows the stream again from what it wrote."""
         self._reading = 0
         """+1 each time the stream is read from the start."""
         self._loading_since = 0.0
@@ -366,6 +368,9 @@ class RegistryActor(Actor):
         self._reply(batch, outcomes)
         if self._reload_needed is not None:
             await self._reload(self._reload_needed)
+        elif self._follow_again:
+            self._follow_again = False
+            await self._follow(after=self.state.revision)
         elif self._term is not None and self._ready:
             await self._take_up(self._term)
         self._arm_timer()
@@ -394,20 +399,25 @@ class RegistryActor(Actor):
         self.state = self._new_state(self._facts.cursor_secret)
         self.state.epoch = self._facts.epoch
         self._ready = False
-        self._reading += 1
-        reading = self._reading
         self._loading_since = asyncio.get_running_loop().time()
         facts = await self._journal.open()  # the stream as it is now
         if facts.messages == 0:
             self.state.skip_to(facts.last_sequence)
             self._loaded()
+        await self._follow(after=0)
+
+    async def _follow(self, after: int) -> None:
+        """Have the stream's entries after `after` come to the mailbox as `_Apply`."""
+        assert self._journal is not None
+        self._reading += 1
+        reading = self._reading
         me = self.ref
 
         def on_entry(entry: Entry) -> None:
             with contextlib.suppress(ActorDeadError):
                 me.tell(_Apply(entry, reading))  # (one lane, unbounded: stream order)
 
-        await self._journal.follow(on_entry)
+        await self._journal.follow(on_entry, after)
 
     def _loaded(self) -> None:
         self._ready = True
@@ -466,6 +476,9 @@ class RegistryActor(Actor):
         self.state.skip_to(sequence)
         self.state.grant_leases()
         self._role = Role.LEADER
+        # Only the leader writes: following its own writes back would only cost.
+        await self._journal.stop_following()
+        self._reading += 1
         self._serve_writes(True)
         self._log.info(
             "leadership_taken",
@@ -495,6 +508,7 @@ class RegistryActor(Actor):
 
     def _stand_down(self, reason: str) -> None:
         self._role = Role.STANDBY
+        self._follow_again = True  # everything up to state.revision is stored
         self._serve_writes(False)
         if self._timer is not None:
             self._timer.cancel()
@@ -506,6 +520,7 @@ class RegistryActor(Actor):
         self._reload_needed = None
         if self._role is Role.LEADER:
             self._stand_down(reason)
+        self._follow_again = False
         self._log.warning("registry_reloading", reason=reason)
         await self._load()
 
