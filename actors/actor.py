@@ -340,6 +340,10 @@ class Actor:
     async def _next_batch(self) -> list[Envelope] | None:
         """The next drain, or None once a requested stop has drained the mailbox."""
         lanes = self._lanes
+        if lanes[0] or lanes[1] or lanes[2]:
+            # Let the event loop run between drains, so that what arrives meanwhile (an
+            # urgent message behind a backlog of low ones, say) is in the next drain.
+            await asyncio.sleep(0)
         while not (lanes[0] or lanes[1] or lanes[2]):
             if self._stop_requested:
                 return None

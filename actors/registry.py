@@ -220,7 +220,7 @@ class RegistryActor(Actor):
 
     caller_errors = (ProtocolError,)
     max_batch = 512
-    max_low_per_batch = 16
+    max_low_per_batch = 2
     """Queries per drain: each costs at most a scan of `SCAN_BUDGET` entries, so a
     flood of them holds registrations and heartbeats up by a few milliseconds."""
 

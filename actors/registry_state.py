@@ -193,7 +193,7 @@ class _Service:
 
 _VIEW_BYTES = 320
 """Upper bound of an instance view's msgpack size, metadata aside."""
-SCAN_BUDGET = 2_000
+SCAN_BUDGET = 1_000
 """Most entries one query page looks at. A filter that matches little ends the page
 early, with a cursor to go on from: each query costs the registry a bounded time,
 however large the registry and however selective the filter."""
