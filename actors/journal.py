@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,10 +239,12 @@ class Journal:
 
     # -- reading ------------------------------------------------------------------
 
-    async def follow(self, on_entry: Callable[[Entry], None], after: int = 0) -> None:
+    async def follow(self, on_entry: Callable[[Entry], Awaitable[None]], after: int = 0) -> None:
         """Hand every message of the stream after sequence `after` to `on_entry`, then
         each new one as it comes, in stream order (an ordered consumer: a gap makes it
-        start again where it was). Returns once the consumer exists."""
+        start again where it was). `on_entry` may take its time: the next message waits
+        (and the server holds back more, by flow control). Returns once the consumer
+        exists."""
         await self.stop_following()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
@@ -252,7 +254,7 @@ class Journal:
         async def deliver(msg: Msg) -> None:
             metadata = msg.metadata
             headers = msg.headers or {}
-            on_entry(
+            await on_entry(
                 Entry(
                     sequence=metadata.sequence.stream,
                     subject=msg.subject,

@@ -189,6 +189,8 @@ class _Failed(Message, frozen=True):
 
 # -- the actor -----------------------------------------------------------------------
 
+_APPLY_BACKOFF = 0.005
+"""Seconds a stream entry waits for room in a full mailbox before it tries again."""
 _TIMER_SLACK = 0.05
 """Due transitions are applied in batches at most this often (seconds)."""
 
@@ -413,9 +415,17 @@ class RegistryActor(Actor):
         reading = self._reading
         me = self.ref
 
-        def on_entry(entry: Entry) -> None:
-            with contextlib.suppress(ActorDeadError):
-                me.tell(_Apply(entry, reading))  # (one lane, unbounded: stream order)
+        async def on_entry(entry: Entry) -> None:
+            # Every entry, in stream order (one lane): a full mailbox is waited out,
+            # never an entry dropped.
+            while True:
+                try:
+                    me.tell(_Apply(entry, reading))
+                    return
+                except MailboxFullError:
+                    await asyncio.sleep(_APPLY_BACKOFF)
+                except ActorDeadError:
+                    return
 
         await self._journal.follow(on_entry, after)
 
