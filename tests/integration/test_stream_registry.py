@@ -1,0 +1,170 @@
+"""The registry on a JetStream stream, with routers in the test's process on one real
+nats-server (issue 11): what is stored (and what never is), standbys that follow,
+and a leader fenced off by someone else's write."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import nats
+import pytest
+
+from actors.app import Router
+from actors.embedded_nats import NatsServerProcess
+from actors.journal import JournalConfig
+from protocol import REGISTER_SUBJECT, LeasePolicy, encode_msgpack
+from protocol.stored import TermMarker, decode_stored_instance, term_subject
+from sdk import ServiceClient
+from tests.support.routers import InProcessRouters
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+POLICY = LeasePolicy(heartbeat_interval=0.2, lease_ttl=0.8, offline_after=30, offline_retention=60)
+STREAM = JournalConfig().stream
+PREFIX = JournalConfig().subject_prefix
+
+
+async def stream_router(routers: InProcessRouters, **config: object) -> Router:
+    router = await routers.start(store="stream", lease_policy=POLICY, presence_wait=0.05, **config)
+
+    async def settled() -> bool:
+        status = await router.registry.status()
+        return status is not None and status.ready
+
+    await eventually(settled, what="the router to read the stream")
+    return router
+
+
+async def leader_of(routers: list[Router]) -> Router:
+    found: list[Router] = []
+
+    async def one() -> bool:
+        for router in routers:
+            status = await router.registry.status()
+            if status is not None and status.role == "leader":
+                found[:] = [router]
+                return True
+        return False
+
+    await eventually(one, what="a leader")
+    return found[0]
+
+
+async def stream_messages(url: str) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Every message in the registry's stream, read with a plain consumer."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(STREAM)
+        found: list[tuple[str, bytes, dict[str, str]]] = []
+        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                message = await js.get_msg(STREAM, sequence)
+            except nats.js.errors.NotFoundError:
+                continue
+            headers = {str(k): str(v) for k, v in (message.headers or {}).items()}
+            found.append((message.subject or "", message.data or b"", headers))
+        return found
+    finally:
+        await nc.close()
+
+
+async def test_the_stream_holds_one_message_per_instance_and_never_a_session_id(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    await stream_router(routers)
+    async with ServiceClient(nats_server.url) as client:
+        for round_ in range(3):  # changes to the same instance replace its message
+            await client.register("orders", "orders-1", {"round": round_})
+        await client.register("orders", "orders-2")
+        await client.deregister("orders", "orders-2")
+        session = client._session_id
+    messages = await stream_messages(nats_server.url)
+    subjects = [subject for subject, _, _ in messages]
+    assert subjects.count(f"{PREFIX}.i.orders.orders-1") == 1
+    assert subjects.count(f"{PREFIX}.i.orders.orders-2") == 1
+    assert all(session.encode() not in data for _, data, _ in messages)
+    stored = [decode_stored_instance(data) for s, data, _ in messages if ".i." in s and data]
+    assert {s.instance_id: s.status.value for s in stored} == {
+        "orders-1": "OFFLINE",  # (the client deregistered it on close)
+        "orders-2": "OFFLINE",
+    }
+    assert all(s.session_hash is not None and len(s.session_hash) == 16 for s in stored)
+
+
+async def test_a_standby_shows_what_the_leader_shows_at_the_same_revision(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    first = await stream_router(routers)
+    second = await stream_router(routers)
+    async with ServiceClient(nats_server.url) as client:
+        for n in range(30):
+            await client.register("orders", f"orders-{n:02d}", {"n": n})
+        await client.deregister("orders", "orders-07")
+        leader = await leader_of([first, second])
+        standby = second if leader is first else first
+        target = (await leader.registry.status()).revision  # type: ignore[union-attr]
+
+        async def caught_up() -> bool:
+            status = await standby.registry.status()
+            return status is not None and status.revision == target
+
+        await eventually(caught_up, what="the standby at the leader's revision")
+        mine = await leader.registry.get_service("orders")
+        theirs = await standby.registry.get_service("orders")
+        assert mine.revision == theirs.revision == target
+        assert [(i.instance_id, i.status, i.metadata, i.registered_at) for i in mine.instances] == [
+            (i.instance_id, i.status, i.metadata, i.registered_at) for i in theirs.instances
+        ]
+
+
+async def test_a_standby_with_a_small_mailbox_reads_a_big_stream_whole(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    leader = await leader_of([await stream_router(routers)])
+    nc = await nats.connect(nats_server.url)
+    try:
+        for start in range(0, 3_000, 500):
+            for n in range(start, start + 500):
+                await nc.publish(REGISTER_SUBJECT, msgpack.packb(
+                    {"service_name": f"s{n % 50}", "instance_id": f"i{n}"}
+                ), reply=nc.new_inbox())  # fmt: skip
+            await nc.flush()
+        await eventually(
+            lambda: _instances(leader, 3_000), what="the leader to hold 3,000 instances"
+        )
+    finally:
+        await nc.close()
+    standby = await stream_router(routers, registry_mailbox_size=16)
+    status = await standby.registry.status()
+    assert status is not None and status.instances == 3_000
+
+
+async def _instances(router: Router, count: int) -> bool:
+    status = await router.registry.status()
+    return status is not None and status.instances == count
+
+
+async def test_a_leader_fenced_off_by_another_write_stands_down_and_loses_nothing(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    """Someone else's write to the stream (here a term marker, as a new leader's first
+    write) makes the leader's next conditional append fail: it stores nothing, reads
+    the stream again, and serves again once it is elected again."""
+    router = await stream_router(routers)
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "before")
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await js.publish(term_subject(PREFIX), encode_msgpack(TermMarker(term=10**9, router="intruder")))
+        finally:
+            await nc.close()
+        await client.register("orders", "after")  # 503 from the fenced leader, then retried
+        detail = await router.registry.get_service("orders")
+        assert sorted(i.instance_id for i in detail.instances) == ["after", "before"]
+    messages = await stream_messages(nats_server.url)
+    terms = [json.dumps(dict(headers)) for subject, _, headers in messages if subject.endswith(".term")]
+    assert terms  # the router's own term marker, after the intruder's
