@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import aiohttp
 
@@ -34,8 +35,7 @@ async def fetch_all(
         except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as error:
             raise AdminApiError(f"cannot reach the admin API at {base_url}: {error}") from None
         if response.status != 200:
-            error_body = page.get("error", {}) if isinstance(page, dict) else {}
-            raise AdminApiError(error_body.get("message") or f"HTTP {response.status} from {url}")
+            raise AdminApiError(_error_message(response.status, page, url))
         body = body or page
         items.extend(page[key])
         if not page.get("next_cursor"):
@@ -44,6 +44,19 @@ async def fetch_all(
     body[key] = items
     body.pop("next_cursor", None)
     return body
+
+
+def _error_message(status: int, body: Any, url: str) -> str:
+    """What to tell the person at the command line about an error answer: the API's
+    own message, except where it points at the HTTP API rather than the CLI."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return f"HTTP {status} from {url}"
+    details = error.get("details")
+    if error.get("code") == "service_not_found":
+        name = details.get("service_name", "") if isinstance(details, dict) else ""
+        return f"no service named {name!r} (see `ipc-router services` for the list)"
+    return str(error.get("message") or f"HTTP {status} from {url}")
 
 
 def _table(headers: list[str], rows: list[list[str]], out: TextIO) -> None:
@@ -89,13 +102,15 @@ async def run_services(
     status: str | None,
     as_json: bool,
     token: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
-    """Print services (or one service's instances) from the admin API.
+    """Print services (or one service's instances) from the admin API on `out`
+    (default: stdout as it is when called).
 
     Raises:
         AdminApiError: unreachable API or an error answer (its message is for humans).
     """
+    out = sys.stdout if out is None else out
     params = {"status": status} if status else {}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=10)
@@ -103,7 +118,7 @@ async def run_services(
         if service_name is None:
             body = await fetch_all(session, base_url, "/services", params, "services")
         else:
-            path = f"/services/{service_name}"
+            path = f"/services/{quote(service_name, safe='')}"
             body = await fetch_all(session, base_url, path, params, "instances")
     if as_json:
         json.dump(body, out, indent=2)

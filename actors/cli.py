@@ -6,6 +6,12 @@ environment, which wins over the default. They are declared in one table, `OPTIO
 
 `ipc-router bench` runs the load generator, which is not part of the router: it lives
 in `benchmarks/loadgen.py`, needs the bench extra, and is imported only by that command.
+
+Exit codes: 0 done (or stopped by SIGINT/SIGTERM); 1 failed (the supervisor gave up,
+the admin API answered an error, a bench run counted errors); 2 usage error or a port
+in use; 141 (128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe)
+when whatever reads the output stopped reading, as in `ipc-router services | head -3`:
+the rest of the output is dropped without a traceback.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import importlib.util
 import math
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from actors.admin_cli import AdminApiError, run_services
 from actors.app import Router, RouterConfig, run_until_stopped
@@ -31,11 +40,17 @@ from actors.logs import configure_logging
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "installed_version", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
+"""The reader of stdout went away (`| head`): 128 + SIGPIPE, what a shell reports for a
+tool that SIGPIPE ended."""
 
 
 def _port(text: str) -> int:
@@ -180,7 +195,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "serve", "--offline-after",
-        "further seconds UNHEALTHY before an instance is OFFLINE and removed",
+        "further seconds UNHEALTHY before an instance is OFFLINE (then listed "
+        "--offline-retention seconds more, then forgotten)",
         str(_POLICY.offline_after), _seconds,
     ),
     Option(
@@ -259,11 +275,27 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
             )
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that it does not ignore a closed stdout (`--help | head -1`):
+    the command then ends like any other whose reader went away."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message and file is sys.stdout:
+            file.write(message)
+            return
+        super()._print_message(message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to check docker-compose.yaml)."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="ipc-router",
         description="Service registration and discovery router over NATS.",
+        epilog="Exit codes: 0 done, 1 failed, 2 usage error or port in use, 141 output "
+        "closed early (as in `ipc-router services | head`).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {installed_version()}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
@@ -292,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register N instances across S services with C requests in flight, "
         "heartbeat them for D seconds, then query; each phase beside a raw nats-py echo "
         "baseline measured in the same run. Without --nats-url it starts its own "
-        "nats-server and router. Needs the bench extra: pip install 'ipc-router[bench]'.",
+        "nats-server (JetStream on) and router (log level warning). Its instances have "
+        "ids of their own run and are deregistered at the end. A row with errors gets no "
+        "ratio, and the command exits 1. Needs the bench extra: "
+        "pip install 'ipc-router[bench]'.",
     )
     bench.add_argument("--nats-url", default=None, help="bench the router on this NATS server")
     bench.add_argument("--instances", "-n", type=_positive, default=10_000, help="(default: %(default)s)")
@@ -305,9 +340,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--raw", action="store_true", help="register with raw nats-py instead of the SDK")
     bench.add_argument("--uvloop", action="store_true", help="start the router with --uvloop")
+    bench.add_argument(
+        "--store",
+        choices=("stream", "memory"),
+        default="stream",
+        help="the --store of the router the bench starts, not used with --nats-url "
+        "(default: %(default)s)",
+    )
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
+
+
+def installed_version() -> str:
+    """The version of the installed `ipc-router` distribution ("unknown" when this
+    code runs from a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version("ipc-router")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth:
@@ -363,6 +414,7 @@ def _bench(args: argparse.Namespace) -> int:
         nats_url=args.nats_url,
         raw=args.raw,
         uvloop=args.uvloop,
+        store=args.store,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     try:
@@ -374,7 +426,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(report_json(report))
     else:
         render_report(report, sys.stdout)
-    return EXIT_OK
+    return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -462,7 +514,50 @@ async def _serve(config: RouterConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `ipc-router` console script."""
+    """Entry point of the `ipc-router` console script; returns the exit code.
+
+    A reader that closes stdout early (`ipc-router services | head -3`) ends the
+    command quietly with `EXIT_BROKEN_PIPE`, whatever it was printing."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            # Flush here, where a closed pipe can still be handled, rather than at
+            # interpreter shutdown, where it would print a traceback. (Also after
+            # argparse's --help and --version, which exit through SystemExit.)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # a broken pipe of something else: not ours to hide
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader went away; also True when
+    stdout is no file at all (nothing to ask)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation)
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Send stdout to the null device, so that what is still buffered is dropped at
+    exit instead of failing again when the interpreter flushes it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (io.UnsupportedOperation)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - open until exit
+    finally:
+        os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     secrets = [getattr(args, name, None) for name in ("admin_token", "nats_password", "nats_token")]

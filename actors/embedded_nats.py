@@ -28,6 +28,7 @@ from actors.errors import PortInUseError, StartupError
 from protocol import MAX_REQUEST_BYTES
 
 __all__ = [
+    "RUN_DIR_PREFIX",
     "ClusterSpec",
     "EmbeddedNats",
     "NatsServerError",
@@ -85,20 +86,32 @@ class ClusterSpec:
     """The route ports of the other servers."""
 
 
-_RUN_DIR_PREFIX = "ipc-router-nats-"
+RUN_DIR_PREFIX = "ipc-router-nats-"
+"""Run directories are `<tempdir>/ipc-router-nats-*`."""
 _OWNER_FILE = "owner.pid"
+"""The pid of the process that started the server (and removes the directory)."""
+_SERVER_FILE = "server.pid"
+"""The pid of the nats-server itself, once it runs."""
 
 
 def reap_stale_run_dirs() -> int:
     """Remove the temporary directories of servers whose owner process is gone (a
-    router or test that was SIGKILLed). Returns how many were removed."""
+    router or test that was SIGKILLed) and whose server has exited too (a server still
+    shutting down, or an orphan on a system without parent-death signals, keeps its
+    directory). Returns how many were removed."""
     removed = 0
-    for path in Path(tempfile.gettempdir()).glob(f"{_RUN_DIR_PREFIX}*"):
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
         try:
             owner = int((path / _OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue  # not ours, or being created right now
         if owner == os.getpid() or _alive(owner):
+            continue
+        try:
+            server: int | None = int((path / _SERVER_FILE).read_text())
+        except (OSError, ValueError):
+            server = None  # the owner died before the server started
+        if server is not None and _alive(server):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
@@ -106,13 +119,20 @@ def reap_stale_run_dirs() -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone since, unless there is no /proc
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class NatsServerProcess:
@@ -136,11 +156,15 @@ class NatsServerProcess:
         cluster: ClusterSpec | None = None,
         config_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        port_option: str | None = None,
     ) -> None:
         """`config_file` replaces the generated configuration (`host`, `port` and the
-        JetStream store still apply; `max_payload` and `cluster` then come from it)."""
+        JetStream store still apply; `max_payload` and `cluster` then come from it).
+        `port_option` is the command-line option that moves `port`, named when the
+        port is in use."""
         self.host = host
         self.port = port
+        self._port_option = port_option
         self._jetstream = jetstream
         self._store_dir = store_dir
         self._max_payload = max_payload
@@ -162,6 +186,12 @@ class NatsServerProcess:
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._process.pid if self._process else None
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The server's temporary directory (configuration, temporary store) while it
+        runs; removed at stop."""
+        return self._run_dir
 
     @property
     def store_dir(self) -> Path | None:
@@ -207,20 +237,21 @@ class NatsServerProcess:
         """
         binary = nats_server_binary()
         reap_stale_run_dirs()
-        self._run_dir = Path(tempfile.mkdtemp(prefix=_RUN_DIR_PREFIX))
-        (self._run_dir / _OWNER_FILE).write_text(str(os.getpid()))
-        args = [binary, *self._arguments(), *self._extra_args]
-        self._process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            # Own process group: a Ctrl-C in the terminal reaches only the router,
-            # which then stops the server after its clients, in order.
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
         try:
+            (self._run_dir / _OWNER_FILE).write_text(str(os.getpid()))
+            args = [binary, *self._arguments(), *self._extra_args]
+            self._process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                # Own process group: a Ctrl-C in the terminal reaches only the router,
+                # which then stops the server after its clients, in order.
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+            (self._run_dir / _SERVER_FILE).write_text(str(self._process.pid))
             await asyncio.wait_for(self._wait_ready(), timeout)
         except TimeoutError:
             await self.stop()
@@ -228,7 +259,7 @@ class NatsServerProcess:
                 f"nats-server did not become ready within {timeout} s: {self._last_lines()}"
             ) from None
         except BaseException:
-            await self.stop()
+            await self.stop()  # (also removes the run directory)
             raise
         self._log_pump = asyncio.create_task(self._pump_log(), name="nats-server-log")
         log.info("nats_server_ready", url=self.url, pid=self._process.pid)
@@ -240,7 +271,7 @@ class NatsServerProcess:
             if not line:
                 await self._process.wait()
                 if any(_ADDRESS_IN_USE in seen for seen in self._tail):
-                    raise PortInUseError("NATS", self.host, self.port)
+                    raise PortInUseError("NATS", self.host, self.port, self._port_option)
                 raise NatsServerError(
                     f"nats-server exited with code {self._process.returncode} "
                     f"before it was ready: {self._last_lines()}"
@@ -296,7 +327,9 @@ class EmbeddedNats(Actor):
         super().__init__("embedded-nats")
         if store_dir is not None:
             store_dir.mkdir(parents=True, exist_ok=True)
-        self.server = NatsServerProcess(host=host, port=port, store_dir=store_dir)
+        self.server = NatsServerProcess(
+            host=host, port=port, store_dir=store_dir, port_option="--embedded-nats-port"
+        )
         self._watch: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["PortInUseError", "StartupError"]
+__all__ = ["PORT_OPTIONS", "PortInUseError", "StartupError"]
+
+PORT_OPTIONS = {"HTTP": "--http-port", "NATS": "--embedded-nats-port"}
+"""The `ipc-router serve` option that moves each port, by what the port is for."""
 
 
 class StartupError(RuntimeError):
@@ -12,9 +15,13 @@ class StartupError(RuntimeError):
 class PortInUseError(StartupError):
     """A port the router needs is already taken by another process."""
 
-    def __init__(self, what: str, host: str, port: int) -> None:
+    def __init__(self, what: str, host: str, port: int, option: str | None = None) -> None:
+        """`what` names the port ("HTTP", "NATS"); `option` is the command-line option
+        that changes it (by default the one `PORT_OPTIONS` gives for `what`)."""
+        self.option = option or PORT_OPTIONS.get(what)
+        where = f"choose another with {self.option}" if self.option else "choose another port"
         super().__init__(
-            f"{what} port {host}:{port} is already in use; stop what holds it or choose another port"
+            f"{what} port {host}:{port} is already in use; stop what holds it or {where}"
         )
         self.host = host
         self.port = port

@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
+import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -38,10 +39,12 @@ from tqdm import tqdm  # the bench extra: without it, importing this module fail
 
 from actors.embedded_nats import NatsServerProcess
 from protocol import (
+    DEREGISTER_SUBJECT,
     GET_SUBJECT,
     HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
     REGISTER_SUBJECT,
+    ROUTER_PRESENCE_SUBJECT,
     GetServiceRequest,
     LeaseRequest,
     ListServicesRequest,
@@ -56,10 +59,12 @@ __all__ = [
     "EchoResponder",
     "PhaseResult",
     "RouterProcess",
+    "format_ratio",
     "free_port",
     "render_report",
     "reply_status",
     "report_json",
+    "router_presence",
     "run_bench",
     "run_phase",
     "timed_request",
@@ -214,13 +219,15 @@ def _router_command() -> list[str]:
 
 
 class RouterProcess:
-    """`ipc-router serve` in a subprocess, ready once its /healthz answers 200."""
+    """`ipc-router serve` in a subprocess, ready once its /healthz answers 200 and it
+    takes writes (it leads, or keeps the registry in memory)."""
 
-    def __init__(self, nats_url: str, *extra: str) -> None:
+    def __init__(self, nats_url: str, *extra: str, log_level: str = "warning") -> None:
         self.http_port = free_port()
+        self.log_level = log_level
         self.args = [
             "serve", "--nats-url", nats_url, "--http-port", str(self.http_port),
-            "--log-level", "warning", "--log-format", "json", *extra,
+            "--log-level", log_level, "--log-format", "json", *extra,
         ]  # fmt: skip
         self.process: asyncio.subprocess.Process | None = None
 
@@ -248,7 +255,10 @@ class RouterProcess:
                     raise RuntimeError(f"router exited with code {self.process.returncode}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(f"{self.admin_url}/healthz") as response:
-                        if response.status == 200:
+                        health = await response.json(content_type=None)
+                        # Ready for writes: in stream mode once it leads (a standby
+                        # that has read the stream is healthy too, but takes no writes).
+                        if response.status == 200 and health.get("role") != "standby":
                             return
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"router not ready within {timeout} s")
@@ -347,14 +357,32 @@ class BenchConfig:
     progress: bool = True
     uvloop: bool = False
     """Start the router with --uvloop (when the bench starts it)."""
+    store: str = "stream"
+    """The router's --store (when the bench starts it)."""
 
 
-def _names(config: BenchConfig) -> Iterator[tuple[str, str]]:
-    for i in range(config.instances):
-        yield f"bench-{i % config.services}", f"instance-{i}"
+ROUTER_LOG_LEVEL = "warning"
+"""The log level of a router the bench starts: at info every registration is also a
+log line, which costs the router CPU the bench would count against it."""
+UNKNOWN_LOG_LEVEL = "unknown (info logging costs registration throughput)"
+RATIO_DECIMALS = 2
+"""Every ratio is printed with this many decimals (the JSON report keeps 3)."""
+PHASE_MEANINGS = (
+    "register = registrations of new instances, heartbeat = lease renewals of those "
+    "instances, query = ipc.service.get of one service (ONLINE, limit 1000); each echo-* "
+    "row sends the same payloads to a raw nats-py echo responder (query: a reply of the "
+    "same size)"
+)
+"""What each row of the report measures, in one line."""
 
 
-def _register_payloads(config: BenchConfig, session: str) -> list[bytes]:
+def _run_names(config: BenchConfig, run_id: str) -> list[tuple[str, str]]:
+    """(service, instance) of every instance of one run: ids no other run uses, so that
+    runs against the same router never collide with what an earlier one left."""
+    return [(f"bench-{run_id}-{i % config.services}", f"i-{i}") for i in range(config.instances)]
+
+
+def _register_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
     return [
         encode_msgpack(
             RegisterRequest(
@@ -364,7 +392,14 @@ def _register_payloads(config: BenchConfig, session: str) -> list[bytes]:
                 session_id=session,
             )
         )
-        for i, (service, instance) in enumerate(_names(config))
+        for i, (service, instance) in enumerate(names)
+    ]
+
+
+def _lease_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
+    return [
+        encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
+        for s, i in names
     ]
 
 
@@ -383,21 +418,26 @@ class _Progress:
 
 
 async def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Run the whole bench (baselines included); returns the report as a dict."""
+    """Run the whole bench (baselines included) and deregister what it registered;
+    returns the report as a dict (`report["ok"]` is false when anything failed)."""
     server: NatsServerProcess | None = None
     router: RouterProcess | None = None
     echo: EchoResponder | None = None
     nats_url = config.nats_url
+    router_info: dict[str, Any] = {"started_by_bench": nats_url is None, "log_level": None}
     try:
         if nats_url is None:
-            server = NatsServerProcess(port=free_port())
+            # JetStream on: the router's default store is a stream.
+            server = NatsServerProcess(port=free_port(), jetstream=True)
             await server.start()
             nats_url = server.url
-            router = RouterProcess(nats_url, *(["--uvloop"] if config.uvloop else []))
+            extra = ["--store", config.store, *(["--uvloop"] if config.uvloop else [])]
+            router = RouterProcess(nats_url, *extra, log_level=ROUTER_LOG_LEVEL)
             await router.start()
+            router_info["log_level"] = ROUTER_LOG_LEVEL
         echo = EchoResponder(nats_url)
         await echo.start()
-        return await _measure(config, nats_url)
+        return await _measure(config, nats_url, router_info)
     finally:
         if echo is not None:
             await echo.stop()
@@ -407,39 +447,73 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             await server.stop()
 
 
-async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
+async def router_presence(nc: NatsClient, wait: float = 0.3) -> list[dict[str, Any]]:
+    """How the routers on this NATS system keep their registry, as they answer each
+    other on `ipc.router.presence` within `wait` seconds: maps with `mode` ("stream" or
+    "memory"), `stream` and `router`. Empty when none answers (or the NATS user may
+    not ask)."""
+    answers: list[dict[str, Any]] = []
+
+    async def collect(msg: Any) -> None:
+        with contextlib.suppress(msgspec.DecodeError):
+            answer = msgspec.msgpack.decode(msg.data)
+            if isinstance(answer, dict):
+                answers.append(answer)
+
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox, cb=collect)
+    try:
+        await nc.publish(ROUTER_PRESENCE_SUBJECT, encode_msgpack({"mode": "bench"}), reply=inbox)
+        await nc.flush()
+        await asyncio.sleep(wait)  # answers come from every router: no single reply to await
+    finally:
+        await subscription.unsubscribe()
+    return answers
+
+
+def _store_of(presence: list[dict[str, Any]]) -> str:
+    """The store mode for the report header, from the routers' presence answers."""
+    if not presence:
+        return "unknown (no router answered on ipc.router.presence)"
+    modes = sorted(
+        {
+            f"stream {answer.get('stream')}" if answer.get("mode") == "stream" else str(answer.get("mode"))
+            for answer in presence
+        }
+    )
+    routers = f"{len(presence)} router{'s' if len(presence) != 1 else ''}"
+    return f"{', '.join(modes)} ({routers})"
+
+
+async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, Any]) -> dict[str, Any]:
     from sdk import RegistryError, ServiceClient
 
     progress = _Progress(config.progress)
-    session = "bench-session-" + os.urandom(8).hex()
-    registrations = _register_payloads(config, session)
-    heartbeats = [
-        encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
-        for s, i in _names(config)
-    ]
+    run_id = os.urandom(4).hex()
+    names = _run_names(config, run_id)
+    session = f"bench-{run_id}-" + os.urandom(8).hex()
+    registrations = _register_payloads(names, session)
     nc = await nats.connect(nats_url, max_reconnect_attempts=0)
     phases: list[PhaseResult] = []
+    cleanup: PhaseResult | None = None
+    listing = "not sent"
+
+    async def phase(name: str, call: Call, count: int | None = None, duration: float | None = None) -> PhaseResult:
+        with progress.phase(name, count) as tick:
+            result = await run_phase(
+                name, call, concurrency=config.concurrency, count=count, duration=duration, progress=tick
+            )
+        phases.append(result)
+        return result
+
     try:
-
-        async def phase(name: str, call: Call, count: int | None = None, duration: float | None = None) -> PhaseResult:
-            total = count if count is not None else None
-            with progress.phase(name, total) as tick:
-                result = await run_phase(
-                    name, call, concurrency=config.concurrency, count=count, duration=duration, progress=tick
-                )
-            phases.append(result)
-            return result
-
+        router_info["store"] = _store_of(await router_presence(nc))
         # Registration: the echo baseline sends the same bytes to the echo responder.
         await phase(
             "echo-register",
             lambda i: timed_request(nc, ECHO_SUBJECT, registrations[i], config.timeout, echo=True),
             count=config.instances,
         )
-        # The SDK client stays open (not deregistering) until the phases that need
-        # its instances are done.
-        client = ServiceClient(nc=nc, heartbeat=False, timeout=config.timeout, retries=0)
-        names = list(_names(config))
         if config.raw:
             await phase(
                 "register",
@@ -447,6 +521,10 @@ async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
                 count=config.instances,
             )
         else:
+            # No heartbeats of its own and no close(): the bench renews and deregisters
+            # the SDK's instances itself, with the SDK's session.
+            client = ServiceClient(nc=nc, heartbeat=False, timeout=config.timeout, retries=0)
+            session = client._session_id  # noqa: SLF001
             metadata = [{"zone": "a", "version": "1.0.0", "index": str(i)} for i in range(config.instances)]
 
             async def sdk_register(i: int) -> str:
@@ -457,12 +535,7 @@ async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
                 return "201" if info.created else "200"
 
             await phase("register", sdk_register, count=config.instances)
-            # Raw heartbeats for the SDK's instances need its session.
-            session = client._session_id  # noqa: SLF001
-            heartbeats = [
-                encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
-                for s, i in names
-            ]
+        heartbeats = _lease_payloads(names, session)
         count = config.instances
         await phase(
             "echo-heartbeat",
@@ -474,50 +547,99 @@ async def _measure(config: BenchConfig, nats_url: str) -> dict[str, Any]:
             lambda i: timed_request(nc, HEARTBEAT_SUBJECT, heartbeats[i % count], config.timeout),
             duration=config.heartbeat_seconds,
         )
-        gets = [
-            encode_msgpack(GetServiceRequest(service_name=f"bench-{s}", limit=1000))
-            for s in range(config.services)
-        ]
+        services = sorted({service for service, _ in names})
+        gets = [encode_msgpack(GetServiceRequest(service_name=s, limit=1000)) for s in services]
         # The query baseline answers with as many bytes as the router's reply.
         sample = await nc.request(GET_SUBJECT, gets[0], timeout=config.timeout)
         sized = f"{SIZED_ECHO_PREFIX}.{len(sample.data)}"
         await phase(
             "echo-query",
             lambda i: timed_request(nc, sized, gets[i % len(gets)], config.timeout, echo=True),
-            count=config.services * 10,
+            count=len(services) * 10,
         )
         await phase(
             "query",
             lambda i: timed_request(nc, GET_SUBJECT, gets[i % len(gets)], config.timeout),
-            count=config.services * 10,
+            count=len(services) * 10,
         )
         listing = await timed_request(nc, LIST_SUBJECT, encode_msgpack(ListServicesRequest()), config.timeout)
     finally:
+        # Leave nothing behind, whatever happened: deregistration is idempotent, so
+        # every id of the run is deregistered, registered or not.
+        with contextlib.suppress(nats.errors.Error):
+            leaving = _lease_payloads(names, session)
+            cleanup = await run_phase(
+                "deregister",
+                lambda i: timed_request(nc, DEREGISTER_SUBJECT, leaving[i], config.timeout),
+                concurrency=config.concurrency,
+                count=len(leaving),
+            )
         await nc.close()
+    return _report(config, run_id, router_info, phases, cleanup, listing)
+
+
+def _report(
+    config: BenchConfig,
+    run_id: str,
+    router_info: dict[str, Any],
+    phases: list[PhaseResult],
+    cleanup: PhaseResult | None,
+    listing: str,
+) -> dict[str, Any]:
     by_name = {p.name: p for p in phases}
-    report: dict[str, Any] = {
-        "config": asdict(config),
-        "phases": [p.summary() for p in phases],
-        "ratios": {},
-        "list_status": listing,
-    }
+    ratios: dict[str, Any] = {}
     for name in ("register", "heartbeat", "query"):
         mine, echo = by_name[name], by_name[f"echo-{name}"]
-        report["ratios"][name] = {
+        errors = {**{f"echo {k}": v for k, v in echo.errors.items()}, **mine.errors}
+        if errors:  # a ratio of a run with errors compares nothing: withheld
+            ratios[name] = {"throughput": None, "p50": None, "errors": errors}
+            continue
+        ratios[name] = {
             "throughput": round(mine.throughput / echo.throughput, 3) if echo.throughput else None,
             "p50": round(mine.percentile(50) / echo.percentile(50), 3) if echo.percentile(50) else None,
+            "errors": {},
         }
-    return report
+    cleanup_errors = cleanup.errors if cleanup is not None else {"not run": 1}
+    ok = (
+        all(not ratio["errors"] for ratio in ratios.values())
+        and not cleanup_errors
+        and listing == "200"
+    )
+    return {
+        "ok": ok,
+        "run_id": run_id,
+        "config": asdict(config),
+        "router": router_info,
+        "measures": PHASE_MEANINGS,
+        "phases": [p.summary() for p in phases],
+        "ratios": ratios,
+        "list_status": listing,
+        "cleanup": {
+            "deregistered": cleanup.requests if cleanup is not None else 0,
+            "errors": cleanup_errors,
+        },
+    }
+
+
+def format_ratio(value: float | None) -> str:
+    """A ratio as the report prints it: `x0.73` (always `RATIO_DECIMALS` decimals)."""
+    return "n/a" if value is None else f"x{value:.{RATIO_DECIMALS}f}"
 
 
 def render_report(report: dict[str, Any], out: TextIO) -> None:
-    """The report as a readable table."""
-    config = report["config"]
+    """The report as a readable table. A row with errors gets no ratio."""
+    config, router = report["config"], report["router"]
     out.write(
-        f"ipc-router bench: {config['instances']} instances in {config['services']} services, "
-        f"{config['concurrency']} in flight, heartbeats for {config['heartbeat_seconds']} s, "
-        f"{'raw nats-py' if config['raw'] else 'SDK'} registrations\n\n"
+        f"ipc-router bench, run {report['run_id']}: {config['instances']} instances in "
+        f"{config['services']} services, {config['concurrency']} in flight, heartbeats for "
+        f"{config['heartbeat_seconds']} s, {'raw nats-py' if config['raw'] else 'SDK'} registrations\n"
     )
+    started = "started by the bench (nats-server with JetStream)" if router["started_by_bench"] else "external"
+    out.write(
+        f"router: {started}; store: {router.get('store', 'unknown')}; "
+        f"log level: {router['log_level'] or UNKNOWN_LOG_LEVEL}\n"
+    )
+    out.write(f"rows: {report['measures']}\n\n")
     header = f"{'phase':<16}{'requests':>10}{'req/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}  errors\n"
     out.write(header)
     for phase in report["phases"]:
@@ -528,10 +650,24 @@ def render_report(report: dict[str, Any], out: TextIO) -> None:
             f"{phase['max_ms']:>9.3f}  {errors}\n"
         )
     out.write("\nratio to the raw NATS echo round trip (same payloads, same run):\n")
-    out.writelines(
-        f"  {name:<10} throughput x{ratio['throughput']}   p50 x{ratio['p50']}\n"
-        for name, ratio in report["ratios"].items()
+    for name, ratio in report["ratios"].items():
+        if ratio["errors"]:
+            out.write(f"  {name:<10} ratio n/a (errors: {ratio['errors']})\n")
+        else:
+            out.write(
+                f"  {name:<10} throughput {format_ratio(ratio['throughput'])}   "
+                f"p50 {format_ratio(ratio['p50'])}\n"
+            )
+    cleanup = report["cleanup"]
+    out.write(
+        f"\ncleanup: {cleanup['deregistered']} ids of this run deregistered"
+        + (f" (errors: {cleanup['errors']})" if cleanup["errors"] else "")
+        + "\n"
     )
+    if report["list_status"] != "200":
+        out.write(f"list request: {report['list_status']}\n")
+    if not report["ok"]:
+        out.write("bench: FAILED, errors above; no ratio is given for a row with errors\n")
 
 
 def report_json(report: dict[str, Any]) -> str:

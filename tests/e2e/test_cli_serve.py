@@ -77,6 +77,7 @@ async def test_http_port_in_use_is_a_one_line_error_and_exit_2(routers: RouterLa
     errors = [line for line in router.raw_lines if line.startswith("ipc-router: error:")]
     assert code == 2
     assert len(errors) == 1 and f"127.0.0.1:{taken}" in errors[0] and "in use" in errors[0]
+    assert errors[0].endswith("choose another with --http-port")
     assert not any("Traceback" in line for line in router.raw_lines)
 
 
@@ -91,7 +92,23 @@ async def test_embedded_nats_port_in_use_is_a_one_line_error_and_exit_2(
     errors = [line for line in router.raw_lines if line.startswith("ipc-router: error:")]
     assert code == 2
     assert len(errors) == 1 and "NATS port" in errors[0] and "in use" in errors[0]
+    assert errors[0].endswith("choose another with --embedded-nats-port")
     assert not any("Traceback" in line for line in router.raw_lines)
+
+
+async def test_embedded_nats_port_0_starts_on_a_free_port_and_logs_its_real_url(
+    routers: RouterLauncher,
+) -> None:
+    router = await routers.start("--embedded-nats-port", "0", "--http-port", str(free_port()))
+    started = await router.wait_for_event("router_started")
+    ready = await router.wait_for_event("nats_server_ready")
+    url = started["nats_url"]
+    assert started["embedded_nats"] is True
+    assert url == ready["url"]
+    assert url.startswith("nats://127.0.0.1:") and int(url.rsplit(":", 1)[1]) not in (0, 4222)
+    async with ServiceClient(url) as client:
+        info = await client.register("orders", "orders-1", {"zone": "a"})
+    assert info.created
 
 
 async def test_environment_variables_configure_serve(

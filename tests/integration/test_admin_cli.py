@@ -60,9 +60,24 @@ async def test_paginated_lists_are_read_to_the_end(router: Router, nats_server: 
     assert body["total"] == 1005
 
 
-async def test_unknown_service_is_a_readable_error(router: Router) -> None:
-    with pytest.raises(AdminApiError, match="No service named 'ghost'"):
-        await run_services(f"http://127.0.0.1:{router.http_port}", "ghost", None, False)
+@pytest.mark.parametrize("name", ["ghost", "not/a name", "a.b"])
+async def test_unknown_service_is_named_in_cli_words_not_the_apis_path(
+    router: Router, name: str
+) -> None:
+    with pytest.raises(AdminApiError) as raised:
+        await run_services(f"http://127.0.0.1:{router.http_port}", name, None, False)
+    assert str(raised.value) == (
+        f"no service named {name!r} (see `ipc-router services` for the list)"
+    )
+
+
+async def test_output_goes_to_stdout_as_it_is_when_called(
+    router: Router, nats_server: NatsServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1")
+        await run_services(f"http://127.0.0.1:{router.http_port}", None, None, False)
+    assert "1 service(s)" in capsys.readouterr().out.splitlines()
 
 
 def test_cli_prints_one_line_and_exits_1_when_the_api_is_unreachable(
