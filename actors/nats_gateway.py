@@ -154,7 +154,8 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             LIST_SUBJECT,
             "list",
             decode_list_request,
-            lambda r, _: ListServices(r),
+            # Room for the reply's own fields around the services.
+            lambda r, max_reply: ListServices(r, max_bytes=max_reply - 1024),
             lambda result: ListServicesReply(status=Status.OK, result=result),
             write=False,
             lane=Lane.LOW,

@@ -101,6 +101,8 @@ class ListServices(Message, frozen=True):
     `Stamped`."""
 
     request: ListServicesRequest
+    max_bytes: int | None = None
+    """Bounds the page's encoded size (a NATS reply must fit in its max payload)."""
     known: Any = None
 
 
@@ -316,9 +318,13 @@ class RegistryActor(Actor):
                     state.service_stamp(get.service_name),
                     lambda: state.get_service(get, missing_ok=missing_ok, max_bytes=max_bytes),
                 )
-            case ListServices(request=listing, known=known):
+            case ListServices(request=listing, max_bytes=max_bytes, known=known):
                 self._check_ready()
-                return _query(known, state.list_stamp(), lambda: state.list_services(listing))
+                return _query(
+                    known,
+                    state.list_stamp(),
+                    lambda: state.list_services(listing, max_bytes=max_bytes),
+                )
             case _Expire():
                 self._timer_at = float("inf")
                 if self._role is not Role.STANDBY:
@@ -619,15 +625,17 @@ class RegistryActor(Actor):
         for change in transitions:
             if change.old is None:
                 continue  # a new instance: already logged as "registration"
+            # A forgotten instance has no new status: `change=removed` says it all.
+            fields = {} if change.new is None else {"new": change.new}
             self._log.info(
                 "instance_status_changed" if change.old is not change.new else "instance_changed",
                 service_name=change.service_name,
                 instance_id=change.instance_id,
                 change=change.event.type,
                 old=change.old,
-                new=change.new if change.new is not None else "REMOVED",
                 reason=change.reason,
                 revision=change.event.revision,
+                **fields,
             )
 
     def _publish(self, transitions: list[Transition]) -> None:

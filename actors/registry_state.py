@@ -193,6 +193,8 @@ class _Service:
 
 _VIEW_BYTES = 320
 """Upper bound of an instance view's msgpack size, metadata aside."""
+_SUMMARY_BYTES = 96
+"""Upper bound of a service summary's msgpack size, its name aside."""
 SCAN_BUDGET = 1_000
 """Most entries one query page looks at. A filter that matches little ends the page
 early, with a cursor to go on from: each query costs the registry a bounded time,
@@ -450,11 +452,14 @@ class RegistryState:
         service = self._services.get(service_name)
         return (self.epoch, service.serial, service.version) if service else (self.epoch, -1, -1)
 
-    def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
+    def list_services(
+        self, request: ListServicesRequest | None = None, *, max_bytes: int | None = None
+    ) -> ServiceList:
         """A page of services sorted by name, with instance counts per status. With a
         `status`, only services that have instances in that status, counted by it.
         A page looks at no more than `SCAN_BUDGET` services: it may hold fewer than
-        `limit` (even none) and still have a `next_cursor`."""
+        `limit` (even none) and still have a `next_cursor`. `max_bytes` bounds the
+        page's encoded size, as for `get_service`."""
         request = request or ListServicesRequest()
         status = request.status
         names = self._names()
@@ -464,6 +469,7 @@ class RegistryState:
         page: list[ServiceSummary] = []
         next_cursor = None
         services = self._services
+        budget = max(max_bytes, 0) if max_bytes is not None else None
         end = min(len(names), start + SCAN_BUDGET)
         for index in range(start, end):
             name = names[index]
@@ -474,6 +480,11 @@ class RegistryState:
             if len(page) == request.limit:
                 next_cursor = self._cursor(page[-1].service_name)
                 break
+            if budget is not None:
+                budget -= _SUMMARY_BYTES + len(name)
+                if budget < 0 and page:  # (a page always holds at least one service)
+                    next_cursor = self._cursor(page[-1].service_name)
+                    break
             page.append(
                 ServiceSummary(
                     service_name=name, instance_count=count, status_counts=dict(service.counts)

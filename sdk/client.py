@@ -86,7 +86,6 @@ _TRANSIENT_NATS_ERRORS = (
 _CONSISTENT_READ_ATTEMPTS = 5
 _EXPIRY_SLACK = 0.25
 """Seconds past a lease deadline by which the router has usually applied it."""
-_TAKEOVER_TRIES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,15 +270,27 @@ class ServiceClient:
             RouterError: 500, the router failed.
         """
         metadata = dict(metadata or {})
-        for waits in range(_TAKEOVER_TRIES + 1):
+        waited = 0.0
+        renewed_at: datetime | None = None
+        while True:
             try:
                 reply = await self._register(service_name, instance_id, metadata)
                 break
             except ConflictError as conflict:
-                # A holder whose lease is about to run out is waited out; one that
-                # renewed meanwhile gets its 409 raised.
-                if waits == _TAKEOVER_TRIES or not await self._wait_out(conflict):
+                # A holder that stopped renewing (the previous run of a restarted
+                # service) is waited out until its lease has run out; one that renews
+                # meanwhile keeps the id, and the 409 is raised.
+                existing = conflict.existing
+                if existing is None or existing.last_heartbeat is None:
                     raise
+                if renewed_at is not None and existing.last_heartbeat != renewed_at:
+                    raise
+                renewed_at = existing.last_heartbeat
+                pause = self._wait_for(existing)
+                if pause is None or waited + pause > self.stale_holder_wait:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
         instance = reply.instance
         assert instance is not None
         interval = reply.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL
@@ -556,25 +567,25 @@ class ServiceClient:
         last.details.setdefault("attempts", attempts)
         raise last
 
-    async def _wait_out(self, conflict: ConflictError) -> bool:
-        """Sleep until the conflicting holder's lease has run out, if that is soon;
-        False when it is not (or the router did not say when)."""
-        existing = conflict.existing
-        if existing is None or existing.lease_expires_at is None:
-            return False
+    @staticmethod
+    def _wait_for(existing: Instance) -> float | None:
+        """How long to wait before asking again for an id held by `existing`: until its
+        lease runs out, but at most a third of the lease (about one heartbeat), so that
+        a holder that is alive shows it by renewing before we have waited long. None:
+        the router did not say when the lease runs out."""
+        if existing.lease_expires_at is None or existing.last_heartbeat is None:
+            return None
+        lease = (existing.lease_expires_at - existing.last_heartbeat).total_seconds()
         left = (existing.lease_expires_at - datetime.now(UTC)).total_seconds()
-        if left > self.stale_holder_wait:
-            return False
         log.info(
-            "%s/%s is held by a client that has not renewed it for a while (a previous "
-            "run?); taking it over when its lease runs out in %.1f s",
+            "%s/%s is held by another client (a previous run?); its lease runs out in "
+            "%.1f s unless it renews",
             existing.service_name,
             existing.instance_id,
             max(left, 0.0),
         )
         # A little past the deadline: the router's expiry timer runs in batches.
-        await asyncio.sleep(max(left, 0.0) + _EXPIRY_SLACK)
-        return True
+        return min(max(left, 0.0) + _EXPIRY_SLACK, max(lease / 3, _EXPIRY_SLACK))
 
     async def _exchange_now(self) -> Exchange:
         if self._nc is None:

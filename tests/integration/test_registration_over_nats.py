@@ -121,15 +121,18 @@ async def test_silent_router_means_504_after_retries(
     assert len(seen) == 2
 
 
-async def test_sdk_does_not_retry_a_conflict(
+async def test_sdk_raises_a_conflict_with_a_holder_that_keeps_renewing(
     router: Router, nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
+    """The SDK asks once more, about one heartbeat later, in case the holder is a
+    previous run that stopped renewing; this one renewed meanwhile: 409."""
     requests = await listen(nc, REGISTER_SUBJECT)
     async with ServiceClient(nats_server.url) as owner, ServiceClient(nats_server.url) as other:
         await owner.register("orders", "orders-1")
         with pytest.raises(ConflictError):
             await other.register("orders", "orders-1")
-    assert len(requests) == 2
+        assert owner.registered == [("orders", "orders-1")]
+    assert len(requests) == 3
 
 
 async def test_sdk_retry_after_lost_reply_is_idempotent(

@@ -21,6 +21,7 @@ from protocol import (
     RegistryLimits,
     decode_register_request,
     encode_cursor,
+    encode_msgpack,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -193,3 +194,24 @@ def test_a_timestamp_that_is_not_finite_is_refused(value: float) -> None:
         decode_register_request(payload)
     assert caught.value.status == 400
     assert caught.value.details["field"] == "$.timestamp"
+
+
+def test_a_list_page_stays_within_a_byte_budget() -> None:
+    """1,000 services with long names made a list page larger than the 64 KiB a NATS
+    reply can carry (a 500); now the page ends early, with a cursor."""
+    clock = Clock()
+    state = make_state(clock)
+    names = [f"{n:04d}-" + "x" * 59 for n in range(SCAN_BUDGET)]
+    for name in names:
+        register(state, name, "i")
+    budget = 64 * 1024 - 1024
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = state.list_services(ListServicesRequest(limit=1000, cursor=cursor), max_bytes=budget)
+        assert len(encode_msgpack(page)) <= budget + 1024
+        seen += [s.service_name for s in page.services]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == names
