@@ -2,6 +2,6 @@
 
 import sys
 
-from actors.cli import main
+from actors.entry import main
 
 sys.exit(main())
