@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --json benchmarks/last-run.json
 	$(BIN)/python -m benchmarks.fanout
+	$(BIN)/python -m benchmarks.failover --json benchmarks/failover-last-run.json
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache
