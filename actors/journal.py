@@ -139,6 +139,16 @@ class Journal:
         self._ack_prefix: str | None = None
         self._batches: dict[str, _Batch] = {}
         self._next_batch = 0
+        self.refused: str | None = None
+        """A permission violation about JetStream that the server reported (the
+        connection's error callback sets it: see `note_error`)."""
+
+    def note_error(self, error: Exception) -> None:
+        """For the connection's error callback: remember a refusal of JetStream, so that
+        a call that then gets no answer says why."""
+        text = str(error)
+        if "permissions violation" in text.lower() and "$js" in text.lower():
+            self.refused = text
 
     # -- the stream ----------------------------------------------------------------
 
@@ -206,15 +216,21 @@ class Journal:
         *,
         missing_ok: bool = False,
         exists_ok: bool = False,
-        attempts: int = 20,
+        attempts: int = 15,
     ) -> dict[str, Any] | None:
         """One JetStream API call, retried while the cluster elects its leaders."""
         for attempt in range(attempts):
             try:
                 reply = await self._nc.request(
-                    f"$JS.API.{call}", json.dumps(body).encode(), timeout=2.0
+                    f"$JS.API.{call}", json.dumps(body).encode(), timeout=1.0
                 )
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
+                if self.refused is not None:
+                    raise JournalError(
+                        f"the NATS server refused this router JetStream ({self.refused}): "
+                        "grant the router user the JetStream API for the registry's stream "
+                        "(see deploy/nats-server.conf)"
+                    ) from None
                 if attempt + 1 == attempts:
                     raise JournalError(
                         f"JetStream did not answer {call}: {error!r}; is JetStream enabled "

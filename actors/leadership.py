@@ -30,7 +30,7 @@ from typing import Any
 
 import nats.errors
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Lane, MailboxFullError, Message
@@ -146,18 +146,27 @@ class LeaderElector(Actor):
         js = self._nc.jetstream()
         for attempt in range(40):
             try:
-                self._kv = await js.create_key_value(
-                    bucket=self._bucket,
-                    history=1,
-                    # A dead leader's key goes away by itself in the end, even if no
-                    # standby is watching.
-                    ttl=max(10 * self.failover_after, 5.0),
-                    replicas=self._replicas,
-                )
+                # An existing bucket is used as it is (routers started with other
+                # settings, earlier or beside this one, share it); only a missing one
+                # is created.
+                try:
+                    self._kv = await js.key_value(self._bucket)
+                except BucketNotFoundError:
+                    self._kv = await js.create_key_value(
+                        bucket=self._bucket,
+                        history=1,
+                        # A dead leader's key goes away by itself in the end, even if
+                        # no standby is watching.
+                        ttl=max(10 * self.failover_after, 5.0),
+                        replicas=self._replicas,
+                    )
                 break
             except (nats.errors.Error, OSError) as error:
                 if attempt == 39:
-                    raise StartupError(f"cannot create the leadership bucket: {error!r}") from None
+                    raise StartupError(
+                        f"cannot use the leadership bucket {self._bucket}: {error!r}; may the "
+                        "router user use JetStream (see deploy/nats-server.conf)?"
+                    ) from None
                 await asyncio.sleep(0.25)  # a new cluster is still electing its leaders
         self._seen_at = asyncio.get_running_loop().time()
         self._schedule()

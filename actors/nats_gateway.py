@@ -267,6 +267,8 @@ class NatsGateway(Actor):
         self._nc: GuardedClient | None = None
         self._self: ActorRef = self.ref
         self._stopping = False
+        self._violations: list[str] = []
+        """The last permission violations the server reported (lower case)."""
         self._dropped_without_reply = 0
         self._dropped_slow = 0
         self._slow_logged_at = float("-inf")
@@ -365,6 +367,14 @@ class NatsGateway(Actor):
         await self._nc.flush()
         await asyncio.sleep(self._presence_wait)  # as long as other routers take to answer
         await probe.unsubscribe()
+        refused = [v for v in self._violations if ROUTER_PRESENCE_SUBJECT in v]
+        if refused:
+            # Without it a second router could start unnoticed and split the registry.
+            raise StartupError(
+                f"the NATS server refused this router the subject {ROUTER_PRESENCE_SUBJECT} "
+                f"({refused[0]}): grant the router user publish and subscribe on it (see "
+                "deploy/nats-server.conf)"
+            )
         for other in others:
             if mine.mode == "memory" or other.mode == "memory" or other.stream != mine.stream:
                 raise StartupError(
@@ -471,6 +481,10 @@ class NatsGateway(Actor):
         return on_request
 
     async def _on_error(self, error: Exception) -> None:
+        text = str(error).lower()
+        if "permissions violation" in text:
+            self._violations.append(text)
+            del self._violations[:-10]
         if isinstance(error, nats.errors.SlowConsumerError):
             # One per dropped message under a flood: counted, logged once a second.
             self._dropped_slow += 1

@@ -391,6 +391,7 @@ class RegistryActor(Actor):
             await connect(
                 self._nc, store.nats_url, auth=store.auth, timeout=10.0,
                 name="ipc-router-registry", closed_cb=self._on_closed,
+                error_cb=self._on_error,
             )  # fmt: skip
         except NatsConnectError as error:
             raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
@@ -587,6 +588,11 @@ class RegistryActor(Actor):
 
     async def _on_closed(self) -> None:
         self.crash(ConnectionError("the registry's NATS connection closed"))
+
+    async def _on_error(self, error: Exception) -> None:
+        if self._journal is not None:
+            self._journal.note_error(error)
+        self._log.warning("nats_error", connection="registry", error=repr(error))
 
     # -- the named steps of a drain ----------------------------------------------------
 
