@@ -12,17 +12,20 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from actors.actor import ActorRef
+from actors.actor import ActorDeadError, ActorRef, MailboxFullError
 from actors.embedded_nats import EmbeddedNats
+from actors.event_feed import EventFeed, EventFeedClient, EventFeedLimits
 from actors.http_gateway import (
     AdminLimits,
     GetAddress,
+    GetConnectionStats,
     HealthProbe,
     HttpGateway,
     build_admin_app,
 )
 from actors.journal import JournalConfig
 from actors.leadership import LeaderElector
+from actors.metrics import ConnectionStats, MetricsSources
 from actors.nats_gateway import NatsGateway, NatsGatewayClient, Presence
 from actors.registry import RegistryActor, RegistryClient, StreamStore
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
@@ -72,6 +75,8 @@ class RouterConfig:
     mode the stream holds the secret every router uses."""
     presence_wait: float = 0.3
     """Seconds a starting router listens for other routers on the NATS system."""
+    event_feed: EventFeedLimits = field(default_factory=EventFeedLimits)
+    """Bounds of the admin event stream (`GET /api/v1/admin/events`) and its replay buffer."""
 
 
 class Router:
@@ -153,6 +158,12 @@ class Router:
             )
         specs.append(
             ChildSpec(
+                "event-feed",
+                lambda: EventFeed(self.nats_url, auth=config.nats_auth, limits=config.event_feed),
+            )
+        )
+        specs.append(
+            ChildSpec(
                 "http-gateway",
                 lambda: HttpGateway(
                     self._admin_app, config.http_host, self.http_port, limits=config.admin_limits
@@ -170,6 +181,10 @@ class Router:
         self.registry = RegistryClient(self.supervisor.ref("registry"))
         """Typed calls to the registry actor, across its restarts."""
         self.nats_gateway = NatsGatewayClient(self.supervisor.ref("nats-gateway"))
+        self.event_feed = EventFeedClient(
+            self.supervisor.ref("event-feed"), keepalive=config.event_feed.keepalive
+        )
+        """Subscriptions to the admin event stream, across the feed's restarts."""
 
     def _admin_app(self) -> web.Application:
         return build_admin_app(
@@ -183,7 +198,24 @@ class Router:
             ),
             admin_token=self.config.admin_token,
             cache_bytes=self.config.admin_cache_bytes,
+            events=self.event_feed,
+            metrics=MetricsSources(
+                registry=self.registry,
+                nats_gateway=self.nats_gateway,
+                actors=self.supervisor.refs,
+                event_feed=self.event_feed,
+                connections=self._admin_connections,
+            ),
         )
+
+    async def _admin_connections(self) -> ConnectionStats | None:
+        try:
+            stats: ConnectionStats | None = await self.supervisor.ref("http-gateway").ask(
+                GetConnectionStats(), 2.0
+            )
+        except (ActorDeadError, MailboxFullError, TimeoutError):
+            return None
+        return stats
 
     async def start(self) -> None:
         """Start every actor in order; returns once the router serves requests."""

@@ -9,7 +9,8 @@ import hmac
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -19,8 +20,15 @@ from aiohttp import web
 
 from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError, Message
 from actors.errors import PortInUseError
+from actors.event_feed import (
+    KEEPALIVE_FRAME,
+    EventFeedClient,
+    FeedSubscriber,
+    TooManyClientsError,
+)
 from actors.http_guard import ConnectionGuard, descriptor_budget
-from actors.openapi import ADMIN_BASE, openapi_document
+from actors.metrics import ConnectionStats, MetricsSources, render
+from actors.openapi import ADMIN_BASE, EVENTS_PATH, METRICS_PATH, openapi_document
 from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient, RegistryStatus
 from protocol import (
     NAME_PATTERN,
@@ -42,9 +50,12 @@ from protocol import (
 )
 
 __all__ = [
+    "CONSOLE_FILES",
+    "CONTENT_SECURITY_POLICY",
     "RUNNER_OPTIONS",
     "AdminLimits",
     "GetAddress",
+    "GetConnectionStats",
     "HealthProbe",
     "HttpGateway",
     "build_admin_app",
@@ -86,6 +97,12 @@ REGISTRY = web.AppKey("registry", RegistryClient)
 ADMIN_TOKEN = web.AppKey("admin_token", bytes)
 HEALTH = web.AppKey("health", HealthProbe)
 OPENAPI = web.AppKey("openapi", bytes)
+EVENTS = web.AppKey("events", EventFeedClient)
+STREAMS = web.AppKey("streams", set[FeedSubscriber])
+"""The event streams this app serves now (their `FeedSubscriber`s), ended at shutdown."""
+METRICS = web.AppKey("metrics", MetricsSources)
+CONSOLE = web.AppKey("console", dict)
+"""Path -> (body, content type) of the console's static files."""
 
 
 def _json_response(body: Any, status: int = 200) -> web.Response:
@@ -377,10 +394,15 @@ def _package_version() -> str:
 async def _bearer_token(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every endpoint but /healthz wants `Authorization: Bearer <token>` (compared in
-    constant time) when the app has a token."""
+    """Every endpoint but /healthz and the console's static files (which hold no data:
+    the console asks for the token and sends it with its own requests) wants
+    `Authorization: Bearer <token>` (compared in constant time) when the app has a token."""
     token = request.app.get(ADMIN_TOKEN)
-    if token is not None and request.path != "/healthz":
+    if (
+        token is not None
+        and request.path != "/healthz"
+        and request.path not in request.app.get(CONSOLE, {})
+    ):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         presented = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
         # Digests of equal length: the comparison time tells nothing, not even the length.
@@ -399,14 +421,162 @@ async def _bearer_token(
     return await handler(request)
 
 
+# -- GET /metrics -------------------------------------------------------------------------
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = await render(request.app[METRICS], request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+# -- GET /api/v1/admin/events (Server-Sent Events) -----------------------------------------
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+    "X-Content-Type-Options": "nosniff",
+}
+_SSE_RETRY = b"retry: 2000\n\n"
+"""First bytes of every stream: EventSource clients reconnect after 2 s."""
+_WRITE_TIMEOUT = 30.0
+"""Seconds one write to a stream may take before the client counts as gone."""
+
+
+def _events_query(request: web.Request) -> str | None:
+    """`?service=NAME` (optional), validated like a service name; nothing else."""
+    for key in request.query:
+        if key != "service":
+            raise ProtocolError(
+                Status.BAD_REQUEST,
+                ErrorCode.INVALID_FIELD,
+                f"Unknown query parameter {key[:64]!r}; the event stream takes service only.",
+                {"field": f"query.{key[:64]}"},
+            )
+    values = request.query.getall("service", [])
+    if not values:
+        return None
+    name = values[0]
+    if len(values) > 1 or len(name) > SERVICE_NAME_MAX_LENGTH or not _SERVICE_NAME.match(name):
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            "Query parameter service must be given once, as a service name (1-64 characters "
+            "from A-Z, a-z, 0-9, '_' and '-').",
+            {"field": "query.service"},
+        )
+    return name
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """The registry's change events as Server-Sent Events (see actors/event_feed.py)."""
+    service = _events_query(request)
+    if request.method == "HEAD":
+        return web.Response(headers=_SSE_HEADERS)
+    feed = request.app[EVENTS]
+    try:
+        subscription = await feed.subscribe(service, request.headers.get("Last-Event-ID"))
+    except TooManyClientsError as error:
+        refused = _error_response(
+            ProtocolError(
+                Status.SERVICE_UNAVAILABLE,
+                ErrorCode.ROUTER_UNAVAILABLE,
+                f"This router serves its maximum of {error.limit} event streams; retry later "
+                "or use another router.",
+                {"limit": error.limit},
+            )
+        )
+        refused.headers["Retry-After"] = "10"
+        return refused
+    subscriber = subscription.subscriber
+    streams = request.app[STREAMS]
+    streams.add(subscriber)
+    response = web.StreamResponse(headers=_SSE_HEADERS)
+    loop = asyncio.get_running_loop()
+    try:
+        await response.prepare(request)
+        await response.write(_SSE_RETRY)
+        written = loop.time()
+        # Wake up at least every second to notice a client that left (aiohttp does not
+        # cancel the handler) without waiting for the next write to fail.
+        while (frames := await subscriber.take(min(feed.keepalive, 1.0))) is not None:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            if not frames and loop.time() - written < feed.keepalive:
+                continue
+            async with asyncio.timeout(_WRITE_TIMEOUT):
+                await response.write(b"".join(frames) if frames else KEEPALIVE_FRAME)
+            written = loop.time()
+        log.info("event_stream_closed", reason=subscriber.closed or "the client left")
+    except (ConnectionError, TimeoutError):
+        pass  # the client left (or stopped reading)
+    except Exception:  # the response has begun: end it, never answer twice
+        log.exception("event_stream_failed")
+    finally:
+        streams.discard(subscriber)
+        feed.unsubscribe(subscriber)
+    return response
+
+
+async def _end_streams(app: web.Application) -> None:
+    """At shutdown: end every event stream, so that the server need not wait for them."""
+    streams = app[STREAMS]
+    for subscriber in list(streams):
+        subscriber.close("the router is shutting down")
+
+
+# -- the console (GET /) -------------------------------------------------------------------
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+CONSOLE_FILES = {
+    "/": ("index.html", "text/html"),
+    "/console/console.css": ("console.css", "text/css"),
+    "/console/console.js": ("console.js", "text/javascript"),
+    "/console/favicon.svg": ("favicon.svg", "image/svg+xml"),
+}
+"""URL path -> (file in actors/console/, content type)."""
+_CONSOLE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _console_files() -> dict[str, tuple[bytes, str]]:
+    folder = resources.files("actors") / "console"
+    return {
+        path: ((folder / name).read_bytes(), content_type)
+        for path, (name, content_type) in CONSOLE_FILES.items()
+    }
+
+
+async def _console(request: web.Request) -> web.Response:
+    body, content_type = request.app[CONSOLE][request.path]
+    return web.Response(
+        body=body, content_type=content_type, charset="utf-8", headers=_CONSOLE_HEADERS
+    )
+
+
 def build_admin_app(
     registry: RegistryClient,
     health: HealthProbe,
     admin_token: str | None = None,
     *,
     cache_bytes: int = 32 * 2**20,
+    events: EventFeedClient | None = None,
+    metrics: MetricsSources | None = None,
 ) -> web.Application:
-    """The admin application: routes, error and token middlewares, OpenAPI document."""
+    """The admin application: routes, error and token middlewares, OpenAPI document.
+
+    With `events`, it also serves the event stream and the console (`GET /`, which
+    lives on it); with `metrics`, `GET /metrics`. The OpenAPI document lists what the
+    app serves."""
     app = web.Application(middlewares=[_errors_as_json, _bearer_token])
     if admin_token:
         app[ADMIN_TOKEN] = hashlib.sha256(admin_token.encode()).digest()
@@ -414,12 +584,28 @@ def build_admin_app(
     app[CACHE] = _ResponseCache(max_bytes=cache_bytes)
     app[HEALTH] = health
     app[OPENAPI] = encode_json(
-        openapi_document(_package_version(), token_required=bool(admin_token))
+        openapi_document(
+            _package_version(),
+            token_required=bool(admin_token),
+            events=events is not None,
+            metrics=metrics is not None,
+        )
     )
     app.router.add_get(f"{ADMIN_BASE}/services", _list_services)
     app.router.add_get(f"{ADMIN_BASE}/services/{{service_name}}", _get_service)
     app.router.add_get(f"{ADMIN_BASE}/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
+    if metrics is not None:
+        app[METRICS] = metrics if metrics.version else replace(metrics, version=_package_version())
+        app.router.add_get(METRICS_PATH, _metrics)
+    if events is not None:
+        app[EVENTS] = events
+        app[STREAMS] = set()
+        app.on_shutdown.append(_end_streams)
+        app.router.add_get(EVENTS_PATH, _events)
+        app[CONSOLE] = _console_files()
+        for path in CONSOLE_FILES:
+            app.router.add_get(path, _console)
     return app
 
 
@@ -439,9 +625,13 @@ class GetAddress(Message, frozen=True):
     """-> (host, port) the admin API is bound to (port 0 resolved)."""
 
 
+class GetConnectionStats(Message, frozen=True):
+    """-> `ConnectionStats` of the admin port (None before it listens)."""
+
+
 class HttpGateway(Actor):
     """Serves the admin app on `host:port` for as long as the actor runs, behind a
-    `ConnectionGuard`. Takes `GetAddress`."""
+    `ConnectionGuard`. Takes `GetAddress` and `GetConnectionStats`."""
 
     def __init__(
         self,
@@ -501,5 +691,16 @@ class HttpGateway(Actor):
         match message:
             case GetAddress():
                 return (self._host, self._port)
+            case GetConnectionStats():
+                guard = self.guard
+                if guard is None:
+                    return None
+                return ConnectionStats(
+                    open=guard.open,
+                    max_connections=guard.max_connections,
+                    evicted=guard.evicted,
+                    refused=guard.refused,
+                    timed_out=guard.timed_out,
+                )
             case _:
                 raise TypeError(f"http gateway cannot handle {type(message).__name__}")

@@ -11,14 +11,23 @@ from protocol import (
     SERVICE_NAME_MAX_LENGTH,
     ErrorReply,
     Health,
+    RegistryEvent,
     ServiceDetail,
     ServiceList,
 )
 
-__all__ = ["ADMIN_BASE", "openapi_document"]
+__all__ = ["ADMIN_BASE", "EVENTS_PATH", "METRICS_PATH", "openapi_document"]
 
 ADMIN_BASE = "/api/v1/admin"
+EVENTS_PATH = f"{ADMIN_BASE}/events"
+METRICS_PATH = "/metrics"
 _REF = "#/components/schemas/{name}"
+_SERVICE_NAME_SCHEMA = {
+    "type": "string",
+    "pattern": NAME_PATTERN.replace("(?!\\n)", ""),
+    "minLength": 1,
+    "maxLength": SERVICE_NAME_MAX_LENGTH,
+}
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
@@ -59,10 +68,88 @@ _META_FILTERS = (
 )
 
 
-def openapi_document(version: str, *, token_required: bool = False) -> dict[str, Any]:
-    """Build the document (once, at app start)."""
+_EVENTS_DESCRIPTION = """\
+The registry's change events, as they are published on `ipc.registry.events.<service>`,
+as Server-Sent Events (`text/event-stream`); every router serves it, leader or standby.
+
+- A change: `id: <revision>` and `data: <RegistryEvent as JSON>` (see the
+  `RegistryEvent` schema), in revision order. Revisions increase but are not contiguous.
+- `event: resync` with `data: {"reason", "epoch", "revision"}`: read a snapshot
+  (`GET /services`, `GET /services/{name}`; at least at `revision` when it is not null),
+  then apply the events that follow whose revision is above the snapshot's. A stream
+  starts with it unless it continues an earlier one (see `Last-Event-ID`), and it comes
+  again whenever the router may have missed events.
+- `: keepalive` comments after 15 s of silence.
+
+A client that is too slow to read its events is disconnected (it reconnects with
+`Last-Event-ID`); each router serves a bounded number of streams (503 beyond).
+An `epoch` that changes means a registry that started afresh: read a snapshot."""
+
+
+def _events_operation(errors: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "streamEvents",
+            "summary": "The registry's change events as Server-Sent Events",
+            "description": _EVENTS_DESCRIPTION,
+            "parameters": [
+                {
+                    "name": "service",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only this service's events (default: every service's).",
+                    "schema": _SERVICE_NAME_SCHEMA,
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The `id` of the last event received: the stream continues "
+                    "after it when this router still holds every event since, and starts with "
+                    "`event: resync` otherwise.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "An endless stream of events (see above)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **errors,
+                "503": _error("Too many event streams on this router, or its event feed is restarting: retry"),
+            },
+        }
+    }
+
+
+def _metrics_operation(errors: dict[str, Any]) -> dict[str, Any]:
+    text = {"schema": {"type": "string"}}
+    return {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "description": "The router's metrics in the Prometheus text format (OpenMetrics when "
+            "the `Accept` header asks for `application/openmetrics-text`), read from the actors "
+            "at scrape time.",
+            "responses": {
+                "200": {
+                    "description": "Metrics",
+                    "content": {"text/plain": text, "application/openmetrics-text": text},
+                },
+                **{k: v for k, v in errors.items() if k in ("401", "404", "405", "500")},
+            },
+        }
+    }
+
+
+def openapi_document(
+    version: str, *, token_required: bool = False, events: bool = False, metrics: bool = False
+) -> dict[str, Any]:
+    """Build the document (once, at app start). `events` and `metrics`: the app also
+    serves the event stream, and the Prometheus metrics."""
     _, components = msgspec.json.schema_components(
-        [ServiceList, ServiceDetail, ErrorReply, Health], ref_template=_REF
+        [ServiceList, ServiceDetail, ErrorReply, Health, *([RegistryEvent] if events else [])],
+        ref_template=_REF,
     )
     errors = {
         "400": _error("Invalid query parameter (`error.details.field` names it)"),
@@ -144,6 +231,10 @@ def openapi_document(version: str, *, token_required: bool = False) -> dict[str,
         },
         "components": {"schemas": components},
     }
+    if events:
+        document["paths"][EVENTS_PATH] = _events_operation(errors)
+    if metrics:
+        document["paths"][METRICS_PATH] = _metrics_operation(errors)
     if token_required:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]

@@ -117,7 +117,7 @@ async def test_empty_registry_lists_no_services(http: aiohttp.ClientSession) -> 
         ("/api/v1/admin/services/unknown", "GET", 404, "service_not_found"),
         ("/api/v1/admin/services/a%2Fb", "GET", 404, "service_not_found"),
         ("/api/v1/admin/nothing-here", "GET", 404, "route_not_found"),
-        ("/", "GET", 404, "route_not_found"),
+        ("/nope", "GET", 404, "route_not_found"),
         ("/api/v1/admin/services", "POST", 405, "method_not_allowed"),
         ("/api/v1/admin/services/orders", "DELETE", 405, "method_not_allowed"),
     ],

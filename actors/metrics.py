@@ -1,0 +1,394 @@
+"""Prometheus metrics (`GET /metrics`), read at scrape time from what the actors count
+anyway, so that the hot path pays nothing for them.
+
+prometheus-client's collectors are synchronous while the actors answer asks, so a
+scrape first gathers a `MetricsSnapshot` (a handful of asks, each on the urgent or low
+lane of the actor asked), then renders it through a `SnapshotCollector` made for that
+scrape alone: no process-wide registry, no metric objects updated on the hot path.
+
+What a component does not report yet (request counts by subject and status, request
+and stream-append latency histograms, instance counts per status) is read when its
+stats carry it (`getattr`), and left out otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from actors.actor import ActorDeadError, ActorRef, AskTimeoutError, MailboxFullError, MailboxStats
+from actors.event_feed import EventFeedClient, EventFeedStats
+from actors.latency import HistogramSnapshot
+from actors.leadership import Role
+from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
+from actors.registry import RegistryClient, RegistryStatus
+from protocol import InstanceStatus, ListServicesRequest, ProtocolError
+
+__all__ = [
+    "ConnectionStats",
+    "MetricsSnapshot",
+    "MetricsSources",
+    "SnapshotCollector",
+    "gather",
+    "render",
+]
+
+_PREFIX = "ipc_router"
+_LANES = ("urgent", "normal", "low")
+_MAX_LIST_PAGES = 20
+"""Pages of 1,000 services read per scrape to count instances per status, while the
+registry's status does not carry the counts itself (at most 20,000 services)."""
+_UNAVAILABLE = (ActorDeadError, MailboxFullError, AskTimeoutError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """The admin port's connections (see `ConnectionGuard`)."""
+
+    open: int
+    max_connections: int
+    evicted: int
+    refused: int
+    timed_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSources:
+    """Where a scrape asks."""
+
+    registry: RegistryClient
+    nats_gateway: NatsGatewayClient
+    actors: Mapping[str, ActorRef] = field(default_factory=dict)
+    """Every actor whose mailbox is reported, by name."""
+    event_feed: EventFeedClient | None = None
+    connections: Callable[[], Awaitable[ConnectionStats | None]] | None = None
+    version: str = ""
+    """Reported in `ipc_router_build_info` (the admin app fills in the package's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Everything one scrape reports, gathered before rendering."""
+
+    registry: RegistryStatus | None = None
+    instances: dict[str, int] | None = None
+    """Instances per status (every status present, zeros included), when known."""
+    services: int | None = None
+    gateway: NatsGatewayStats | None = None
+    mailboxes: dict[str, tuple[bool, MailboxStats]] = field(default_factory=dict)
+    """Per actor: (running, mailbox stats)."""
+    feed: EventFeedStats | None = None
+    connections: ConnectionStats | None = None
+    version: str = ""
+    gather_seconds: float = 0.0
+
+
+async def gather(sources: MetricsSources) -> MetricsSnapshot:
+    """Ask every source, at once; a source that does not answer is left out."""
+    started = time.perf_counter()
+    registry_status, gateway, feed, connections = await asyncio.gather(
+        sources.registry.status(),
+        _gateway_stats(sources.nats_gateway),
+        sources.event_feed.stats() if sources.event_feed is not None else _none(),
+        sources.connections() if sources.connections is not None else _none(),
+    )
+    instances, services = await _instance_counts(sources.registry, registry_status)
+    mailboxes = {name: (ref.alive, ref.mailbox_stats()) for name, ref in sources.actors.items()}
+    return MetricsSnapshot(
+        registry=registry_status,
+        instances=instances,
+        services=services,
+        gateway=gateway,
+        mailboxes=mailboxes,
+        feed=feed,
+        connections=connections,
+        version=sources.version,
+        gather_seconds=time.perf_counter() - started,
+    )
+
+
+async def render(sources: MetricsSources, accept: str | None = None) -> tuple[bytes, str]:
+    """(body, content type) of one scrape, in the format `accept` asks for (the
+    Prometheus text format by default, OpenMetrics on request)."""
+    snapshot = await gather(sources)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(SnapshotCollector(snapshot)), content_type
+
+
+async def _none() -> None:
+    return None
+
+
+async def _gateway_stats(gateway: NatsGatewayClient) -> NatsGatewayStats | None:
+    try:
+        return await gateway.stats()
+    except _UNAVAILABLE:
+        return None
+
+
+async def _instance_counts(
+    registry: RegistryClient, status: RegistryStatus | None
+) -> tuple[dict[str, int] | None, int | None]:
+    """Instances per status and the number of services: from the registry's status
+    when it carries them (`status_counts`, `services`), else added up from the
+    service list (bounded by `_MAX_LIST_PAGES`; None when it has more)."""
+    if status is None:
+        return None, None
+    counts: Mapping[Any, int] | None = getattr(status, "status_counts", None)
+    services: int | None = getattr(status, "services", None)
+    if counts is not None and services is not None:
+        return _by_status(counts), services
+    totals: dict[str, int] = {}
+    cursor: str | None = None
+    try:
+        for _ in range(_MAX_LIST_PAGES):
+            page = await registry.list_services(ListServicesRequest(limit=1000, cursor=cursor))
+            for summary in page.services:
+                for state, count in summary.status_counts.items():
+                    totals[str(state)] = totals.get(str(state), 0) + count
+            services = page.total
+            cursor = page.next_cursor
+            if cursor is None:
+                return _by_status(totals), services
+    except (ProtocolError, *_UNAVAILABLE):
+        return None, None
+    return None, services
+
+
+def _by_status(counts: Mapping[Any, int]) -> dict[str, int]:
+    return {state.value: int(counts.get(state, counts.get(state.value, 0))) for state in InstanceStatus}
+
+
+class SnapshotCollector(Collector):
+    """A prometheus-client collector over one `MetricsSnapshot`."""
+
+    def __init__(self, snapshot: MetricsSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the collector is made for one scrape and never registered
+        where names could clash."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        info = GaugeMetricFamily(
+            f"{_PREFIX}_build_info", "The router's version (always 1).", labels=["version"]
+        )
+        info.add_metric([snapshot.version or "unknown"], 1)
+        yield info
+        yield _gauge(
+            "metrics_gather_seconds",
+            "Seconds this scrape took to ask the actors.",
+            snapshot.gather_seconds,
+        )
+        yield from _registry_metrics(snapshot)
+        yield from _gateway_metrics(snapshot.gateway)
+        yield from _mailbox_metrics(snapshot.mailboxes)
+        yield from _feed_metrics(snapshot.feed)
+        yield from _connection_metrics(snapshot.connections)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{_PREFIX}_{name}", documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{_PREFIX}_{name}", documentation, value=value)
+
+
+def _histogram(
+    name: str, documentation: str, labels: list[str], series: Mapping[tuple[str, ...], HistogramSnapshot]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(f"{_PREFIX}_{name}", documentation, labels=labels)
+    for values, histogram in series.items():
+        buckets = [(_le(bound), float(count)) for bound, count in histogram.cumulative()]
+        family.add_metric(list(values), buckets, histogram.sum)
+    return family
+
+
+def _le(bound: float) -> str:
+    """A bucket's `le` label, as Prometheus writes it."""
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
+    status = snapshot.registry
+    yield _gauge(
+        "registry_up", "1 while the registry actor answers.", 1 if status is not None else 0
+    )
+    if status is None:
+        return
+    role = GaugeMetricFamily(
+        f"{_PREFIX}_role",
+        "What this router does: 1 for its role (leader, standby or memory), 0 for the others.",
+        labels=["role"],
+    )
+    for name in Role:
+        role.add_metric([name.value], 1 if status.role == name else 0)
+    yield role
+    yield _gauge(
+        "registry_ready", "1 once the registry has read its stream (always in memory).",
+        1 if status.ready else 0,
+    )
+    yield _gauge(
+        "registry_revision", "The registry revision this router's view reflects.", status.revision
+    )
+    yield _gauge(
+        "instances_live", "Instances not OFFLINE (what --max-instances caps).", status.instances
+    )
+    instances = GaugeMetricFamily(
+        f"{_PREFIX}_instances", "Registered instances by status.", labels=["status"]
+    )
+    counts = snapshot.instances or {InstanceStatus.OFFLINE.value: status.offline}
+    for state, count in counts.items():
+        instances.add_metric([state], count)
+    yield instances
+    if snapshot.services is not None:
+        yield _gauge("services", "Services with at least one instance (any status).", snapshot.services)
+    yield _counter(
+        "events_dropped",
+        "Change events the registry could not hand to the NATS gateway (watchers resync).",
+        status.events_dropped,
+    )
+    append: HistogramSnapshot | None = getattr(status, "append_latency", None)
+    if append is not None:
+        yield _histogram(
+            "stream_append_duration_seconds",
+            "Seconds to store one drain's changes in the JetStream stream (leader only).",
+            [],
+            {(): append},
+        )
+
+
+def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
+    yield _gauge(
+        "nats_connected",
+        "1 while the NATS gateway runs and its connection is up.",
+        1 if stats is not None and stats.connected else 0,
+    )
+    if stats is None:
+        return
+    yield _counter(
+        "events_published", "Change events published on ipc.registry.events.*.", stats.events_published
+    )
+    dropped = CounterMetricFamily(
+        f"{_PREFIX}_requests_dropped",
+        "NATS requests the gateway could not answer, by reason.",
+        labels=["reason"],
+    )
+    dropped.add_metric(["no_reply_subject"], stats.dropped_without_reply)
+    dropped.add_metric(["slow_consumer"], stats.dropped_slow)
+    dropped.add_metric(["malformed"], stats.dropped_malformed)
+    yield dropped
+    requests: Mapping[tuple[str, int], int] | None = getattr(stats, "requests", None)
+    if requests is not None:
+        family = CounterMetricFamily(
+            f"{_PREFIX}_requests",
+            "Replies published on NATS, by request subject and reply status.",
+            labels=["subject", "status"],
+        )
+        for (subject, status), count in sorted(requests.items()):
+            family.add_metric([subject, str(status)], count)
+        yield family
+    latency: Mapping[str, HistogramSnapshot] | None = getattr(stats, "latency", None)
+    if latency is not None:
+        yield _histogram(
+            "request_duration_seconds",
+            "Seconds from a NATS request's arrival to its reply's publication, by subject.",
+            ["subject"],
+            {(subject,): histogram for subject, histogram in sorted(latency.items())},
+        )
+
+
+def _mailbox_metrics(mailboxes: Mapping[str, tuple[bool, MailboxStats]]) -> Iterator[Metric]:
+    running = GaugeMetricFamily(
+        f"{_PREFIX}_actor_running", "1 while the actor accepts messages.", labels=["actor"]
+    )
+    depth = GaugeMetricFamily(
+        f"{_PREFIX}_mailbox_depth", "Messages waiting in an actor's mailbox lane.", labels=["actor", "lane"]
+    )
+    rejected = CounterMetricFamily(
+        f"{_PREFIX}_mailbox_rejected",
+        "Messages refused because an actor's mailbox lane was full (answered 503).",
+        labels=["actor"],
+    )
+    replies = CounterMetricFamily(
+        f"{_PREFIX}_replies_dropped",
+        "Outcomes an actor could not deliver (their destination actor was gone).",
+        labels=["actor"],
+    )
+    for actor, (alive, stats) in sorted(mailboxes.items()):
+        running.add_metric([actor], 1 if alive else 0)
+        for lane, count in zip(_LANES, stats.depths, strict=True):
+            depth.add_metric([actor, lane], count)
+        rejected.add_metric([actor], stats.rejected_full)
+        replies.add_metric([actor], stats.replies_dropped)
+    yield from (running, depth, rejected, replies)
+
+
+def _feed_metrics(stats: EventFeedStats | None) -> Iterator[Metric]:
+    if stats is None:
+        return
+    yield _gauge("event_stream_clients", "Clients of the admin event stream now.", stats.clients)
+    closed = CounterMetricFamily(
+        f"{_PREFIX}_event_stream_clients_closed",
+        "Event stream clients dropped (too slow) or refused (too many).",
+        labels=["reason"],
+    )
+    closed.add_metric(["slow"], stats.clients_dropped_slow)
+    closed.add_metric(["refused"], stats.clients_refused)
+    yield closed
+    yield _gauge(
+        "event_feed_listening", "1 while the event feed listens to NATS (somebody watches).",
+        1 if stats.listening else 0,
+    )
+    yield _gauge("event_feed_connected", "1 while the event feed's NATS connection is up.",
+        1 if stats.connected else 0,
+    )
+    received = CounterMetricFamily(
+        f"{_PREFIX}_event_feed_messages",
+        "Messages the event feed received, by outcome.",
+        labels=["outcome"],
+    )
+    received.add_metric(["event"], stats.events_received - stats.events_malformed - stats.events_duplicate)
+    received.add_metric(["malformed"], stats.events_malformed)
+    received.add_metric(["duplicate"], stats.events_duplicate)
+    yield received
+    yield _counter("event_feed_gaps", "Times the event feed may have missed events.", stats.gaps)
+    yield _counter("event_feed_resyncs", "event: resync frames sent to stream clients.", stats.resyncs)
+    yield _counter(
+        "event_feed_replayed", "Buffered events sent again after a Last-Event-ID.", stats.replayed
+    )
+    yield _gauge("event_feed_buffered_events", "Recent events kept for replay.", stats.buffered_events)
+    yield _gauge("event_feed_buffered_bytes", "Bytes of recent events kept for replay.", stats.buffered_bytes)
+
+
+def _connection_metrics(stats: ConnectionStats | None) -> Iterator[Metric]:
+    if stats is None:
+        return
+    yield _gauge("admin_connections", "Connections open on the admin port.", stats.open)
+    yield _gauge(
+        "admin_connections_max", "Connections the admin port holds at most.", stats.max_connections
+    )
+    closed = CounterMetricFamily(
+        f"{_PREFIX}_admin_connections_closed",
+        "Admin connections closed by the connection guard, by reason.",
+        labels=["reason"],
+    )
+    closed.add_metric(["evicted"], stats.evicted)
+    closed.add_metric(["refused"], stats.refused)
+    closed.add_metric(["head_timeout"], stats.timed_out)
+    yield closed
