@@ -5,10 +5,6 @@ prometheus-client's collectors are synchronous while the actors answer asks, so 
 scrape first gathers a `MetricsSnapshot` (a handful of asks, each on the urgent or low
 lane of the actor asked), then renders it through a `SnapshotCollector` made for that
 scrape alone: no process-wide registry, no metric objects updated on the hot path.
-
-What a component does not report yet (request counts by subject and status, request
-and stream-append latency histograms, instance counts per status) is read when its
-stats carry it (`getattr`), and left out otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
@@ -34,7 +29,7 @@ from actors.latency import HistogramSnapshot
 from actors.leadership import Role
 from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
 from actors.registry import RegistryClient, RegistryStatus
-from protocol import InstanceStatus, ListServicesRequest, ProtocolError
+from protocol import InstanceStatus
 
 __all__ = [
     "ConnectionStats",
@@ -47,9 +42,6 @@ __all__ = [
 
 _PREFIX = "ipc_router"
 _LANES = ("urgent", "normal", "low")
-_MAX_LIST_PAGES = 20
-"""Pages of 1,000 services read per scrape to count instances per status, while the
-registry's status does not carry the counts itself (at most 20,000 services)."""
 _UNAVAILABLE = (ActorDeadError, MailboxFullError, AskTimeoutError, TimeoutError)
 
 
@@ -83,9 +75,6 @@ class MetricsSnapshot:
     """Everything one scrape reports, gathered before rendering."""
 
     registry: RegistryStatus | None = None
-    instances: dict[str, int] | None = None
-    """Instances per status (every status present, zeros included), when known."""
-    services: int | None = None
     gateway: NatsGatewayStats | None = None
     mailboxes: dict[str, tuple[bool, MailboxStats]] = field(default_factory=dict)
     """Per actor: (running, mailbox stats)."""
@@ -104,12 +93,9 @@ async def gather(sources: MetricsSources) -> MetricsSnapshot:
         sources.event_feed.stats() if sources.event_feed is not None else _none(),
         sources.connections() if sources.connections is not None else _none(),
     )
-    instances, services = await _instance_counts(sources.registry, registry_status)
     mailboxes = {name: (ref.alive, ref.mailbox_stats()) for name, ref in sources.actors.items()}
     return MetricsSnapshot(
         registry=registry_status,
-        instances=instances,
-        services=services,
         gateway=gateway,
         mailboxes=mailboxes,
         feed=feed,
@@ -136,39 +122,6 @@ async def _gateway_stats(gateway: NatsGatewayClient) -> NatsGatewayStats | None:
         return await gateway.stats()
     except _UNAVAILABLE:
         return None
-
-
-async def _instance_counts(
-    registry: RegistryClient, status: RegistryStatus | None
-) -> tuple[dict[str, int] | None, int | None]:
-    """Instances per status and the number of services: from the registry's status
-    when it carries them (`status_counts`, `services`), else added up from the
-    service list (bounded by `_MAX_LIST_PAGES`; None when it has more)."""
-    if status is None:
-        return None, None
-    counts: Mapping[Any, int] | None = getattr(status, "status_counts", None)
-    services: int | None = getattr(status, "services", None)
-    if counts is not None and services is not None:
-        return _by_status(counts), services
-    totals: dict[str, int] = {}
-    cursor: str | None = None
-    try:
-        for _ in range(_MAX_LIST_PAGES):
-            page = await registry.list_services(ListServicesRequest(limit=1000, cursor=cursor))
-            for summary in page.services:
-                for state, count in summary.status_counts.items():
-                    totals[str(state)] = totals.get(str(state), 0) + count
-            services = page.total
-            cursor = page.next_cursor
-            if cursor is None:
-                return _by_status(totals), services
-    except (ProtocolError, *_UNAVAILABLE):
-        return None, None
-    return None, services
-
-
-def _by_status(counts: Mapping[Any, int]) -> dict[str, int]:
-    return {state.value: int(counts.get(state, counts.get(state.value, 0))) for state in InstanceStatus}
 
 
 class SnapshotCollector(Collector):
@@ -210,7 +163,10 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
 
 
 def _histogram(
-    name: str, documentation: str, labels: list[str], series: Mapping[tuple[str, ...], HistogramSnapshot]
+    name: str,
+    documentation: str,
+    labels: list[str],
+    series: Mapping[tuple[str, ...], HistogramSnapshot],
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(f"{_PREFIX}_{name}", documentation, labels=labels)
     for values, histogram in series.items():
@@ -240,7 +196,8 @@ def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
         role.add_metric([name.value], 1 if status.role == name else 0)
     yield role
     yield _gauge(
-        "registry_ready", "1 once the registry has read its stream (always in memory).",
+        "registry_ready",
+        "1 once the registry has read its stream (always in memory).",
         1 if status.ready else 0,
     )
     yield _gauge(
@@ -252,24 +209,21 @@ def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
     instances = GaugeMetricFamily(
         f"{_PREFIX}_instances", "Registered instances by status.", labels=["status"]
     )
-    counts = snapshot.instances or {InstanceStatus.OFFLINE.value: status.offline}
-    for state, count in counts.items():
-        instances.add_metric([state], count)
+    for state in InstanceStatus:
+        instances.add_metric([state.value], status.status_counts.get(state, 0))
     yield instances
-    if snapshot.services is not None:
-        yield _gauge("services", "Services with at least one instance (any status).", snapshot.services)
+    yield _gauge("services", "Services with at least one instance (any status).", status.services)
     yield _counter(
         "events_dropped",
         "Change events the registry could not hand to the NATS gateway (watchers resync).",
         status.events_dropped,
     )
-    append: HistogramSnapshot | None = getattr(status, "append_latency", None)
-    if append is not None:
+    if status.append_latency is not None:
         yield _histogram(
             "stream_append_duration_seconds",
             "Seconds to store one drain's changes in the JetStream stream (leader only).",
             [],
-            {(): append},
+            {(): status.append_latency},
         )
 
 
@@ -282,7 +236,9 @@ def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
     if stats is None:
         return
     yield _counter(
-        "events_published", "Change events published on ipc.registry.events.*.", stats.events_published
+        "events_published",
+        "Change events published on ipc.registry.events.*.",
+        stats.events_published,
     )
     dropped = CounterMetricFamily(
         f"{_PREFIX}_requests_dropped",
@@ -293,24 +249,20 @@ def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
     dropped.add_metric(["slow_consumer"], stats.dropped_slow)
     dropped.add_metric(["malformed"], stats.dropped_malformed)
     yield dropped
-    requests: Mapping[tuple[str, int], int] | None = getattr(stats, "requests", None)
-    if requests is not None:
-        family = CounterMetricFamily(
-            f"{_PREFIX}_requests",
-            "Replies published on NATS, by request subject and reply status.",
-            labels=["subject", "status"],
-        )
-        for (subject, status), count in sorted(requests.items()):
-            family.add_metric([subject, str(status)], count)
-        yield family
-    latency: Mapping[str, HistogramSnapshot] | None = getattr(stats, "latency", None)
-    if latency is not None:
-        yield _histogram(
-            "request_duration_seconds",
-            "Seconds from a NATS request's arrival to its reply's publication, by subject.",
-            ["subject"],
-            {(subject,): histogram for subject, histogram in sorted(latency.items())},
-        )
+    requests = CounterMetricFamily(
+        f"{_PREFIX}_requests",
+        "Replies published on NATS, by request subject and reply status.",
+        labels=["subject", "status"],
+    )
+    for (subject, status), count in sorted(stats.requests.items()):
+        requests.add_metric([subject, str(status)], count)
+    yield requests
+    yield _histogram(
+        "request_duration_seconds",
+        "Seconds from a NATS request's arrival to its reply's publication, by subject.",
+        ["subject"],
+        {(subject,): histogram for subject, histogram in sorted(stats.latency.items())},
+    )
 
 
 def _mailbox_metrics(mailboxes: Mapping[str, tuple[bool, MailboxStats]]) -> Iterator[Metric]:
@@ -318,7 +270,9 @@ def _mailbox_metrics(mailboxes: Mapping[str, tuple[bool, MailboxStats]]) -> Iter
         f"{_PREFIX}_actor_running", "1 while the actor accepts messages.", labels=["actor"]
     )
     depth = GaugeMetricFamily(
-        f"{_PREFIX}_mailbox_depth", "Messages waiting in an actor's mailbox lane.", labels=["actor", "lane"]
+        f"{_PREFIX}_mailbox_depth",
+        "Messages waiting in an actor's mailbox lane.",
+        labels=["actor", "lane"],
     )
     rejected = CounterMetricFamily(
         f"{_PREFIX}_mailbox_rejected",
@@ -352,10 +306,13 @@ def _feed_metrics(stats: EventFeedStats | None) -> Iterator[Metric]:
     closed.add_metric(["refused"], stats.clients_refused)
     yield closed
     yield _gauge(
-        "event_feed_listening", "1 while the event feed listens to NATS (somebody watches).",
+        "event_feed_listening",
+        "1 while the event feed listens to NATS (somebody watches).",
         1 if stats.listening else 0,
     )
-    yield _gauge("event_feed_connected", "1 while the event feed's NATS connection is up.",
+    yield _gauge(
+        "event_feed_connected",
+        "1 while the event feed's NATS connection is up.",
         1 if stats.connected else 0,
     )
     received = CounterMetricFamily(
@@ -363,17 +320,25 @@ def _feed_metrics(stats: EventFeedStats | None) -> Iterator[Metric]:
         "Messages the event feed received, by outcome.",
         labels=["outcome"],
     )
-    received.add_metric(["event"], stats.events_received - stats.events_malformed - stats.events_duplicate)
+    received.add_metric(
+        ["event"], stats.events_received - stats.events_malformed - stats.events_duplicate
+    )
     received.add_metric(["malformed"], stats.events_malformed)
     received.add_metric(["duplicate"], stats.events_duplicate)
     yield received
     yield _counter("event_feed_gaps", "Times the event feed may have missed events.", stats.gaps)
-    yield _counter("event_feed_resyncs", "event: resync frames sent to stream clients.", stats.resyncs)
+    yield _counter(
+        "event_feed_resyncs", "event: resync frames sent to stream clients.", stats.resyncs
+    )
     yield _counter(
         "event_feed_replayed", "Buffered events sent again after a Last-Event-ID.", stats.replayed
     )
-    yield _gauge("event_feed_buffered_events", "Recent events kept for replay.", stats.buffered_events)
-    yield _gauge("event_feed_buffered_bytes", "Bytes of recent events kept for replay.", stats.buffered_bytes)
+    yield _gauge(
+        "event_feed_buffered_events", "Recent events kept for replay.", stats.buffered_events
+    )
+    yield _gauge(
+        "event_feed_buffered_bytes", "Bytes of recent events kept for replay.", stats.buffered_bytes
+    )
 
 
 def _connection_metrics(stats: ConnectionStats | None) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.errors import StartupError
+from actors.latency import HistogramSnapshot, LatencyHistogram
 from actors.registry import (
     Deregister,
     EventBatch,
@@ -79,6 +80,26 @@ class SendReply(Message, frozen=True):
     wrap: Callable[[Any], Any] | None = None
     nonce: str | None = None
     """The request's nonce, echoed in the reply."""
+    meter: _Meter | None = None
+    """Where the reply is counted (its route's)."""
+    started: float = 0.0
+    """Loop time the request arrived."""
+
+
+class _Meter:
+    """One route's replies by status, and their latency: plain ints, read at scrape
+    time (`NatsGatewayStats`)."""
+
+    __slots__ = ("latency", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.latency = LatencyHistogram()
+
+    def record(self, status: int, seconds: float) -> None:
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        self.latency.observe(seconds)
 
 
 class GetStats(Message, frozen=True):
@@ -97,6 +118,10 @@ class NatsGatewayStats:
     """Requests dropped because their subscription's buffer was full (a flood)."""
     dropped_malformed: int
     """Messages nats-py could not parse (see `GuardedClient`)."""
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Replies sent, by (request subject, status)."""
+    latency: dict[str, HistogramSnapshot] = field(default_factory=dict)
+    """From a request's arrival to its reply's publication, by request subject."""
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,7 +204,7 @@ class _ReplyVia:
     """Reply target handed to the registry: the outcome comes back to the gateway's
     mailbox as a `SendReply` (raising `ActorDeadError` if the gateway is gone)."""
 
-    __slots__ = ("gateway", "nonce", "reply_to", "wrap")
+    __slots__ = ("gateway", "meter", "nonce", "reply_to", "started", "wrap")
 
     def __init__(
         self,
@@ -187,39 +212,49 @@ class _ReplyVia:
         reply_to: str,
         wrap: Callable[[Any], Any] | None,
         nonce: str | None,
+        meter: _Meter,
+        started: float,
     ) -> None:
         self.gateway = gateway
         self.reply_to = reply_to
         self.wrap = wrap
         self.nonce = nonce
+        self.meter = meter
+        self.started = started
 
     def resolve(self, value: Any) -> None:
-        self.gateway.tell(SendReply(self.reply_to, value, self.wrap, self.nonce))
+        self.gateway.tell(
+            SendReply(self.reply_to, value, self.wrap, self.nonce, self.meter, self.started)
+        )
 
     def reject(self, error: BaseException) -> None:
-        self.gateway.tell(SendReply(self.reply_to, error, None, self.nonce))
+        self.gateway.tell(
+            SendReply(self.reply_to, error, None, self.nonce, self.meter, self.started)
+        )
 
 
-def _reply_body(outcome: Any, nonce: str | None = None) -> bytes:
-    """The encoded reply for an outcome: a reply Struct, or an error of any kind."""
+def _reply_body(outcome: Any, nonce: str | None = None) -> tuple[bytes, int]:
+    """The encoded reply for an outcome (a reply Struct, or an error of any kind), and
+    its status."""
     if isinstance(outcome, Reply):
         if nonce is not None:
             outcome = msgspec.structs.replace(outcome, nonce=nonce)
-        return encode_msgpack(outcome)
+        return encode_msgpack(outcome), outcome.status
     if isinstance(outcome, ProtocolError):
-        return encode_msgpack(error_reply(outcome, nonce))
-    if isinstance(outcome, MailboxFullError):
-        return encode_msgpack(error_reply(_unavailable("overloaded"), nonce))
-    if isinstance(outcome, ActorDeadError):
-        return encode_msgpack(error_reply(_unavailable("the registry is restarting"), nonce))
-    log.error("request_failed", error=repr(outcome))
-    internal = ProtocolError(
-        Status.INTERNAL_ERROR,
-        ErrorCode.INTERNAL_ERROR,
-        "The router failed to handle this request; it has been logged. Retry, "
-        "and report it if it persists.",
-    )
-    return encode_msgpack(error_reply(internal, nonce))
+        error = outcome
+    elif isinstance(outcome, MailboxFullError):
+        error = _unavailable("overloaded")
+    elif isinstance(outcome, ActorDeadError):
+        error = _unavailable("the registry is restarting")
+    else:
+        log.error("request_failed", error=repr(outcome))
+        error = ProtocolError(
+            Status.INTERNAL_ERROR,
+            ErrorCode.INTERNAL_ERROR,
+            "The router failed to handle this request; it has been logged. Retry, "
+            "and report it if it persists.",
+        )
+    return encode_msgpack(error_reply(error, nonce)), int(error.status)
 
 
 def _unavailable(reason: str) -> ProtocolError:
@@ -259,6 +294,7 @@ class NatsGateway(Actor):
         self._presence_wait = presence_wait
         self._write_subscriptions: list[Subscription] = []
         self._routes = _routes(limits or RegistryLimits())
+        self._meters = {route.subject: _Meter() for route in self._routes}
         self._auth = auth or NatsAuth()
         self._startup_timeout = startup_timeout
         self._registry = registry
@@ -395,6 +431,7 @@ class NatsGateway(Actor):
     async def handle_batch(self, batch: list[Envelope]) -> None:
         # One loop over the drain rather than `handle` per message: replies are the
         # router's hottest path.
+        now = asyncio.get_running_loop().time()
         for envelope in batch:
             message = envelope.message
             kind = type(message)
@@ -402,9 +439,10 @@ class NatsGateway(Actor):
                 outcome = message.outcome
                 if message.wrap is not None and not isinstance(outcome, BaseException):
                     outcome = message.wrap(outcome)
-                await self._publish(
-                    message.reply_to, _reply_body(outcome, message.nonce), message.nonce
-                )
+                body, status = _reply_body(outcome, message.nonce)
+                await self._publish(message.reply_to, body, message.nonce)
+                if message.meter is not None:
+                    message.meter.record(status, now - message.started)
             elif kind is EventBatch:
                 for event in message.events:
                     await self._publish(
@@ -428,6 +466,12 @@ class NatsGateway(Actor):
             events_published=self._events_published,
             dropped_without_reply=self._dropped_without_reply,
             dropped_slow=self._dropped_slow,
+            requests={
+                (subject, status): count
+                for subject, meter in self._meters.items()
+                for status, count in meter.statuses.items()
+            },
+            latency={subject: meter.latency.snapshot() for subject, meter in self._meters.items()},
             dropped_malformed=nc.dropped_malformed if nc is not None else 0,
         )
 
@@ -450,6 +494,8 @@ class NatsGateway(Actor):
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
         decode, make_message, wrap = route.decode, route.message, route.wrap
         lane = route.lane
+        meter = self._meters[route.subject]
+        now = asyncio.get_running_loop().time
 
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
@@ -457,6 +503,7 @@ class NatsGateway(Actor):
                 self._dropped_without_reply += 1
                 log.warning("request_without_reply_subject", subject=msg.subject)
                 return
+            started = now()
             try:
                 request = decode(msg.data)
             except ProtocolError as error:
@@ -467,16 +514,20 @@ class NatsGateway(Actor):
                     code=str(error.code),
                     field=error.details.get("field"),
                 )
-                await self._publish(reply_to, _reply_body(error, peek_nonce(msg.data)))
+                body, status = _reply_body(error, peek_nonce(msg.data))
+                await self._publish(reply_to, body)
+                meter.record(status, now() - started)
                 return
             try:
                 self._registry.tell(
                     make_message(request, self._max_reply),
-                    _ReplyVia(self._self, reply_to, wrap, request.nonce),
+                    _ReplyVia(self._self, reply_to, wrap, request.nonce, meter, started),
                     lane=lane,
                 )
             except Exception as error:  # noqa: BLE001 - every request gets an answer
-                await self._publish(reply_to, _reply_body(error, request.nonce))
+                body, status = _reply_body(error, request.nonce)
+                await self._publish(reply_to, body)
+                meter.record(status, now() - started)
 
         return on_request
 

@@ -36,12 +36,14 @@ from actors.journal import (
     Write,
     decode_or_none,
 )
+from actors.latency import HistogramSnapshot, LatencyHistogram
 from actors.leadership import Elected, LeaseRenewed, LostLeadership, Resign, Role
 from actors.registry_state import RegistryState, Transition
 from actors.stall import StallClock
 from protocol import (
     ErrorCode,
     GetServiceRequest,
+    InstanceStatus,
     LeasePolicy,
     LeaseReply,
     LeaseRequest,
@@ -165,6 +167,11 @@ class RegistryStatus(msgspec.Struct, frozen=True):
     """Live instances (not OFFLINE)."""
     offline: int
     events_dropped: int
+    status_counts: dict[InstanceStatus, int] = {}
+    """Instances in each status."""
+    services: int = 0
+    append_latency: HistogramSnapshot | None = None
+    """Stream mode: how long the leader's appends took (a drain's changes each)."""
 
 
 class Stamped(Message, frozen=True):
@@ -258,6 +265,7 @@ class RegistryActor(Actor):
         """Leader: loop time until which the leadership surely holds."""
         self._term: int | None = None
         """A term won but not yet taken up (waiting for the stream to be read)."""
+        self._append_latency = LatencyHistogram()
         self._reload_needed: str | None = None
         self._follow_again = False
         """A leader that stood down follows the stream again from what it wrote."""
@@ -515,8 +523,10 @@ class RegistryActor(Actor):
         writes = [
             Write(change.service_name, change.instance_id, change.stored) for change in transitions
         ]
+        started = asyncio.get_running_loop().time()
         try:
             await self._journal.append(writes, expected)
+            self._append_latency.observe(asyncio.get_running_loop().time() - started)
         except JournalError as error:  # (Fenced too)
             self._reload_needed = f"the changes were not stored: {error}"
             self._resign(str(error))
@@ -584,6 +594,9 @@ class RegistryActor(Actor):
             instances=state.live,
             offline=state.offline,
             events_dropped=self.events_dropped,
+            status_counts={k: v for k, v in state.instances_in.items() if v},
+            services=state.services,
+            append_latency=self._append_latency.snapshot() if self._journal else None,
         )
 
     async def _on_closed(self) -> None:

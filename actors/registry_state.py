@@ -246,6 +246,8 @@ class RegistryState:
         """Last revision of recently emptied services (at most `_EMPTIED_KEPT`)."""
         self._services_in: dict[InstanceStatus, int] = {}
         """How many services have instances in each status."""
+        self.instances_in: dict[InstanceStatus, int] = {}
+        """How many instances are in each status."""
         self.transitions: list[Transition] = []
         """Changes since the owner last took them (`take_transitions`)."""
         self._ttl_delta = timedelta(seconds=self.policy.lease_ttl)
@@ -430,6 +432,11 @@ class RegistryState:
                     (record.deadline, next(self._sequence), record.generation, record)
                 )
         heapq.heapify(self._deadlines)
+
+    @property
+    def services(self) -> int:
+        """How many services the registry holds."""
+        return len(self._services)
 
     def take_transitions(self) -> list[Transition]:
         """The changes since the last call, in revision order."""
@@ -624,6 +631,7 @@ class RegistryState:
         record.status = status
 
     def _count(self, service: _Service, status: InstanceStatus, delta: int) -> None:
+        self.instances_in[status] = self.instances_in.get(status, 0) + delta
         if service.count(status, delta):
             self._services_in[status] = self._services_in.get(status, 0) + delta
 

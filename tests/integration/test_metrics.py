@@ -97,6 +97,12 @@ async def test_metrics_report_instances_services_revision_role_and_mailboxes(
     assert value(samples, "ipc_router_nats_connected") == 1
     assert value(samples, "ipc_router_events_published_total") >= 5
     assert value(samples, "ipc_router_events_dropped_total") == 0
+    register = {"subject": "ipc.service.register"}
+    assert value(samples, "ipc_router_requests_total", status="201", **register) == 4
+    assert value(samples, "ipc_router_request_duration_seconds_count", **register) == 4
+    assert value(samples, "ipc_router_request_duration_seconds_bucket", le="+Inf", **register) == 4
+    assert value(samples, "ipc_router_requests_total", subject="ipc.service.heartbeat", status="200") >= 1
+    assert ("ipc_router_stream_append_duration_seconds_count", ()) not in samples  # memory
     for reason in ("no_reply_subject", "slow_consumer", "malformed"):
         assert value(samples, "ipc_router_requests_dropped_total", reason=reason) == 0
     for actor in ("registry", "nats-gateway", "event-feed", "http-gateway"):
@@ -187,3 +193,13 @@ async def test_leader_and_standby_say_their_role(
         return await roles() == [(0.0, 1.0), (1.0, 0.0)]
 
     await eventually(one_of_each, what="one leader and one standby in the metrics")
+    async with ServiceClient(routers.nats_url) as client:
+        await client.register("orders", "orders-1")
+    statuses = [await router.registry.status() for router in started]
+    leader = next(r for r, status in zip(started, statuses, strict=True) if status and status.role == "leader")
+    async with (
+        aiohttp.ClientSession(f"http://127.0.0.1:{leader.http_port}") as http,
+        http.get("/metrics") as response,
+    ):
+        samples = parse(await response.text())
+    assert value(samples, "ipc_router_stream_append_duration_seconds_count") >= 1

@@ -1,17 +1,14 @@
-"""The metrics collector over a snapshot (no actors): what it makes of the stats the
-router has today, and of the fields proposed for `NatsGatewayStats` and
-`RegistryStatus` (request counts by subject and status, latency histograms, instance
-counts per status) once they carry them; and the latency histogram itself."""
+"""The metrics collector over a snapshot (no actors): what it makes of the registry's
+status, the NATS gateway's stats (request counts by subject and status, latency
+histograms), the mailboxes and the connections; and the latency histogram itself."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,22 +34,6 @@ def render(snapshot: MetricsSnapshot) -> dict[str, dict[tuple[tuple[str, str], .
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class FutureGatewayStats(NatsGatewayStats):
-    """`NatsGatewayStats` with the fields proposed for it."""
-
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)
-    latency: dict[str, HistogramSnapshot] = field(default_factory=dict)
-
-
-class FutureRegistryStatus(RegistryStatus, frozen=True):
-    """`RegistryStatus` with the fields proposed for it."""
-
-    status_counts: dict[InstanceStatus, int] = msgspec.field(default_factory=dict)
-    services: int = 0
-    append_latency: HistogramSnapshot | None = None
-
-
 def histogram(*observations: float) -> HistogramSnapshot:
     kept = LatencyHistogram()
     for seconds in observations:
@@ -60,7 +41,7 @@ def histogram(*observations: float) -> HistogramSnapshot:
     return kept.snapshot()
 
 
-def test_the_stats_of_today_are_rendered_and_absent_ones_left_out() -> None:
+def test_the_stats_are_rendered_and_absent_sources_left_out() -> None:
     snapshot = MetricsSnapshot(
         registry=RegistryStatus(
             role=Role.STANDBY, ready=True, revision=42, epoch="e", instances=3, offline=2, events_dropped=1
@@ -78,7 +59,11 @@ def test_the_stats_of_today_are_rendered_and_absent_ones_left_out() -> None:
         (("role", "memory"),): 0,
     }
     assert metrics["ipc_router_registry_revision"] == {(): 42}
-    assert metrics["ipc_router_instances"] == {(("status", "OFFLINE"),): 2}
+    assert metrics["ipc_router_instances"] == {
+        (("status", "ONLINE"),): 0,
+        (("status", "UNHEALTHY"),): 0,
+        (("status", "OFFLINE"),): 0,
+    }
     assert metrics["ipc_router_instances_live"] == {(): 3}
     assert metrics["ipc_router_events_dropped_total"] == {(): 1}
     assert metrics["ipc_router_events_published_total"] == {(): 7}
@@ -91,11 +76,9 @@ def test_the_stats_of_today_are_rendered_and_absent_ones_left_out() -> None:
     assert metrics["ipc_router_mailbox_rejected_total"] == {(("actor", "registry"),): 4}
     assert metrics["ipc_router_replies_dropped_total"] == {(("actor", "registry"),): 5}
     assert metrics["ipc_router_build_info"] == {(("version", "1.2.3"),): 1}
+    assert "ipc_router_requests_total" not in metrics  # nothing answered yet
     for absent in (
-        "ipc_router_requests_total",
-        "ipc_router_request_duration_seconds_bucket",
-        "ipc_router_stream_append_duration_seconds_bucket",
-        "ipc_router_services",
+        "ipc_router_stream_append_duration_seconds_bucket",  # not a leader
         "ipc_router_event_stream_clients",
         "ipc_router_admin_connections",
     ):
@@ -108,8 +91,8 @@ def test_nothing_answered_still_renders() -> None:
     assert metrics["ipc_router_nats_connected"] == {(): 0}
 
 
-def test_the_proposed_fields_are_rendered_once_the_stats_carry_them() -> None:
-    status = FutureRegistryStatus(
+def test_counts_by_status_and_latency_histograms_are_rendered() -> None:
+    status = RegistryStatus(
         role=Role.LEADER,
         ready=True,
         revision=9,
@@ -121,7 +104,7 @@ def test_the_proposed_fields_are_rendered_once_the_stats_carry_them() -> None:
         services=2,
         append_latency=histogram(0.0008, 0.002, 0.003),
     )
-    gateway = FutureGatewayStats(
+    gateway = NatsGatewayStats(
         connected=True,
         events_published=0,
         dropped_without_reply=0,
@@ -130,12 +113,7 @@ def test_the_proposed_fields_are_rendered_once_the_stats_carry_them() -> None:
         requests={("ipc.service.register", 201): 3, ("ipc.service.register", 409): 1},
         latency={"ipc.service.register": histogram(0.0004, 0.0004, 0.02, 9.0)},
     )
-    snapshot = MetricsSnapshot(
-        registry=status,
-        instances={"ONLINE": 4, "UNHEALTHY": 1, "OFFLINE": 1},
-        services=2,
-        gateway=gateway,
-    )
+    snapshot = MetricsSnapshot(registry=status, gateway=gateway)
     metrics = render(snapshot)
     assert metrics["ipc_router_requests_total"] == {
         (("status", "201"), ("subject", "ipc.service.register")): 3,
@@ -186,7 +164,7 @@ def test_every_metric_of_the_grafana_dashboard_is_one_the_router_exports() -> No
         for name in re.findall(r"\bipc_router_[a-z_]+", target["expr"])
     }
     snapshot = MetricsSnapshot(
-        registry=FutureRegistryStatus(
+        registry=RegistryStatus(
             role=Role.LEADER,
             ready=True,
             revision=1,
@@ -196,9 +174,7 @@ def test_every_metric_of_the_grafana_dashboard_is_one_the_router_exports() -> No
             events_dropped=0,
             append_latency=histogram(0.001),
         ),
-        instances={"ONLINE": 0, "UNHEALTHY": 0, "OFFLINE": 0},
-        services=0,
-        gateway=FutureGatewayStats(
+        gateway=NatsGatewayStats(
             connected=True,
             events_published=0,
             dropped_without_reply=0,
