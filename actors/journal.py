@@ -56,6 +56,11 @@ log = structlog.get_logger(component="journal")
 _WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a failed `Nats-Expected-Last-Sequence`."""
 _STREAM_NOT_FOUND = 10059
+_NO_PEERS_FOR_PLACEMENT = 10005
+"""Fewer JetStream servers known than replicas asked for: while a cluster forms, or
+for good when --replicas exceeds the cluster's size."""
+_REPLICAS_NOT_SUPPORTED = 10074
+"""Replicas asked of a JetStream server that is not clustered."""
 
 
 class JournalError(RuntimeError):
@@ -247,10 +252,19 @@ class Journal:
                 return None
             if exists_ok and "already in use" in str(refusal.get("description", "")):
                 return None
-            if refusal.get("code") == 503 and attempt + 1 < attempts:  # no leader yet
+            transient = refusal.get("code") == 503 or code == _NO_PEERS_FOR_PLACEMENT
+            if transient and attempt + 1 < attempts:  # no leader yet, peers still joining
                 await asyncio.sleep(0.25)
                 continue
-            raise JournalError(f"JetStream refused {call}: {refusal.get('description', refusal)}")
+            hint = ""
+            if code in (_NO_PEERS_FOR_PLACEMENT, _REPLICAS_NOT_SUPPORTED):
+                hint = (
+                    f"; the stream wants {self.config.replicas} replica(s): are that many "
+                    "JetStream servers in the cluster and up (--replicas)?"
+                )
+            raise JournalError(
+                f"JetStream refused {call}: {refusal.get('description', refusal)}{hint}"
+            )
         raise JournalError(f"JetStream did not answer {call}")  # pragma: no cover
 
     # -- reading ------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
+from actors.errors import StartupError
 from actors.journal import JournalConfig
 from protocol import REGISTER_SUBJECT, LeasePolicy, encode_msgpack
 from protocol.stored import TermMarker, decode_stored_instance, term_subject
@@ -168,3 +169,11 @@ async def test_a_leader_fenced_off_by_another_write_stands_down_and_loses_nothin
     messages = await stream_messages(nats_server.url)
     terms = [json.dumps(dict(headers)) for subject, _, headers in messages if subject.endswith(".term")]
     assert terms  # the router's own term marker, after the intruder's
+
+
+async def test_more_replicas_than_jetstream_servers_fails_at_start_with_the_reason(
+    routers: InProcessRouters,
+) -> None:
+    config = JournalConfig(stream="IPC_TOO_MANY_REPLICAS", replicas=3)
+    with pytest.raises(StartupError, match=r"replicas > 1 not supported.*3 replica\(s\).*--replicas"):
+        await routers.start(store="stream", journal=config, presence_wait=0.05)
