@@ -253,9 +253,9 @@ class RegistryActor(Actor):
         self._policy = policy or LeasePolicy()
         self._limits = limits
         self._clock = StallClock(threshold=max(0.05, min(1.0, self._policy.lease_ttl / 4)))
+        self._store = store
         self.state = self._new_state(cursor_secret)
         self._events = events
-        self._store = store
         self._role = Role.MEMORY if store is None else Role.STANDBY
         self._ready = store is None
         self._nc: GuardedClient | None = None
@@ -285,7 +285,11 @@ class RegistryActor(Actor):
 
     def _new_state(self, cursor_secret: bytes | None) -> RegistryState:
         return RegistryState(
-            self._policy, limits=self._limits, clock=self._clock, cursor_secret=cursor_secret
+            self._policy,
+            limits=self._limits,
+            clock=self._clock,
+            cursor_secret=cursor_secret,
+            keep_stored=self._store is not None,
         )
 
     async def on_start(self) -> None:

@@ -64,7 +64,8 @@ OFFLINE = InstanceStatus.OFFLINE
 
 class Transition(msgspec.Struct, frozen=True):
     """A change to an instance: the event to publish, the record to store (None: the
-    instance is forgotten), plus the reason for the log."""
+    instance is forgotten, or the state was made without `keep_stored`), plus the
+    reason for the log."""
 
     event: RegistryEvent
     old: InstanceStatus | None
@@ -220,9 +221,12 @@ class RegistryState:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         cursor_secret: bytes | None = None,
+        keep_stored: bool = True,
     ) -> None:
         """`cursor_secret` signs the cursors of query pages (routers that serve one
-        registry share it); by default a random one."""
+        registry share it); by default a random one. Without `keep_stored` the
+        transitions carry no `StoredInstance` (a registry in memory stores none)."""
+        self._keep_stored = keep_stored
         self.policy = policy or LeasePolicy()
         self.limits = limits or RegistryLimits()
         self.live = 0
@@ -746,7 +750,8 @@ class RegistryState:
         if kind is EventType.REMOVED:
             self.transitions.append(Transition(event, old, None, reason, None))
         else:
-            self.transitions.append(Transition(event, old, record.status, reason, record.stored()))
+            stored = record.stored() if self._keep_stored else None
+            self.transitions.append(Transition(event, old, record.status, reason, stored))
         return event.instance
 
     def _cursor(self, last_key: str) -> str:

@@ -1,10 +1,11 @@
 """The benchmark suite behind `make bench`: every figure beside its baseline,
 measured in the same run on the same machine, as a ratio.
 
-    .venv/bin/python -m benchmarks.run [--quick] [--json FILE]
+    .venv/bin/python -m benchmarks.run [--quick] [--store stream|memory] [--json FILE]
 
 Sections (each against a fresh router subprocess on a fresh nats-server with
-JetStream, which the router's default `--store stream` keeps the registry in):
+JetStream, which the router's default `--store stream` keeps the registry in;
+`--store memory` measures the in-memory registry instead):
   registration  raw nats-py registrations at 16/64/256 in flight vs the echo
                 round trip with the same payloads, plus the SDK at 64
   heartbeat     heartbeats at 64 in flight vs echo
@@ -134,13 +135,17 @@ def _row(name: str, mine: PhaseResult, base: PhaseResult) -> dict[str, Any]:
     }
 
 
+STORE = "stream"
+"""The router's `--store` in every section (set by `--store`)."""
+
+
 class _Stack:
     """A nats-server (with JetStream, in a temporary store), a router and an echo
     responder, started and stopped together."""
 
     def __init__(self, *router_args: str) -> None:
         self.server = NatsServerProcess(port=free_port())
-        self.router_args = router_args
+        self.router_args = ("--store", STORE, *router_args)
         self.router: RouterProcess | None = None
         self.echo: EchoResponder | None = None
 
@@ -494,7 +499,7 @@ async def expiry(quick: bool) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"ipc-router benchmarks, {report['date']}, {report['machine']}",
+        f"ipc-router benchmarks, {report['date']}, {report['machine']}, --store {report['store']}",
         "",
         f"{'measure':<48}{'ours':>12}{'baseline':>12}{'ratio':>8}{'p50 ms':>9}{'base p50':>10}{'p50 x':>7}{'p99 ms':>9}",
     ]
@@ -558,6 +563,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
+        "store": STORE,
         "throughput": results["registration"] + results["heartbeat"] + results["admin"],
         "memory": results["memory"],
         "query_flood": results["query_flood"],
@@ -590,6 +596,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--store", choices=("stream", "memory"), default="stream", help="the router's --store (default stream)"
+    )
     parser.add_argument("--serve-static", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--flood-queries", nargs=2, metavar=("URL", "CLIENTS"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -600,6 +609,7 @@ if __name__ == "__main__":
         _flood_queries(arguments.flood_queries[0], int(arguments.flood_queries[1]))
         sys.exit(0)
     configure_logging("console", "warning")
+    STORE = arguments.store
     report = asyncio.run(main(arguments))
     print(render(report))
     if arguments.json:

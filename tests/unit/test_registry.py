@@ -620,3 +620,14 @@ def test_a_service_emptied_and_created_again_gets_a_new_stamp(state: RegistrySta
     state.expire()
     state.register(request(instance="new"))
     assert state.service_stamp("orders") != before
+
+
+def test_transitions_carry_the_record_to_store_only_when_asked(clock: FakeClock) -> None:
+    kept = RegistryState(POLICY, clock=clock.monotonic, wall_clock=clock.wall)
+    in_memory = RegistryState(POLICY, clock=clock.monotonic, wall_clock=clock.wall, keep_stored=False)
+    for state in (kept, in_memory):
+        state.register(request(metadata={"zone": "a"}))
+    [stored] = [change.stored for change in kept.take_transitions()]
+    assert stored is not None
+    assert (stored.instance_id, stored.status, dict(stored.metadata)) == ("orders-1", ONLINE, {"zone": "a"})
+    assert [change.stored for change in in_memory.take_transitions()] == [None]
