@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +36,7 @@ from actors.http_gateway import RUNNER_OPTIONS, HealthProbe, build_admin_app
 from actors.openapi import openapi_document
 from actors.registry import RegistryActor, RegistryClient
 from protocol import LeasePolicy, RegisterRequest, RegistryLimits, encode_cursor
+from tests.support.threaded import ServerThread, server_thread
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,62 +87,28 @@ def health_probe(ref: RegistryClient, *, nats_connected: bool = True) -> HealthP
     )
 
 
-class LiveAdminServer:
-    """`build_admin_app` over a real registry, on a free loopback port, in a thread."""
+@asynccontextmanager
+async def _serve_admin() -> AsyncIterator[int]:
+    """`build_admin_app` over a real registry, on a free loopback port."""
+    actor, ref = await start_registry()
+    runner = web.AppRunner(build_admin_app(ref, health_probe(ref)), **RUNNER_OPTIONS)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+        await actor.stop()
 
-    def __init__(self) -> None:
-        self._ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="hostile-admin-http", daemon=True)
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        self.port = self._ready.result(timeout=30)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
-        assert not self._thread.is_alive(), "the admin server thread did not stop"
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as error:  # pragma: no cover - only when startup fails
-            if not self._ready.done():
-                self._ready.set_exception(error)
-            raise
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        actor, ref = await start_registry()
-        runner = web.AppRunner(build_admin_app(ref, health_probe(ref)), **RUNNER_OPTIONS)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self._ready.set_result(int(runner.addresses[0][1]))
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-            await actor.stop()
+LiveAdminServer = ServerThread
 
 
 @pytest.fixture(scope="module")
 def live_admin() -> Iterator[LiveAdminServer]:
-    server = LiveAdminServer()
-    server.start()
-    try:
+    with server_thread(_serve_admin, "hostile-admin-http", start_timeout=30) as server:
         yield server
-    finally:
-        server.stop()
 
 
 # -- what every error must look like ---------------------------------------------------

@@ -9,12 +9,10 @@ document's description of it is checked here."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -30,69 +28,36 @@ from tests.integration.test_hostile_http import (
     load_admin_schema,
     non_2xx_responses_carry_the_json_error_body,
 )
+from tests.support.threaded import ServerThread, server_thread
 
 pytestmark = pytest.mark.timeout(120)
 
 POLICY = LeasePolicy(heartbeat_interval=30.0, lease_ttl=600.0, offline_after=600.0, offline_retention=600.0)
 
 
-class LiveRouter:
+@asynccontextmanager
+async def _serve_router() -> AsyncIterator[int]:
     """A whole router (its own bundled nats-server, memory registry) with one service
-    registered, in a thread with its own event loop."""
+    registered."""
+    router = Router(RouterConfig(http_port=0, embedded_nats_port=0, lease_policy=POLICY))
+    await router.start()
+    client = ServiceClient(router.nats_url)
+    try:
+        await client.connect()
+        await client.register("orders", "orders-1", {"zone": "a"})
+        yield router.http_port
+    finally:
+        await client.close()
+        await router.stop()
 
-    def __init__(self) -> None:
-        self._ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="full-admin-http", daemon=True)
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        self.port = self._ready.result(timeout=60)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
-        assert not self._thread.is_alive(), "the router thread did not stop"
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as error:  # pragma: no cover - only when startup fails
-            if not self._ready.done():
-                self._ready.set_exception(error)
-            raise
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        router = Router(RouterConfig(http_port=0, embedded_nats_port=0, lease_policy=POLICY))
-        await router.start()
-        client = ServiceClient(router.nats_url)
-        try:
-            await client.connect()
-            await client.register("orders", "orders-1", {"zone": "a"})
-            self._ready.set_result(router.http_port)
-            await self._stop.wait()
-        finally:
-            await client.close()
-            await router.stop()
+LiveRouter = ServerThread
 
 
 @pytest.fixture(scope="module")
 def live_router() -> Iterator[LiveRouter]:
-    server = LiveRouter()
-    server.start()
-    try:
+    with server_thread(_serve_router, "full-admin-http") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from protocol import (
     encode_msgpack,
 )
 from protocol.models import Health, RegistryLimits
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -33,25 +34,9 @@ POLICY = LeasePolicy(heartbeat_interval=1.0, lease_ttl=3.0, offline_after=30.0, 
 ONLINE, UNHEALTHY = InstanceStatus.ONLINE, InstanceStatus.UNHEALTHY
 
 
-class FakeClock:
-    """Monotonic and wall clocks that move only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_795_680_000.0 + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(wall_base=1_795_680_000.0)
 
 
 @pytest.fixture

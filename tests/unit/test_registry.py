@@ -28,6 +28,7 @@ from protocol import (
     encode_msgpack,
 )
 from protocol.models import MetadataValue
+from tests.support.clock import FakeClock
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(10)
@@ -36,22 +37,6 @@ SESSION_A = "session-a-0123456789"
 SESSION_B = "session-b-0123456789"
 POLICY = LeasePolicy(heartbeat_interval=1.0, lease_ttl=3.0, offline_after=30.0, offline_retention=60.0)
 ONLINE, UNHEALTHY, OFFLINE = InstanceStatus.ONLINE, InstanceStatus.UNHEALTHY, InstanceStatus.OFFLINE
-
-
-class FakeClock:
-    """Monotonic and wall clocks that move only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -23,19 +23,12 @@ from protocol import (
     encode_cursor,
     encode_msgpack,
 )
+from tests.support.clock import FakeClock as Clock
 
 pytestmark = pytest.mark.timeout(30)
 
 SESSION = "session-bounds-0123456789"
 POLICY = LeasePolicy(heartbeat_interval=1, lease_ttl=3, offline_after=30, offline_retention=60)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_state(clock: Clock, **limits: int) -> RegistryState:
