@@ -87,6 +87,9 @@ def test_records_forgotten_early_are_not_kept_alive_by_their_heap_entries() -> N
     assert state.offline == 1_000
     assert len(state._deadlines) <= 2 * 1_000 + _HEAP_SLACK
     assert held_records(state) <= 1_000 + _HEAP_SLACK
+    # What /metrics reports per status stays the sum of what is held.
+    assert state.instances_in.get(InstanceStatus.OFFLINE) == 1_000
+    assert sum(state.instances_in.values()) == state.live + state.offline
 
 
 def test_forgotten_service_names_are_forgotten() -> None:
