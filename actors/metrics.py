@@ -162,6 +162,17 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(f"{_PREFIX}_{name}", documentation, value=value)
 
 
+def _by_label(
+    name: str, documentation: str, label: str, values: dict[str, float]
+) -> CounterMetricFamily:
+    """One counter with one label, a sample per (label value, count), in `values`'
+    order."""
+    family = CounterMetricFamily(f"{_PREFIX}_{name}", documentation, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
+
+
 def _histogram(
     name: str,
     documentation: str,
@@ -240,15 +251,16 @@ def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
         "Change events published on ipc.registry.events.*.",
         stats.events_published,
     )
-    dropped = CounterMetricFamily(
-        f"{_PREFIX}_requests_dropped",
+    yield _by_label(
+        "requests_dropped",
         "NATS requests the gateway could not answer, by reason.",
-        labels=["reason"],
+        "reason",
+        {
+            "no_reply_subject": stats.dropped_without_reply,
+            "slow_consumer": stats.dropped_slow,
+            "malformed": stats.dropped_malformed,
+        },
     )
-    dropped.add_metric(["no_reply_subject"], stats.dropped_without_reply)
-    dropped.add_metric(["slow_consumer"], stats.dropped_slow)
-    dropped.add_metric(["malformed"], stats.dropped_malformed)
-    yield dropped
     requests = CounterMetricFamily(
         f"{_PREFIX}_requests",
         "Replies published on NATS, by request subject and reply status.",
@@ -297,14 +309,12 @@ def _feed_metrics(stats: EventFeedStats | None) -> Iterator[Metric]:
     if stats is None:
         return
     yield _gauge("event_stream_clients", "Clients of the admin event stream now.", stats.clients)
-    closed = CounterMetricFamily(
-        f"{_PREFIX}_event_stream_clients_closed",
+    yield _by_label(
+        "event_stream_clients_closed",
         "Event stream clients dropped (too slow) or refused (too many).",
-        labels=["reason"],
+        "reason",
+        {"slow": stats.clients_dropped_slow, "refused": stats.clients_refused},
     )
-    closed.add_metric(["slow"], stats.clients_dropped_slow)
-    closed.add_metric(["refused"], stats.clients_refused)
-    yield closed
     yield _gauge(
         "event_feed_listening",
         "1 while the event feed listens to NATS (somebody watches).",
@@ -315,17 +325,16 @@ def _feed_metrics(stats: EventFeedStats | None) -> Iterator[Metric]:
         "1 while the event feed's NATS connection is up.",
         1 if stats.connected else 0,
     )
-    received = CounterMetricFamily(
-        f"{_PREFIX}_event_feed_messages",
+    yield _by_label(
+        "event_feed_messages",
         "Messages the event feed received, by outcome.",
-        labels=["outcome"],
+        "outcome",
+        {
+            "event": stats.events_received - stats.events_malformed - stats.events_duplicate,
+            "malformed": stats.events_malformed,
+            "duplicate": stats.events_duplicate,
+        },
     )
-    received.add_metric(
-        ["event"], stats.events_received - stats.events_malformed - stats.events_duplicate
-    )
-    received.add_metric(["malformed"], stats.events_malformed)
-    received.add_metric(["duplicate"], stats.events_duplicate)
-    yield received
     yield _counter("event_feed_gaps", "Times the event feed may have missed events.", stats.gaps)
     yield _counter(
         "event_feed_resyncs", "event: resync frames sent to stream clients.", stats.resyncs
@@ -348,12 +357,9 @@ def _connection_metrics(stats: ConnectionStats | None) -> Iterator[Metric]:
     yield _gauge(
         "admin_connections_max", "Connections the admin port holds at most.", stats.max_connections
     )
-    closed = CounterMetricFamily(
-        f"{_PREFIX}_admin_connections_closed",
+    yield _by_label(
+        "admin_connections_closed",
         "Admin connections closed by the connection guard, by reason.",
-        labels=["reason"],
+        "reason",
+        {"evicted": stats.evicted, "refused": stats.refused, "head_timeout": stats.timed_out},
     )
-    closed.add_metric(["evicted"], stats.evicted)
-    closed.add_metric(["refused"], stats.refused)
-    closed.add_metric(["head_timeout"], stats.timed_out)
-    yield closed
