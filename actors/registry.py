@@ -679,6 +679,8 @@ class RegistryActor(Actor):
                 self.resolve(envelope, outcome)
 
     def _arm_timer(self) -> None:
+        if self._role is Role.STANDBY:
+            return  # only the leader expires; a standby's heap is what it led with
         deadline = self.state.next_deadline()
         if deadline is None:
             return

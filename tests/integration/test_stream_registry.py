@@ -10,13 +10,17 @@ import msgpack
 import nats
 import pytest
 
+from actors.actor import Lane
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from actors.journal import JournalConfig
+from actors.leadership import LostLeadership, Role
+from actors.registry import RegistryActor
 from protocol import REGISTER_SUBJECT, LeasePolicy, encode_msgpack
 from protocol.stored import TermMarker, decode_stored_instance, term_subject
 from sdk import ServiceClient
+from tests.support.actors import incarnation
 from tests.support.routers import InProcessRouters
 from tests.support.waiting import eventually
 
@@ -177,3 +181,21 @@ async def test_more_replicas_than_jetstream_servers_fails_at_start_with_the_reas
     config = JournalConfig(stream="IPC_TOO_MANY_REPLICAS", replicas=3)
     with pytest.raises(StartupError, match=r"replicas > 1 not supported.*3 replica\(s\).*--replicas"):
         await routers.start(store="stream", journal=config, presence_wait=0.05)
+
+
+async def test_a_leader_that_lost_its_leadership_arms_no_lease_timer(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    """Expiry is the leader's: a router that stands down keeps its records' deadlines
+    but must not wake up for them (it did, every 50 ms, until its next reload)."""
+    router = await stream_router(routers)
+    async with ServiceClient(nats_server.url) as client:
+        await client.register("orders", "orders-1")
+        registry = incarnation(router.registry.ref)
+        assert isinstance(registry, RegistryActor)
+        assert registry._timer is not None  # the leader waits for orders-1's deadline
+        router.registry.ref.tell(LostLeadership(reason="test"), lane=Lane.URGENT)
+        status = await router.registry.status()
+        assert status is not None and status.role == Role.STANDBY
+        await router.registry.status()  # a later drain: the one that stood down is over
+        assert registry._timer is None
