@@ -260,7 +260,6 @@ class RegistryActor(Actor):
         self._ready = store is None
         self._nc: GuardedClient | None = None
         self._journal: Journal | None = None
-        self._facts: StreamFacts | None = None
         self._valid_until = 0.0
         """Leader: loop time until which the leadership surely holds."""
         self._term: int | None = None
@@ -409,19 +408,18 @@ class RegistryActor(Actor):
             raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
         self._journal = Journal(self._nc, store.journal)
         try:
-            self._facts = await self._journal.open()
+            facts = await self._journal.open()
         except JournalError as error:
             raise StartupError(str(error)) from None
-        await self._load()
+        await self._load(facts)
 
-    async def _load(self) -> None:
-        """Read the whole stream into a fresh state, then follow it."""
-        assert self._journal is not None and self._facts is not None
-        self.state = self._new_state(self._facts.cursor_secret)
-        self.state.epoch = self._facts.epoch
+    async def _load(self, facts: StreamFacts) -> None:
+        """Read the whole stream (as `facts`, just found, describe it) into a fresh
+        state, then follow it."""
+        self.state = self._new_state(facts.cursor_secret)
+        self.state.epoch = facts.epoch
         self._ready = False
         self._loading_since = asyncio.get_running_loop().time()
-        facts = await self._journal.open()  # the stream as it is now
         if facts.messages == 0:
             self.state.skip_to(facts.last_sequence)
             self._loaded()
@@ -553,7 +551,8 @@ class RegistryActor(Actor):
             self._stand_down(reason)
         self._follow_again = False
         self._log.warning("registry_reloading", reason=reason)
-        await self._load()
+        assert self._journal is not None
+        await self._load(await self._journal.open())  # the stream as it is now
 
     def _resign(self, reason: str) -> None:
         store = self._store
