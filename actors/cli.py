@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import importlib.util
 import math
 import os
@@ -37,13 +36,14 @@ from actors.errors import StartupError
 from actors.http_gateway import AdminLimits
 from actors.journal import JournalConfig
 from actors.logs import configure_logging
+from actors.version import package_version
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "installed_version", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "closed early (as in `ipc-router services | head`).",
     )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {installed_version()}"
+        "--version", action="version", version=f"%(prog)s {package_version('unknown')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
@@ -350,15 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
-
-
-def installed_version() -> str:
-    """The version of the installed `ipc-router` distribution ("unknown" when this
-    code runs from a source tree that was never installed)."""
-    try:
-        return importlib.metadata.version("ipc-router")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth:

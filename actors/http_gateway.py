@@ -11,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from importlib import resources
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,6 +29,7 @@ from actors.http_guard import ConnectionGuard, descriptor_budget
 from actors.metrics import ConnectionStats, MetricsSources, render
 from actors.openapi import ADMIN_BASE, EVENTS_PATH, METRICS_PATH, openapi_document
 from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient, RegistryStatus
+from actors.version import package_version
 from protocol import (
     NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
@@ -383,13 +383,6 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def _package_version() -> str:
-    try:
-        return version("ipc-router")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0"
-
-
 @web.middleware
 async def _bearer_token(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -583,9 +576,10 @@ def build_admin_app(
     app[REGISTRY] = registry
     app[CACHE] = _ResponseCache(max_bytes=cache_bytes)
     app[HEALTH] = health
+    version = package_version("0.0.0")
     app[OPENAPI] = encode_json(
         openapi_document(
-            _package_version(),
+            version,
             token_required=bool(admin_token),
             events=events is not None,
             metrics=metrics is not None,
@@ -596,7 +590,7 @@ def build_admin_app(
     app.router.add_get(f"{ADMIN_BASE}/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if metrics is not None:
-        app[METRICS] = metrics if metrics.version else replace(metrics, version=_package_version())
+        app[METRICS] = metrics if metrics.version else replace(metrics, version=version)
         app.router.add_get(METRICS_PATH, _metrics)
     if events is not None:
         app[EVENTS] = events
