@@ -156,15 +156,11 @@ class NatsServerProcess:
         cluster: ClusterSpec | None = None,
         config_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
-        port_option: str | None = None,
     ) -> None:
         """`config_file` replaces the generated configuration (`host`, `port` and the
-        JetStream store still apply; `max_payload` and `cluster` then come from it).
-        `port_option` is the command-line option that moves `port`, named when the
-        port is in use."""
+        JetStream store still apply; `max_payload` and `cluster` then come from it)."""
         self.host = host
         self.port = port
-        self._port_option = port_option
         self._jetstream = jetstream
         self._store_dir = store_dir
         self._max_payload = max_payload
@@ -271,7 +267,7 @@ class NatsServerProcess:
             if not line:
                 await self._process.wait()
                 if any(_ADDRESS_IN_USE in seen for seen in self._tail):
-                    raise PortInUseError("NATS", self.host, self.port, self._port_option)
+                    raise PortInUseError("NATS", self.host, self.port)
                 raise NatsServerError(
                     f"nats-server exited with code {self._process.returncode} "
                     f"before it was ready: {self._last_lines()}"
@@ -327,9 +323,7 @@ class EmbeddedNats(Actor):
         super().__init__("embedded-nats")
         if store_dir is not None:
             store_dir.mkdir(parents=True, exist_ok=True)
-        self.server = NatsServerProcess(
-            host=host, port=port, store_dir=store_dir, port_option="--embedded-nats-port"
-        )
+        self.server = NatsServerProcess(host=host, port=port, store_dir=store_dir)
         self._watch: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:

@@ -15,10 +15,10 @@ class StartupError(RuntimeError):
 class PortInUseError(StartupError):
     """A port the router needs is already taken by another process."""
 
-    def __init__(self, what: str, host: str, port: int, option: str | None = None) -> None:
-        """`what` names the port ("HTTP", "NATS"); `option` is the command-line option
-        that changes it (by default the one `PORT_OPTIONS` gives for `what`)."""
-        self.option = option or PORT_OPTIONS.get(what)
+    def __init__(self, what: str, host: str, port: int) -> None:
+        """`what` names the port ("HTTP", "NATS"); the message names the command-line
+        option that changes it, the one `PORT_OPTIONS` gives for `what`."""
+        self.option = PORT_OPTIONS.get(what)
         where = f"choose another with {self.option}" if self.option else "choose another port"
         super().__init__(
             f"{what} port {host}:{port} is already in use; stop what holds it or {where}"
