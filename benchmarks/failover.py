@@ -36,7 +36,6 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +53,16 @@ from actors.embedded_nats import NatsServerProcess
 from actors.logs import configure_logging
 from benchmarks.loadgen import (
     ECHO_SUBJECT,
-    Call,
+    QUIET_LEASES,
     EchoResponder,
     PhaseResult,
     RouterProcess,
     free_port,
+    instance_names,
+    lease_payloads,
+    percentile,
+    register_payloads,
+    request_call,
     run_phase,
     timed_request,
 )
@@ -67,7 +71,6 @@ from protocol import (
     HEARTBEAT_SUBJECT,
     REGISTER_SUBJECT,
     EventType,
-    LeaseRequest,
     RegisterRequest,
     decode_event,
     encode_msgpack,
@@ -89,8 +92,8 @@ PROBE_EVERY = 0.02
 KEEP = ["--offline-after", "3600", "--offline-retention", "3600"]
 """Failover routers keep every acknowledged registration for the whole run (the
 writer's instances are not renewed: they turn UNHEALTHY, never OFFLINE or forgotten)."""
-QUIET_LEASES = ["--heartbeat-interval", "600", "--lease-ttl", "3600"]
-"""Throughput routers: no instance expires while a phase runs."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a throughput request waits for its reply."""
 SETTLE = 2.0
 """Seconds between timed phases of a throughput stack."""
 TARGETS = {"takeover_max_s": 1.0, "heartbeat_vs_memory": 0.9, "register_r1_vs_memory": 0.6}
@@ -103,7 +106,10 @@ def _log_time(event: dict[str, Any]) -> float:
 
 class LoggedRouter(RouterProcess):
     """loadgen's RouterProcess at log level info, its JSON log on a pipe: the
-    `leadership_taken` lines are kept (every other line is read and dropped)."""
+    `leadership_taken` lines are kept (every other line is read and dropped). Ready
+    once /healthz answers 200, as a standby too."""
+
+    log_output = asyncio.subprocess.PIPE
 
     def __init__(self, nats_url: str, *extra: str) -> None:
         super().__init__(nats_url, *extra, log_level="info")
@@ -111,25 +117,14 @@ class LoggedRouter(RouterProcess):
         self._reader: asyncio.Task[None] | None = None
         self.killed_at: float | None = None
 
-    async def start(self, timeout: float = 30.0) -> None:
-        script = Path(sys.executable).parent / "ipc-router"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "actors"]
-        self.process = await asyncio.create_subprocess_exec(
-            *command, *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+    async def start(self, timeout: float = 30.0) -> None:  # three routers start at once
+        await super().start(timeout)
+
+    def _spawned(self) -> None:
         self._reader = asyncio.create_task(self._read())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"router exited with code {self.process.returncode}")
-            if await self.health() is not None:
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"router not ready within {timeout} s")
+
+    async def _ready(self, http: aiohttp.ClientSession) -> bool:
+        return await self.health() is not None
 
     async def _read(self) -> None:
         assert self.process is not None and self.process.stderr is not None
@@ -309,11 +304,6 @@ async def _leadership_taken(
     return None
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 @dataclass
 class Kill:
     """One SIGKILLed leader and its successor."""
@@ -457,7 +447,7 @@ def _summary(values: list[float], expected: int) -> dict[str, Any]:
         "measured": len(values),
         "of": expected,
         "p50": round(statistics.median(values), 3),
-        "p90": round(_percentile(values, 90), 3),
+        "p90": round(percentile(values, 90), 3),
         "max": round(max(values), 3),
         "min": round(min(values), 3),
     }
@@ -510,13 +500,6 @@ async def _start_stack(stack: Stack, exits: contextlib.AsyncExitStack) -> None:
     exits.push_async_callback(stack.nc.close)
 
 
-def _requests(nc: NatsClient, subject: str, payloads: list[bytes], *, echo: bool = False) -> Call:
-    def call(i: int) -> Awaitable[str]:
-        return timed_request(nc, subject, payloads[i % len(payloads)], 5.0, echo=echo)
-
-    return call
-
-
 def _row(mine: PhaseResult, base: PhaseResult) -> dict[str, Any]:
     return {
         "throughput": round(mine.throughput),
@@ -536,34 +519,19 @@ async def _measure_round(stack: Stack, number: int, quick: bool) -> dict[str, An
     assert nc is not None
     count = 5_000 if quick else 20_000
     seconds = 2.0 if quick else 5.0
-    services = [f"tp{number}-{i % 100}" for i in range(count)]
-    registrations = [
-        encode_msgpack(
-            RegisterRequest(
-                service_name=services[i],
-                instance_id=f"i-{i}",
-                metadata={"zone": "a", "version": "1.0.0", "index": str(i)},
-                session_id=SESSION,
-            )
-        )
-        for i in range(count)
-    ]
-    beats = [
-        encode_msgpack(
-            LeaseRequest(service_name=services[i], instance_id=f"i-{i}", session_id=SESSION)
-        )
-        for i in range(min(count, 10_000))
-    ]
-    echo = _requests(nc, ECHO_SUBJECT, registrations, echo=True)
+    names = instance_names(f"tp{number}", count, 100)
+    registrations = register_payloads(names, SESSION)
+    beats = lease_payloads(names[:10_000], SESSION)
+    echo = request_call(nc, ECHO_SUBJECT, registrations, REQUEST_TIMEOUT, echo=True)
     base = await run_phase("echo", echo, concurrency=IN_FLIGHT, count=count)
-    write = _requests(nc, REGISTER_SUBJECT, registrations)
+    write = request_call(nc, REGISTER_SUBJECT, registrations, REQUEST_TIMEOUT)
     register = _row(await run_phase("register", write, concurrency=IN_FLIGHT, count=count), base)
     # Let the router and NATS finish with the registrations (a leader reads its own
     # writes back from the stream) before the next phase is timed.
     await asyncio.sleep(SETTLE)
-    echo = _requests(nc, ECHO_SUBJECT, beats, echo=True)
+    echo = request_call(nc, ECHO_SUBJECT, beats, REQUEST_TIMEOUT, echo=True)
     base = await run_phase("echo", echo, concurrency=IN_FLIGHT, duration=seconds)
-    renew = _requests(nc, HEARTBEAT_SUBJECT, beats)
+    renew = request_call(nc, HEARTBEAT_SUBJECT, beats, REQUEST_TIMEOUT)
     mine = await run_phase("heartbeat", renew, concurrency=IN_FLIGHT, duration=seconds)
     await asyncio.sleep(SETTLE)
     return {"register": register, "heartbeat": _row(mine, base)}

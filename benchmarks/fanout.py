@@ -77,6 +77,7 @@ import nats
 import structlog
 
 from actors.embedded_nats import NatsServerProcess
+from benchmarks.loadgen import router_command
 from protocol import ProtocolError, decode_event, events_subject
 from sdk import ServiceClient
 from sdk.cache import ServiceCache
@@ -94,14 +95,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def router_command() -> list[str]:
-    """The `ipc-router` script next to this Python, or the module."""
-    script = Path(sys.executable).parent / "ipc-router"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "actors"]
 
 
 def percentile(values: list[float], p: float) -> float | None:

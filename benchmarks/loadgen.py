@@ -54,16 +54,24 @@ from protocol import (
 
 __all__ = [
     "ECHO_SUBJECT",
+    "QUIET_LEASES",
     "SIZED_ECHO_PREFIX",
     "BenchConfig",
+    "Call",
     "EchoResponder",
     "PhaseResult",
     "RouterProcess",
     "format_ratio",
     "free_port",
+    "instance_names",
+    "lease_payloads",
+    "percentile",
+    "register_payloads",
     "render_report",
     "reply_status",
     "report_json",
+    "request_call",
+    "router_command",
     "router_presence",
     "run_bench",
     "run_phase",
@@ -80,6 +88,14 @@ _THIS_FILE = str(Path(__file__).resolve())
 
 
 # -- measuring ----------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`th percentile of `values` (nearest rank); 0.0 when there are none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 @dataclass
@@ -99,10 +115,7 @@ class PhaseResult:
 
     def percentile(self, q: float) -> float:
         """Latency percentile in milliseconds (nearest rank)."""
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+        return percentile(self.latencies_ms, q)
 
     @property
     def errors(self) -> dict[str, int]:
@@ -201,6 +214,18 @@ async def timed_request(
     return "200" if echo else reply_status(msg.data)
 
 
+def request_call(
+    nc: NatsClient, subject: str, payloads: Sequence[bytes], timeout: float, *, echo: bool = False
+) -> Call:
+    """A `call(i)` for run_phase: one `timed_request` with `payloads[i]` (cycling
+    through them)."""
+
+    def call(i: int) -> Awaitable[str]:
+        return timed_request(nc, subject, payloads[i % len(payloads)], timeout, echo=echo)
+
+    return call
+
+
 # -- processes ----------------------------------------------------------------------
 
 
@@ -213,14 +238,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _router_command() -> list[str]:
+def router_command() -> list[str]:
+    """The `ipc-router` script next to this Python, or the module."""
     script = Path(sys.executable).parent / "ipc-router"
     return [str(script)] if script.exists() else [sys.executable, "-m", "actors"]
 
 
+QUIET_LEASES = ["--heartbeat-interval", "600", "--lease-ttl", "3600"]
+"""Router options under which no instance expires while a phase runs."""
+
+
 class RouterProcess:
     """`ipc-router serve` in a subprocess, ready once its /healthz answers 200 and it
-    takes writes (it leads, or keeps the registry in memory)."""
+    takes writes (it leads, or keeps the registry in memory).
+
+    A subclass may change what ready means (`_ready`), send the router's log
+    somewhere (`log_output`) and start reading it (`_spawned`)."""
+
+    log_output: int = asyncio.subprocess.DEVNULL
+    """The router's stderr, where its log goes: DEVNULL, or PIPE for a subclass that
+    reads it."""
 
     def __init__(self, nats_url: str, *extra: str, log_level: str = "warning") -> None:
         self.http_port = free_port()
@@ -242,26 +279,35 @@ class RouterProcess:
 
     async def start(self, timeout: float = 20.0) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *_router_command(), *self.args,
+            *router_command(), *self.args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=self.log_output,
         )  # fmt: skip
+        self._spawned()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession() as http:
             while loop.time() < deadline:
                 if self.process.returncode is not None:
                     raise RuntimeError(f"router exited with code {self.process.returncode}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.admin_url}/healthz") as response:
-                        health = await response.json(content_type=None)
-                        # Ready for writes: in stream mode once it leads (a standby
-                        # that has read the stream is healthy too, but takes no writes).
-                        if response.status == 200 and health.get("role") != "standby":
-                            return
+                if await self._ready(http):
+                    return
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"router not ready within {timeout} s")
+
+    def _spawned(self) -> None:
+        """Called once the process is started, before it is polled for readiness."""
+
+    async def _ready(self, http: aiohttp.ClientSession) -> bool:
+        """One readiness poll: /healthz answers 200 and the router takes writes."""
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{self.admin_url}/healthz") as response:
+                health = await response.json(content_type=None)
+                # Ready for writes: in stream mode once it leads (a standby that has
+                # read the stream is healthy too, but takes no writes).
+                return response.status == 200 and health.get("role") != "standby"
+        return False
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -376,13 +422,21 @@ PHASE_MEANINGS = (
 """What each row of the report measures, in one line."""
 
 
+def instance_names(prefix: str, count: int, services: int) -> list[tuple[str, str]]:
+    """(service, instance) of `count` instances spread over `services` services:
+    `<prefix>-<i % services>`, `i-<i>`."""
+    return [(f"{prefix}-{i % services}", f"i-{i}") for i in range(count)]
+
+
 def _run_names(config: BenchConfig, run_id: str) -> list[tuple[str, str]]:
     """(service, instance) of every instance of one run: ids no other run uses, so that
     runs against the same router never collide with what an earlier one left."""
-    return [(f"bench-{run_id}-{i % config.services}", f"i-{i}") for i in range(config.instances)]
+    return instance_names(f"bench-{run_id}", config.instances, config.services)
 
 
-def _register_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
+def register_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
+    """A registration of each (service, instance), in `session`, with the bench's
+    metadata (3 keys; `index` is the position in `names`)."""
     return [
         encode_msgpack(
             RegisterRequest(
@@ -396,7 +450,9 @@ def _register_payloads(names: Sequence[tuple[str, str]], session: str) -> list[b
     ]
 
 
-def _lease_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
+def lease_payloads(names: Sequence[tuple[str, str]], session: str) -> list[bytes]:
+    """A lease request (heartbeat or deregistration) of each (service, instance), in
+    `session`."""
     return [
         encode_msgpack(LeaseRequest(service_name=s, instance_id=i, session_id=session))
         for s, i in names
@@ -492,7 +548,7 @@ async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, An
     run_id = os.urandom(4).hex()
     names = _run_names(config, run_id)
     session = f"bench-{run_id}-" + os.urandom(8).hex()
-    registrations = _register_payloads(names, session)
+    registrations = register_payloads(names, session)
     nc = await nats.connect(nats_url, max_reconnect_attempts=0)
     phases: list[PhaseResult] = []
     cleanup: PhaseResult | None = None
@@ -511,13 +567,13 @@ async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, An
         # Registration: the echo baseline sends the same bytes to the echo responder.
         await phase(
             "echo-register",
-            lambda i: timed_request(nc, ECHO_SUBJECT, registrations[i], config.timeout, echo=True),
+            request_call(nc, ECHO_SUBJECT, registrations, config.timeout, echo=True),
             count=config.instances,
         )
         if config.raw:
             await phase(
                 "register",
-                lambda i: timed_request(nc, REGISTER_SUBJECT, registrations[i], config.timeout),
+                request_call(nc, REGISTER_SUBJECT, registrations, config.timeout),
                 count=config.instances,
             )
         else:
@@ -535,16 +591,15 @@ async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, An
                 return "201" if info.created else "200"
 
             await phase("register", sdk_register, count=config.instances)
-        heartbeats = _lease_payloads(names, session)
-        count = config.instances
+        heartbeats = lease_payloads(names, session)
         await phase(
             "echo-heartbeat",
-            lambda i: timed_request(nc, ECHO_SUBJECT, heartbeats[i % count], config.timeout, echo=True),
+            request_call(nc, ECHO_SUBJECT, heartbeats, config.timeout, echo=True),
             duration=config.heartbeat_seconds,
         )
         await phase(
             "heartbeat",
-            lambda i: timed_request(nc, HEARTBEAT_SUBJECT, heartbeats[i % count], config.timeout),
+            request_call(nc, HEARTBEAT_SUBJECT, heartbeats, config.timeout),
             duration=config.heartbeat_seconds,
         )
         services = sorted({service for service, _ in names})
@@ -554,12 +609,12 @@ async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, An
         sized = f"{SIZED_ECHO_PREFIX}.{len(sample.data)}"
         await phase(
             "echo-query",
-            lambda i: timed_request(nc, sized, gets[i % len(gets)], config.timeout, echo=True),
+            request_call(nc, sized, gets, config.timeout, echo=True),
             count=len(services) * 10,
         )
         await phase(
             "query",
-            lambda i: timed_request(nc, GET_SUBJECT, gets[i % len(gets)], config.timeout),
+            request_call(nc, GET_SUBJECT, gets, config.timeout),
             count=len(services) * 10,
         )
         listing = await timed_request(nc, LIST_SUBJECT, encode_msgpack(ListServicesRequest()), config.timeout)
@@ -567,10 +622,10 @@ async def _measure(config: BenchConfig, nats_url: str, router_info: dict[str, An
         # Leave nothing behind, whatever happened: deregistration is idempotent, so
         # every id of the run is deregistered, registered or not.
         with contextlib.suppress(nats.errors.Error):
-            leaving = _lease_payloads(names, session)
+            leaving = lease_payloads(names, session)
             cleanup = await run_phase(
                 "deregister",
-                lambda i: timed_request(nc, DEREGISTER_SUBJECT, leaving[i], config.timeout),
+                request_call(nc, DEREGISTER_SUBJECT, leaving, config.timeout),
                 concurrency=config.concurrency,
                 count=len(leaving),
             )

@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -44,17 +44,20 @@ if __package__ in (None, ""):
 import aiohttp
 import nats
 from aiohttp import web
-from nats.aio.client import Client as NatsClient
 
 from actors.embedded_nats import NatsServerProcess
 from actors.logs import configure_logging
 from benchmarks.loadgen import (
     ECHO_SUBJECT,
-    Call,
+    QUIET_LEASES,
     EchoResponder,
     PhaseResult,
     RouterProcess,
     free_port,
+    instance_names,
+    lease_payloads,
+    register_payloads,
+    request_call,
     run_phase,
     timed_request,
 )
@@ -65,7 +68,6 @@ from protocol import (
     REGISTER_SUBJECT,
     GetServiceRequest,
     InstanceStatus,
-    LeaseRequest,
     ListServicesRequest,
     RegisterRequest,
     encode_msgpack,
@@ -74,8 +76,6 @@ from sdk import ServiceClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "bench-suite-session-0001"
-QUIET_LEASES = ["--heartbeat-interval", "600", "--lease-ttl", "3600"]
-"""For sections that must not see instances expire while they run."""
 FLOOD_SERVICE = "flood-big"
 """The query flood's big service: `get` filters its instances by metadata."""
 FLOOD_CONNECTIONS = 8
@@ -83,37 +83,11 @@ FLOOD_CONNECTIONS = 8
 
 
 def _registrations(prefix: str, count: int, services: int = 100) -> list[bytes]:
-    return [
-        encode_msgpack(
-            RegisterRequest(
-                service_name=f"{prefix}-{i % services}",
-                instance_id=f"i-{i}",
-                metadata={"zone": "a", "version": "1.0.0", "index": str(i)},
-                session_id=SESSION,
-            )
-        )
-        for i in range(count)
-    ]
+    return register_payloads(instance_names(prefix, count, services), SESSION)
 
 
 def _heartbeats(prefix: str, count: int, services: int = 100) -> list[bytes]:
-    return [
-        encode_msgpack(
-            LeaseRequest(service_name=f"{prefix}-{i % services}", instance_id=f"i-{i}", session_id=SESSION)
-        )
-        for i in range(count)
-    ]
-
-
-def _requests(
-    nc: NatsClient, subject: str, payloads: list[bytes], timeout: float, *, echo: bool = False
-) -> Call:
-    """A `call(i)` for run_phase: one request with `payloads[i]` (cycling through them)."""
-
-    def call(i: int) -> Awaitable[str]:
-        return timed_request(nc, subject, payloads[i % len(payloads)], timeout, echo=echo)
-
-    return call
+    return lease_payloads(instance_names(prefix, count, services), SESSION)
 
 
 def _ratio(mine: float, base: float) -> float | None:
@@ -175,13 +149,13 @@ async def registration(quick: bool) -> list[dict[str, Any]]:
                 payloads = _registrations(f"reg{concurrency}", count)
                 base = await run_phase(
                     "echo",
-                    _requests(nc, ECHO_SUBJECT, payloads, 5, echo=True),
+                    request_call(nc, ECHO_SUBJECT, payloads, 5, echo=True),
                     concurrency=concurrency,
                     count=count,
                 )
                 mine = await run_phase(
                     "register",
-                    _requests(nc, REGISTER_SUBJECT, payloads, 5),
+                    request_call(nc, REGISTER_SUBJECT, payloads, 5),
                     concurrency=concurrency,
                     count=count,
                 )
@@ -189,7 +163,7 @@ async def registration(quick: bool) -> list[dict[str, Any]]:
             client = ServiceClient(nc=nc, heartbeat=False, retries=0)
             payloads = _registrations("sdk", count)
             base = await run_phase(
-                "echo", _requests(nc, ECHO_SUBJECT, payloads, 5, echo=True), concurrency=64, count=count
+                "echo", request_call(nc, ECHO_SUBJECT, payloads, 5, echo=True), concurrency=64, count=count
             )
 
             async def sdk_register(i: int) -> str:
@@ -210,17 +184,17 @@ async def heartbeat(quick: bool) -> list[dict[str, Any]]:
         try:
             registrations = _registrations("hb", 10_000)
             await run_phase(
-                "setup", _requests(nc, REGISTER_SUBJECT, registrations, 5), concurrency=256, count=10_000
+                "setup", request_call(nc, REGISTER_SUBJECT, registrations, 5), concurrency=256, count=10_000
             )
             beats = _heartbeats("hb", 10_000)
             base = await run_phase(
                 "echo",
-                _requests(nc, ECHO_SUBJECT, beats, 5, echo=True),
+                request_call(nc, ECHO_SUBJECT, beats, 5, echo=True),
                 concurrency=64,
                 duration=seconds,
             )
             mine = await run_phase(
-                "heartbeat", _requests(nc, HEARTBEAT_SUBJECT, beats, 5), concurrency=64, duration=seconds
+                "heartbeat", request_call(nc, HEARTBEAT_SUBJECT, beats, 5), concurrency=64, duration=seconds
             )
         finally:
             await nc.close()
@@ -236,7 +210,7 @@ async def memory(quick: bool) -> dict[str, Any]:
             payloads = _registrations("mem", count)
             before = stack.router.rss_bytes()
             result = await run_phase(
-                "register", _requests(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=count
+                "register", request_call(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=count
             )
             after = stack.router.rss_bytes()
         finally:
@@ -293,7 +267,7 @@ async def admin(quick: bool) -> list[dict[str, Any]]:
             ]
             for payloads in (one, many):
                 await run_phase(
-                    "setup", _requests(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=len(payloads)
+                    "setup", request_call(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=len(payloads)
                 )
         finally:
             await nc.close()
@@ -428,17 +402,17 @@ async def query_flood(quick: bool) -> dict[str, Any]:
                 encode_msgpack(RegisterRequest(service_name=f"one-{n:05d}", instance_id="only", session_id=SESSION))
                 for n in range(services)
             ]
-            await run_phase("setup", _requests(nc, REGISTER_SUBJECT, setup, 10), concurrency=256, count=len(setup))
+            await run_phase("setup", request_call(nc, REGISTER_SUBJECT, setup, 10), concurrency=256, count=len(setup))
             quiet = await run_phase(
                 "quiet",
-                _requests(nc, REGISTER_SUBJECT, _registrations("quiet", count), 5),
+                request_call(nc, REGISTER_SUBJECT, _registrations("quiet", count), 5),
                 concurrency=in_flight,
                 count=count,
             )
             async with _QueryFlood(stack.server.url, clients) as flood:
                 flooded = await run_phase(
                     "flooded",
-                    _requests(nc, REGISTER_SUBJECT, _registrations("flooded", count), 5),
+                    request_call(nc, REGISTER_SUBJECT, _registrations("flooded", count), 5),
                     concurrency=in_flight,
                     count=count,
                 )
@@ -469,11 +443,11 @@ async def expiry(quick: bool) -> dict[str, Any]:
         nc = await nats.connect(stack.server.url)
         try:
             payloads = _registrations("exp", count)
-            await run_phase("setup", _requests(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=count)
+            await run_phase("setup", request_call(nc, REGISTER_SUBJECT, payloads, 10), concurrency=256, count=count)
             beats = _heartbeats("exp", count)
             cpu_before, started = stack.router.cpu_seconds(), time.perf_counter()
             result = await run_phase(
-                "heartbeat", _requests(nc, HEARTBEAT_SUBJECT, beats, 10), concurrency=256, duration=seconds
+                "heartbeat", request_call(nc, HEARTBEAT_SUBJECT, beats, 10), concurrency=256, duration=seconds
             )
             cpu = stack.router.cpu_seconds() - cpu_before
             wall = time.perf_counter() - started
