@@ -345,9 +345,14 @@ async def _list_services(request: web.Request) -> web.Response:
     return await request.app[CACHE].read(request, ListServices(query))
 
 
+def _is_service_name(name: str) -> bool:
+    """`name` is a name a service could have registered under."""
+    return len(name) <= SERVICE_NAME_MAX_LENGTH and _SERVICE_NAME.match(name) is not None
+
+
 async def _get_service(request: web.Request) -> web.Response:
     name = request.match_info["service_name"]
-    if len(name) > SERVICE_NAME_MAX_LENGTH or not _SERVICE_NAME.match(name):
+    if not _is_service_name(name):
         # Not a name anything could have registered under: the same 404 as unknown.
         raise ProtocolError(
             Status.NOT_FOUND,
@@ -450,7 +455,7 @@ def _events_query(request: web.Request) -> str | None:
     if not values:
         return None
     name = values[0]
-    if len(values) > 1 or len(name) > SERVICE_NAME_MAX_LENGTH or not _SERVICE_NAME.match(name):
+    if len(values) > 1 or not _is_service_name(name):
         raise ProtocolError(
             Status.BAD_REQUEST,
             ErrorCode.INVALID_FIELD,

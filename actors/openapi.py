@@ -93,13 +93,11 @@ def _events_operation(errors: dict[str, Any]) -> dict[str, Any]:
             "summary": "The registry's change events as Server-Sent Events",
             "description": _EVENTS_DESCRIPTION,
             "parameters": [
-                {
-                    "name": "service",
-                    "in": "query",
-                    "required": False,
-                    "description": "Only this service's events (default: every service's).",
-                    "schema": _SERVICE_NAME_SCHEMA,
-                },
+                _query(
+                    "service",
+                    "Only this service's events (default: every service's).",
+                    _SERVICE_NAME_SCHEMA,
+                ),
                 {
                     "name": "Last-Event-ID",
                     "in": "header",
