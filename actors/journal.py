@@ -10,9 +10,10 @@ after `tombstone_ttl`. Each leader's first write is a term marker.
   with it, in its metadata);
 - `follow()` reads it from the start with an ordered consumer and goes on with every
   new entry, in stream order, handing each to a callback;
-- `append()` writes one drain's changes as one pipelined batch, each message
-  conditional on the stream's last sequence (`Nats-Expected-Last-Sequence`), so that
-  a leader that lost its leadership cannot write after its successor has.
+- `append()` writes one drain's changes as one atomic batch (JetStream's
+  `Nats-Batch-*` headers: all of it is stored or none), conditional on the stream's
+  last sequence (`Nats-Expected-Last-Sequence`, checked when the batch commits), so
+  that a leader that lost its leadership cannot write after its successor has.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ _NO_PEERS_FOR_PLACEMENT = 10005
 for good when --replicas exceeds the cluster's size."""
 _REPLICAS_NOT_SUPPORTED = 10074
 """Replicas asked of a JetStream server that is not clustered."""
+MAX_BATCH = 1000
+"""Messages in one atomic batch at most (JetStream's limit); a drain with more
+changes is stored as several batches, each conditional on the one before."""
 
 
 class JournalError(RuntimeError):
@@ -120,18 +124,6 @@ class Write:
     stored: StoredInstance | None
 
 
-class _Batch:
-    """The acks of one pipelined append."""
-
-    __slots__ = ("done", "error", "expected", "received")
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.received = 0
-        self.error: dict[str, Any] | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
 class Journal:
     """The registry's stream over one NATS connection (see the module)."""
 
@@ -141,9 +133,6 @@ class Journal:
         self._prefix = self.config.subject_prefix
         self._js = nc.jetstream()
         self._follower: Subscription | None = None
-        self._ack_prefix: str | None = None
-        self._batches: dict[str, _Batch] = {}
-        self._next_batch = 0
         self.refused: str | None = None
         """A permission violation about JetStream that the server reported (the
         connection's error callback sets it: see `note_error`)."""
@@ -173,6 +162,11 @@ class Journal:
                 f"stream {self.config.stream} exists but was not made by ipc-router; "
                 "choose another name with --stream"
             )
+        if not config.get("allow_atomic"):
+            raise JournalError(
+                f"stream {self.config.stream} does not allow atomic batch writes, which "
+                "fence off a deposed leader; set allow_atomic on it (nats-server 2.12 or later)"
+            )
         if config.get("num_replicas", 1) != self.config.replicas:
             log.warning(
                 "stream_replicas_differ",
@@ -200,6 +194,7 @@ class Journal:
             "storage": "file",
             "num_replicas": self.config.replicas,
             "allow_msg_ttl": True,
+            "allow_atomic": True,
             "duplicate_window": 1_000_000_000,  # ns; we never rely on de-duplication
             "metadata": {
                 "ipc_router_epoch": secrets.token_hex(8),
@@ -346,59 +341,52 @@ class Journal:
     async def _append(
         self, messages: list[tuple[str, bytes, dict[str, str] | None]], expected_last: int
     ) -> int:
-        prefix = await self._acks()
-        self._next_batch += 1
-        batch_id = str(self._next_batch)
-        batch = _Batch(1)
-        self._batches[batch_id] = batch
+        for start in range(0, len(messages), MAX_BATCH):
+            await self._commit(messages[start : start + MAX_BATCH], expected_last + start)
+        return expected_last + len(messages)
+
+    async def _commit(
+        self, messages: list[tuple[str, bytes, dict[str, str] | None]], expected_last: int
+    ) -> None:
+        """Store `messages` as one atomic batch, if the stream's last sequence is still
+        `expected_last` when it commits. Only the commit is acknowledged."""
+        batch = secrets.token_hex(8)
         last = len(messages) - 1
-        try:
-            publish = self._nc.publish
-            for index, (subject, data, extra) in enumerate(messages):
-                headers = {"Nats-Expected-Last-Sequence": str(expected_last + index)}
-                if extra:
-                    headers.update(extra)
-                # Only the last write asks for an acknowledgement: each write is
-                # conditional on the one before, so if any failed (or was lost), so
-                # does the last; if the last is stored, all are.
-                reply = f"{prefix}{batch_id}.{index}" if index == last else ""
-                await publish(subject, data, reply=reply, headers=headers)
+        for index, (subject, data, extra) in enumerate(messages):
+            headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index + 1)}
+            if index == 0:  # (JetStream allows it on the first message only)
+                headers["Nats-Expected-Last-Sequence"] = str(expected_last)
+            if extra:
+                headers |= extra
+            if index < last:
+                await self._nc.publish(subject, data, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
             try:
-                await asyncio.wait_for(asyncio.shield(batch.done), self.config.ack_timeout)
-            except TimeoutError:
+                ack = await self._nc.request(
+                    subject, data, timeout=self.config.ack_timeout, headers=headers
+                )
+            except nats.errors.TimeoutError:
                 raise JournalError(
                     f"{len(messages)} writes not acknowledged within {self.config.ack_timeout} s"
                 ) from None
-        finally:
-            self._batches.pop(batch_id, None)
-        if batch.error is not None:
-            description = str(batch.error.get("description", batch.error))
-            if batch.error.get("err_code") == _WRONG_LAST_SEQUENCE:
-                raise Fenced(f"the stream moved on: {description}", _last_sequence(description))
-            raise JournalError(f"JetStream refused a write: {description}")
-        return expected_last + len(messages)
+            except nats.errors.NoRespondersError:
+                raise JournalError(f"no stream stores {subject}: was the stream deleted?") from None
+            _check_ack(ack.data)
 
-    async def _acks(self) -> str:
-        if self._ack_prefix is None:
-            prefix = self._nc.new_inbox() + "."
-            await self._nc.subscribe(prefix + "*.*", cb=self._on_ack)
-            self._ack_prefix = prefix
-        return self._ack_prefix
 
-    async def _on_ack(self, msg: Msg) -> None:
-        assert self._ack_prefix is not None
-        batch_id, _, _ = msg.subject[len(self._ack_prefix) :].partition(".")
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            return  # a batch that timed out
-        batch.received += 1
-        if b'"error"' in msg.data and batch.error is None:
-            try:
-                batch.error = json.loads(msg.data)["error"]
-            except (ValueError, KeyError, TypeError):
-                batch.error = {"description": msg.data[:200].decode(errors="replace")}
-        if batch.received >= batch.expected and not batch.done.done():
-            batch.done.set_result(None)
+def _check_ack(data: bytes) -> None:
+    """Raise what JetStream's acknowledgement of a commit says went wrong, if anything."""
+    if b'"error"' not in data:
+        return
+    try:
+        error: dict[str, Any] = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"description": data[:200].decode(errors="replace")}
+    description = str(error.get("description", error))
+    if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+        raise Fenced(f"the stream moved on: {description}", _last_sequence(description))
+    raise JournalError(f"JetStream refused a write: {description}")
 
 
 def _last_sequence(description: str) -> int | None:
