@@ -138,6 +138,7 @@ _POLICY = LeasePolicy()
 _LIMITS = RegistryLimits()
 _ADMIN = AdminLimits()
 _JOURNAL = JournalConfig()
+_ROUTER = RouterConfig()
 
 OPTIONS: tuple[Option, ...] = (
     Option("serve", "--nats-url", "NATS server URL", note="; default: start the bundled nats-server"),
@@ -167,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "serve", "--failover-after",
         "seconds without the leader's renewal before a standby takes over",
-        "0.5", _seconds,
+        str(_ROUTER.failover_after), _seconds,
     ),
     Option("serve", "--nats-user", group=NATS_AUTH),
     Option("serve", "--nats-password", note=_PREFER_ENV, group=NATS_AUTH),
@@ -219,7 +220,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "serve", "--mailbox-size",
-        "requests queued for the registry before 503 router_unavailable", "10000", _positive,
+        "requests queued for the registry before 503 router_unavailable",
+        str(_ROUTER.registry_mailbox_size), _positive,
     ),
     Option(
         "serve", "--admin-max-connections",
