@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from actors.actor import ActorDeadError, ActorRef, AskTimeoutError, MailboxFullError, MailboxStats
+from actors.actor import ActorRef, MailboxStats
 from actors.event_feed import EventFeedClient, EventFeedStats
 from actors.latency import HistogramSnapshot
 from actors.leadership import Role
@@ -42,7 +42,6 @@ __all__ = [
 
 _PREFIX = "ipc_router"
 _LANES = ("urgent", "normal", "low")
-_UNAVAILABLE = (ActorDeadError, MailboxFullError, AskTimeoutError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ async def gather(sources: MetricsSources) -> MetricsSnapshot:
     started = time.perf_counter()
     registry_status, gateway, feed, connections = await asyncio.gather(
         sources.registry.status(),
-        _gateway_stats(sources.nats_gateway),
+        sources.nats_gateway.stats(),
         sources.event_feed.stats() if sources.event_feed is not None else _none(),
         sources.connections() if sources.connections is not None else _none(),
     )
@@ -115,13 +114,6 @@ async def render(sources: MetricsSources, accept: str | None = None) -> tuple[by
 
 async def _none() -> None:
     return None
-
-
-async def _gateway_stats(gateway: NatsGatewayClient) -> NatsGatewayStats | None:
-    try:
-        return await gateway.stats()
-    except _UNAVAILABLE:
-        return None
 
 
 class SnapshotCollector(Collector):

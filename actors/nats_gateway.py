@@ -102,6 +102,11 @@ class _Meter:
         self.latency.observe(seconds)
 
 
+class IsConnected(Message, frozen=True):
+    """Ask: whether the NATS connection is up (what `/healthz` wants, without the
+    stats)."""
+
+
 class GetStats(Message, frozen=True):
     """-> `NatsGatewayStats`."""
 
@@ -449,6 +454,8 @@ class NatsGateway(Actor):
                         events_subject(event.instance.service_name), encode_msgpack(event)
                     )
                 self._events_published += len(message.events)
+            elif kind is IsConnected:
+                self.resolve(envelope, self._nc is not None and self._nc.is_connected)
             elif kind is GetStats:
                 self.resolve(envelope, self._stats())
             elif kind is ServeWrites:
@@ -566,18 +573,19 @@ class NatsGatewayClient:
     def __init__(self, ref: ActorRef) -> None:
         self.ref = ref
 
-    async def stats(self, timeout: float = 2.0) -> NatsGatewayStats:
-        """What the gateway has seen, and whether it is connected.
-
-        Raises:
-            ActorDeadError: the gateway is not running.
-        """
-        stats: NatsGatewayStats = await self.ref.ask(GetStats(), timeout)
+    async def stats(self, timeout: float = 2.0) -> NatsGatewayStats | None:
+        """What the gateway has seen, and whether it is connected (None when it does
+        not run or does not answer)."""
+        try:
+            stats: NatsGatewayStats = await self.ref.ask(GetStats(), timeout, lane=Lane.URGENT)
+        except (ActorDeadError, MailboxFullError, TimeoutError):
+            return None
         return stats
 
     async def connected(self) -> bool:
         """True while the gateway runs and its NATS connection is up."""
         try:
-            return (await self.stats()).connected
+            connected: bool = await self.ref.ask(IsConnected(), 2.0, lane=Lane.URGENT)
         except (ActorDeadError, TimeoutError):
             return False
+        return connected

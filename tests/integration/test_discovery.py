@@ -28,7 +28,7 @@ from protocol import (
     events_subject,
 )
 from sdk import ServiceClient
-from tests.support.actors import incarnation
+from tests.support.actors import gateway_stats, incarnation
 from tests.support.nats_requests import nats_request
 from tests.support.waiting import eventually
 
@@ -209,7 +209,7 @@ async def test_a_change_costs_one_publish_however_many_watch_it(
     router: Router, nats_server: NatsServerProcess, client: ServiceClient
 ) -> None:
     caches = [await client.discover("orders") for _ in range(20)]
-    before = (await router.nats_gateway.stats()).events_published
+    before = (await gateway_stats(router.nats_gateway)).events_published
     try:
         for n in range(10):
             await client.register("orders", f"i-{n}")
@@ -218,7 +218,7 @@ async def test_a_change_costs_one_publish_however_many_watch_it(
     finally:
         for cache in caches:
             await cache.close()
-    assert (await router.nats_gateway.stats()).events_published - before == 10
+    assert (await gateway_stats(router.nats_gateway)).events_published - before == 10
 
 
 async def test_watch_yields_events_as_they_happen(

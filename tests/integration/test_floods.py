@@ -27,6 +27,7 @@ from protocol import (
     encode_msgpack,
 )
 from sdk import ServiceClient
+from tests.support.actors import gateway_stats
 from tests.support.routers import InProcessRouters
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,7 +97,7 @@ async def test_big_payloads_never_reach_the_router_nor_cost_a_heartbeat(
                 await attacker.flush()
         await attacker.flush()
         instances = await services.get_instances("flooded")
-    stats = await router.nats_gateway.stats()
+    stats = await gateway_stats(router.nats_gateway)
     assert stats.connected
     assert len(instances) == 200
     assert unhealthy.count == 0

@@ -24,7 +24,7 @@ from sdk import (
     RouterUnavailableError,
     ServiceClient,
 )
-from tests.support.actors import incarnation
+from tests.support.actors import gateway_stats, incarnation
 from tests.support.nats_requests import nats_request
 from tests.support.network import free_port
 
@@ -247,7 +247,7 @@ async def test_request_without_reply_subject_is_dropped_and_counted(
     await nc.flush()
     # A request that does get a reply, sent after, proves the first was processed.
     await nats_request(nc, REGISTER_SUBJECT, {"service_name": "c", "instance_id": "d"})
-    assert (await router.nats_gateway.stats()).dropped_without_reply == 1
+    assert (await gateway_stats(router.nats_gateway)).dropped_without_reply == 1
 
 
 async def test_many_concurrent_clients_each_register_once(

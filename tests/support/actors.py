@@ -4,6 +4,7 @@ ref points at."""
 from __future__ import annotations
 
 from actors.actor import Actor, ActorRef
+from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
 
 
 def bound_actor(ref: ActorRef) -> Actor | None:
@@ -16,3 +17,10 @@ def incarnation(ref: ActorRef) -> Actor:
     actor = bound_actor(ref)
     assert actor is not None, f"{ref.id} is not running"
     return actor
+
+
+async def gateway_stats(gateway: NatsGatewayClient) -> NatsGatewayStats:
+    """The NATS gateway's stats, which must be available."""
+    stats = await gateway.stats()
+    assert stats is not None, "the NATS gateway did not answer"
+    return stats

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 
 from actors.app import Router
 from protocol import REGISTER_SUBJECT, ListServicesRequest
-from tests.support.actors import incarnation
+from tests.support.actors import gateway_stats, incarnation
 from tests.support.hostile_nats.oracle import SUBJECTS, RegistryModel, check_reply
 from tests.support.hostile_nats.payloads import pack
 from tests.support.nats_requests import REQUEST_TIMEOUT, nats_request, show
@@ -64,10 +64,10 @@ class Harness:
 
     @classmethod
     async def start(cls, router: Router, nc: NatsClient) -> Harness:
-        return cls(router, nc, (await router.nats_gateway.stats()).dropped_without_reply)
+        return cls(router, nc, (await gateway_stats(router.nats_gateway)).dropped_without_reply)
 
     async def dropped_without_reply(self) -> int:
-        return (await self.router.nats_gateway.stats()).dropped_without_reply
+        return (await gateway_stats(self.router.nats_gateway)).dropped_without_reply
 
     async def request(
         self, subject: str, payload: bytes, *, timeout: float = REQUEST_TIMEOUT
