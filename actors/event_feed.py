@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Lane, MailboxFullError, Message
-from actors.errors import StartupError
+from actors.nats_connection import connect_at_start
 from protocol import (
     EVENTS_WILDCARD,
     ProtocolError,
@@ -43,7 +43,7 @@ from protocol import (
     encode_json,
     events_subject,
 )
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
+from sdk.connection import GuardedClient, NatsAuth, redact
 
 __all__ = [
     "DEFAULT_KEEPALIVE",
@@ -308,20 +308,17 @@ class EventFeed(Actor):
 
     async def on_start(self) -> None:
         self._nc = GuardedClient()
-        try:
-            await connect(
-                self._nc,
-                self._url,
-                auth=self._auth,
-                timeout=self._startup_timeout,
-                error_cb=self._on_error,
-                name="ipc-router-events",
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
-            )
-        except NatsConnectError as error:
-            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
+        await connect_at_start(
+            self._nc,
+            self._url,
+            auth=self._auth,
+            timeout=self._startup_timeout,
+            error_cb=self._on_error,
+            name="ipc-router-events",
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
 
     async def on_stop(self) -> None:
         self._stopping = True

@@ -35,7 +35,8 @@ from nats.js.kv import KeyValue
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Lane, MailboxFullError, Message
 from actors.errors import StartupError
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
+from actors.nats_connection import connect_at_start
+from sdk.connection import GuardedClient, NatsAuth
 
 __all__ = [
     "Elected",
@@ -136,13 +137,10 @@ class LeaderElector(Actor):
 
     async def on_start(self) -> None:
         self._nc = GuardedClient()
-        try:
-            await connect(
-                self._nc, self._url, auth=self._auth, timeout=self._startup_timeout,
-                name="ipc-router-leadership",
-            )  # fmt: skip
-        except NatsConnectError as error:
-            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
+        await connect_at_start(
+            self._nc, self._url, auth=self._auth, timeout=self._startup_timeout,
+            name="ipc-router-leadership",
+        )  # fmt: skip
         js = self._nc.jetstream()
         for attempt in range(40):
             try:

@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.errors import StartupError
 from actors.latency import HistogramSnapshot, LatencyHistogram
+from actors.nats_connection import connect_at_start
 from actors.registry import (
     Deregister,
     EventBatch,
@@ -57,7 +58,7 @@ from protocol import (
     events_subject,
     peek_nonce,
 )
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect, redact
+from sdk.connection import GuardedClient, NatsAuth, redact
 
 __all__ = [
     "GetStats",
@@ -319,23 +320,20 @@ class NatsGateway(Actor):
 
     async def on_start(self) -> None:
         self._nc = GuardedClient()
-        try:
-            await connect(
-                self._nc,
-                self._url,
-                auth=self._auth,
-                timeout=self._startup_timeout,
-                error_cb=self._on_error,
-                name=self._client_name,
-                # Reply subjects come from the server's protocol parser and event
-                # subjects from validated service names: nothing to re-check per publish.
-                skip_subject_validation=True,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
-            )
-        except NatsConnectError as error:
-            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
+        await connect_at_start(
+            self._nc,
+            self._url,
+            auth=self._auth,
+            timeout=self._startup_timeout,
+            error_cb=self._on_error,
+            name=self._client_name,
+            # Reply subjects come from the server's protocol parser and event
+            # subjects from validated service names: nothing to re-check per publish.
+            skip_subject_validation=True,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
         self._max_reply = self._nc.max_payload
         await self._check_presence()
         for route in self._routes:

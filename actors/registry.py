@@ -38,6 +38,7 @@ from actors.journal import (
 )
 from actors.latency import HistogramSnapshot, LatencyHistogram
 from actors.leadership import Elected, LeaseRenewed, LostLeadership, Resign, Role
+from actors.nats_connection import connect_at_start
 from actors.registry_state import RegistryState, Transition
 from actors.stall import StallClock
 from protocol import (
@@ -58,7 +59,7 @@ from protocol import (
     Status,
 )
 from protocol.stored import TermMarker, decode_stored_instance, parse_instance_subject
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
+from sdk.connection import GuardedClient, NatsAuth
 
 __all__ = [
     "UNCHANGED",
@@ -398,14 +399,11 @@ class RegistryActor(Actor):
 
     async def _open_stream(self, store: StreamStore) -> None:
         self._nc = GuardedClient()
-        try:
-            await connect(
-                self._nc, store.nats_url, auth=store.auth, timeout=10.0,
-                name="ipc-router-registry", closed_cb=self._on_closed,
-                error_cb=self._on_error,
-            )  # fmt: skip
-        except NatsConnectError as error:
-            raise StartupError(f"{error}; check --nats-url and the NATS credentials") from None
+        await connect_at_start(
+            self._nc, store.nats_url, auth=store.auth, timeout=10.0,
+            name="ipc-router-registry", closed_cb=self._on_closed,
+            error_cb=self._on_error,
+        )  # fmt: skip
         self._journal = Journal(self._nc, store.journal)
         try:
             facts = await self._journal.open()
