@@ -35,8 +35,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Lane, MailboxFullError, Message
-from actors.nats_connection import connect_at_start
+from actors.nats_connection import connect_at_start, refusal
 from protocol import (
+    EVENTS_PREFIX,
     EVENTS_WILDCARD,
     ProtocolError,
     decode_event,
@@ -567,8 +568,7 @@ class EventFeed(Actor):
         if isinstance(error, nats.errors.SlowConsumerError):
             self._tell_gap("NATS dropped events for the feed (slow consumer)", resync=True)
             return
-        text = str(error).lower()
-        if "permissions violation" in text and "ipc.registry.events" in text:
+        if refusal(error, EVENTS_PREFIX) is not None:
             log.error(
                 "event_feed_refused",
                 error=str(error),

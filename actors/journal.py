@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from actors.nats_connection import refusal
 from protocol import encode_msgpack
 from protocol.stored import (
     FORGET_HEADER,
@@ -140,9 +141,9 @@ class Journal:
     def note_error(self, error: Exception) -> None:
         """For the connection's error callback: remember a refusal of JetStream, so that
         a call that then gets no answer says why."""
-        text = str(error)
-        if "permissions violation" in text.lower() and "$js" in text.lower():
-            self.refused = text
+        refused = refusal(error, "$JS")
+        if refused is not None:
+            self.refused = refused
 
     # -- the stream ----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from nats.aio.subscription import Subscription
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
 from actors.errors import StartupError
 from actors.latency import HistogramSnapshot, LatencyHistogram
-from actors.nats_connection import connect_at_start
+from actors.nats_connection import connect_at_start, refusal
 from actors.registry import (
     Deregister,
     EventBatch,
@@ -309,8 +309,8 @@ class NatsGateway(Actor):
         self._nc: GuardedClient | None = None
         self._self: ActorRef = self.ref
         self._stopping = False
-        self._violations: list[str] = []
-        """The last permission violations the server reported (lower case)."""
+        self._presence_refused: str | None = None
+        """What the server said when it refused this router the presence subject."""
         self._dropped_without_reply = 0
         self._dropped_slow = 0
         self._slow_logged_at = float("-inf")
@@ -406,12 +406,11 @@ class NatsGateway(Actor):
         await self._nc.flush()
         await asyncio.sleep(self._presence_wait)  # as long as other routers take to answer
         await probe.unsubscribe()
-        refused = [v for v in self._violations if ROUTER_PRESENCE_SUBJECT in v]
-        if refused:
+        if self._presence_refused is not None:
             # Without it a second router could start unnoticed and split the registry.
             raise StartupError(
                 f"the NATS server refused this router the subject {ROUTER_PRESENCE_SUBJECT} "
-                f"({refused[0]}): grant the router user publish and subscribe on it (see "
+                f"({self._presence_refused}): grant the router user publish and subscribe on it (see "
                 "deploy/nats-server.conf)"
             )
         for other in others:
@@ -537,10 +536,9 @@ class NatsGateway(Actor):
         return on_request
 
     async def _on_error(self, error: Exception) -> None:
-        text = str(error).lower()
-        if "permissions violation" in text:
-            self._violations.append(text)
-            del self._violations[:-10]
+        refused = refusal(error, ROUTER_PRESENCE_SUBJECT)
+        if refused is not None:
+            self._presence_refused = refused
         if isinstance(error, nats.errors.SlowConsumerError):
             # One per dropped message under a flood: counted, logged once a second.
             self._dropped_slow += 1
