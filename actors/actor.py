@@ -176,7 +176,6 @@ class Actor:
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._stop_requested = False
         self._rejected_full = 0
         self._replies_dropped = 0
         self.failure: BaseException | None = None
@@ -301,7 +300,6 @@ class Actor:
             return
         if self._accepting:
             self._accepting = False
-            self._stop_requested = True
             self._wake()
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
@@ -345,7 +343,7 @@ class Actor:
             # urgent message behind a backlog of low ones, say) is in the next drain.
             await asyncio.sleep(0)
         while not (lanes[0] or lanes[1] or lanes[2]):
-            if self._stop_requested:
+            if not self._accepting:  # stop() was called: the mailbox is drained
                 return None
             self._wakeup = asyncio.get_running_loop().create_future()
             try:

@@ -101,7 +101,6 @@ class StreamFacts:
     cursor_secret: bytes
     last_sequence: int
     messages: int
-    replicas: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +180,6 @@ class Journal:
             cursor_secret=bytes.fromhex(metadata["ipc_router_cursor_secret"]),
             last_sequence=int(state.get("last_seq", 0)),
             messages=int(state.get("messages", 0)),
-            replicas=int(config.get("num_replicas", 1)),
         )
 
     async def _create(self) -> dict[str, Any]:

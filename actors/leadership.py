@@ -40,7 +40,6 @@ from sdk.connection import GuardedClient, NatsAuth
 
 __all__ = [
     "Elected",
-    "GetRole",
     "LeaderElector",
     "LeaseRenewed",
     "LostLeadership",
@@ -86,10 +85,6 @@ class Resign(Message, frozen=True):
     """From the registry: its writes were fenced off; give the leadership up."""
 
     reason: str
-
-
-class GetRole(Message, frozen=True):
-    """-> `Role`."""
 
 
 class _Tick(Message, frozen=True):
@@ -196,8 +191,6 @@ class LeaderElector(Actor):
                 if self._role is Role.LEADER:
                     await self._give_up(f"resigned: {reason}")
                 return None
-            case GetRole():
-                return self._role
             case _:
                 raise TypeError(f"leader elector cannot handle {type(message).__name__}")
 

@@ -307,9 +307,6 @@ class RegistryActor(Actor):
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
-    async def handle(self, message: Any) -> Any:
-        return self.dispatch(message)
-
     def dispatch(self, message: Any) -> Any:
         """Apply one message to the state; every transition starts here."""
         state = self.state
@@ -370,10 +367,9 @@ class RegistryActor(Actor):
         for envelope in batch:
             try:
                 outcomes.append(self.dispatch(envelope.message))
-            except ProtocolError as error:
+            except self.caller_errors as error:
                 if envelope.reply is None:
-                    self.reject(envelope, error)
-                    raise
+                    raise  # nobody to answer: it ends the actor like any other failure
                 outcomes.append(_Failed(error))
             except Exception as error:
                 self.reject(envelope, error)

@@ -41,8 +41,6 @@ class StallClock:
         self._last = monotonic()
         self.stalled = 0.0
         """Seconds left out so far."""
-        self.stalls = 0
-        """Stalls seen so far."""
         self._ticker: asyncio.TimerHandle | None = None
 
     def __call__(self) -> float:
@@ -53,7 +51,6 @@ class StallClock:
             # is time the process did not run.
             lost = gap - self.tick
             self.stalled += lost
-            self.stalls += 1
             log.warning(
                 "event_loop_stalled",
                 seconds=round(lost, 3),

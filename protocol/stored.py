@@ -19,7 +19,6 @@ __all__ = [
     "StoredInstance",
     "TermMarker",
     "decode_stored_instance",
-    "decode_term_marker",
     "instance_subject",
     "parse_instance_subject",
     "term_subject",
@@ -57,7 +56,6 @@ class TermMarker(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _instance_decoder = msgspec.msgpack.Decoder(StoredInstance)
-_term_decoder = msgspec.msgpack.Decoder(TermMarker)
 
 
 def decode_stored_instance(data: bytes) -> StoredInstance:
@@ -65,9 +63,6 @@ def decode_stored_instance(data: bytes) -> StoredInstance:
     return _instance_decoder.decode(data)
 
 
-def decode_term_marker(data: bytes) -> TermMarker:
-    """Decode a term marker (raises `msgspec.DecodeError` / `ValidationError`)."""
-    return _term_decoder.decode(data)
 
 
 def instance_subject(prefix: str, service_name: str, instance_id: str) -> str:

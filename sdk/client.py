@@ -633,10 +633,6 @@ class ServiceClient:
         if self._heartbeat_enabled and not self._closing:
             self._leases.start()
 
-    async def _stop_heartbeats(self) -> None:
-        # Only tests/integration/test_leases.py calls it now: kept for it.
-        await self._leases.stop()
-
     def _on_sigterm(self) -> None:
         async def leave_then_exit() -> None:
             try:

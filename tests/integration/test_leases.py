@@ -174,7 +174,7 @@ async def test_instance_claimed_by_another_client_while_forgotten_is_given_up(
 ) -> None:
     async with ServiceClient(nats_server.url) as first, ServiceClient(nats_server.url) as second:
         await first.register("orders", "orders-1")
-        await first._stop_heartbeats()  # hold the first client's beats for the set-up
+        await first._leases.stop()  # hold the first client's beats for the set-up
         old = incarnation(router.registry.ref)
         old.crash(RuntimeError("injected fault"))
         await eventually(lambda: restarted(router, old))

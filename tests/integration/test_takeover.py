@@ -85,7 +85,7 @@ async def test_the_old_holder_gives_the_id_up_when_its_heartbeat_is_refused(
 ) -> None:
     async with ServiceClient(nats_server.url) as old, ServiceClient(nats_server.url) as new:
         await old.register("orders", "orders-1")
-        await old._stop_heartbeats()  # paused, as by a long GC or a SIGSTOP
+        await old._leases.stop()  # paused, as by a long GC or a SIGSTOP
         await new.register("orders", "orders-1")  # waits the old lease out, takes over
         old._start_heartbeats()  # its next heartbeat: 403 -> it gives the id up
         await eventually(lambda: old.registered == [], timeout=10, what="the old holder to give up")
