@@ -118,6 +118,8 @@ class LeaderElector(Actor):
         self.tick = failover_after / 5
         self._startup_timeout = startup_timeout
         self.router_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._value = json.dumps({"router": self.router_id}).encode()
+        """What this router writes in the leadership key."""
         self._nc: GuardedClient | None = None
         self._kv: KeyValue | None = None
         self._role = Role.STANDBY
@@ -222,12 +224,11 @@ class LeaderElector(Actor):
         assert self._kv is not None
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        value = json.dumps({"router": self.router_id}).encode()
         try:
             if revision is None:
-                term = await self._kv.create(_KEY, value)
+                term = await self._kv.create(_KEY, self._value)
             else:
-                term = await self._kv.update(_KEY, value, last=revision)
+                term = await self._kv.update(_KEY, self._value, last=revision)
         except (KeyWrongLastSequenceError, nats.errors.Error, OSError) as error:
             log.debug("campaign_lost", error=repr(error))
             self._seen_at = loop.time()  # somebody moved: watch again from now
@@ -243,9 +244,8 @@ class LeaderElector(Actor):
         assert self._kv is not None
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        value = json.dumps({"router": self.router_id}).encode()
         try:
-            self._revision = await self._kv.update(_KEY, value, last=self._revision)
+            self._revision = await self._kv.update(_KEY, self._value, last=self._revision)
         except KeyWrongLastSequenceError:
             await self._give_up("another router took the leadership")
             return

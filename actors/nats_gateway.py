@@ -228,15 +228,13 @@ class _ReplyVia:
         self.meter = meter
         self.started = started
 
-    def resolve(self, value: Any) -> None:
+    def _send(self, outcome: Any) -> None:
+        # (The gateway wraps a value, never an error: see `handle_batch`.)
         self.gateway.tell(
-            SendReply(self.reply_to, value, self.wrap, self.nonce, self.meter, self.started)
+            SendReply(self.reply_to, outcome, self.wrap, self.nonce, self.meter, self.started)
         )
 
-    def reject(self, error: BaseException) -> None:
-        self.gateway.tell(
-            SendReply(self.reply_to, error, None, self.nonce, self.meter, self.started)
-        )
+    resolve = reject = _send
 
 
 def _reply_body(outcome: Any, nonce: str | None = None) -> tuple[bytes, int]:
@@ -340,8 +338,9 @@ class NatsGateway(Actor):
             if not route.write:
                 await self._subscribe(route)
         if self._presence.mode == "memory" or await self._registry_leads():
-            await self._serve_writes(True)
-        await self._nc.flush()
+            await self._serve_writes(True)  # (which flushes)
+        else:
+            await self._nc.flush()
         log.info("nats_gateway_ready", url=redact(self._url), mode=self._presence.mode)
 
     async def _subscribe(self, route: _Route) -> Subscription:
