@@ -46,15 +46,16 @@ def _json_line(event: MutableMapping[str, Any], **_: Any) -> str:
 
 
 class _Redact:
-    """Replaces each secret in every string of an event (nested too). Runs only on
-    lines from other libraries and lines with an exception: our own lines carry
-    known fields, and the hot path must not pay for a walk."""
+    """Replaces each secret in every string of an event (nested too). `always`: on
+    every line (those of other libraries); otherwise only on lines with an exception:
+    our own lines carry known fields, and the hot path must not pay for a walk."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    def __init__(self, secrets: list[str], *, always: bool) -> None:
+        self._secrets = secrets
+        self._always = always
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if self._secrets and (event.get("_foreign") or "exception" in event):
+        if self._secrets and (self._always or "exception" in event):
             for key, value in list(event.items()):
                 event[key] = self._clean(value)
         return event
@@ -96,16 +97,6 @@ def _is_http_parse_error(error: BaseException) -> bool:
     return isinstance(error, HttpProcessingError)
 
 
-def _mark_foreign(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["_foreign"] = True
-    return event
-
-
-def _unmark(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event.pop("_foreign", None)
-    return event
-
-
 def configure_logging(
     log_format: LogFormat = "console",
     level: str = "info",
@@ -117,41 +108,45 @@ def configure_logging(
     (stderr). `cache` keeps each logger after its first use (fast; but later
     reconfiguration no longer reaches it). `secrets` never appear in a line."""
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
-    redact = _Redact(secrets)
+    kept = sorted({s for s in secrets if s}, key=len, reverse=True)
     shared: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: list[structlog.typing.Processor]
-    if log_format == "json":
-        renderer = [
-            # Never local variables in tracebacks: they hold session ids and tokens.
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
-            redact,
-            _unmark,
-            # msgspec's encoder: a registration is logged per request, on the hot path.
-            structlog.processors.JSONRenderer(serializer=_json_line),
-        ]
-    else:
-        renderer = [
-            # Rendered to plain text first (no local variables), so that the redaction
-            # sees the traceback too.
-            structlog.processors.format_exc_info,
-            redact,
-            _unmark,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ]
     structlog.configure(
-        processors=[*shared, *renderer],
+        processors=[*shared, *_renderer(log_format, _Redact(kept, always=False))],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         # A text stream in all but name: typeshed's TextIO is a protocol no class
         # outside `io` can claim.
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=cache,
     )
-    _route_standard_logging(numeric_level, shared, renderer)
+    # Every line of the standard library's loggers comes from another library: all
+    # are redacted.
+    _route_standard_logging(
+        numeric_level, shared, _renderer(log_format, _Redact(kept, always=True))
+    )
+
+
+def _renderer(log_format: LogFormat, redact: _Redact) -> list[structlog.typing.Processor]:
+    """The processors that render an event as a line, `redact` just before the last."""
+    if log_format == "json":
+        return [
+            # Never local variables in tracebacks: they hold session ids and tokens.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            redact,
+            # msgspec's encoder: a registration is logged per request, on the hot path.
+            structlog.processors.JSONRenderer(serializer=_json_line),
+        ]
+    return [
+        # Rendered to plain text first (no local variables), so that the redaction
+        # sees the traceback too.
+        structlog.processors.format_exc_info,
+        redact,
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+    ]
 
 
 def _route_standard_logging(
@@ -159,9 +154,10 @@ def _route_standard_logging(
     shared: list[structlog.typing.Processor],
     renderer: list[structlog.typing.Processor],
 ) -> None:
-    """Lines of the standard library's loggers go through the same processors."""
+    """Lines of the standard library's loggers go through the same processors as
+    structlog's (`renderer` redacting every line)."""
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[_mark_foreign, *shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     )
     handler = _RouterHandler(cast(TextIO, _CurrentStderr()))
