@@ -234,7 +234,6 @@ class RegistryState:
         self._offline: dict[_Record, None] = {}
         """OFFLINE records in the order they went OFFLINE (an ordered set): the oldest
         is forgotten early when they would outnumber `limits.max_instances`."""
-        self.offline = 0
         self._cursor_secret = cursor_secret or secrets.token_bytes(16)
         self._clock = clock
         self._wall = wall_clock
@@ -300,9 +299,7 @@ class RegistryState:
             renewed=now,
             deadline=now + self.policy.lease_ttl,
         )
-        service.add(record)
-        self._count(service, ONLINE, +1)
-        self.live += 1
+        self._insert(service, record)
         self._push(record)
         if replaced:
             view = self._note(record, UNHEALTHY, EventType.REPLACED, "taken over by a new client")
@@ -399,13 +396,7 @@ class RegistryState:
                 deadline=math.inf,
                 offline_at=stored.offline_at,
             )
-            service.add(record)
-            self._count(service, record.status, +1)
-            if record.status is OFFLINE:
-                self.offline += 1
-                self._offline[record] = None
-            else:
-                self.live += 1
+            self._insert(service, record)
         self.revision = revision
 
     def skip_to(self, revision: int) -> None:
@@ -436,6 +427,11 @@ class RegistryState:
                     (record.deadline, next(self._sequence), record.generation, record)
                 )
         heapq.heapify(self._deadlines)
+
+    @property
+    def offline(self) -> int:
+        """OFFLINE records held."""
+        return len(self._offline)
 
     @property
     def services(self) -> int:
@@ -676,11 +672,19 @@ class RegistryState:
         if not service.instances:
             self._remove_service(record.service_name, service)
 
+    def _insert(self, service: _Service, record: _Record) -> None:
+        """Put a new record in every structure but the heap (`_drop` undoes it)."""
+        service.add(record)
+        self._count(service, record.status, +1)
+        if record.status is OFFLINE:
+            self._offline[record] = None
+        else:
+            self.live += 1
+
     def _drop(self, service: _Service, record: _Record) -> None:
         """Take a record out of every structure (its heap entry goes stale)."""
         record.generation = -1
         if record.status is OFFLINE:
-            self.offline -= 1
             del self._offline[record]
         else:
             self.live -= 1
@@ -691,7 +695,6 @@ class RegistryState:
         old = record.status
         record.offline_at = self._wall() - (self._clock() - since)
         self._set_status(record, OFFLINE)
-        self.offline += 1
         self._offline[record] = None
         while self.offline > self.limits.max_instances:
             # Register/deregister churn must not hold memory without bound: forget the
