@@ -37,7 +37,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from tqdm import tqdm  # the bench extra: without it, importing this module fails
 
-from actors.embedded_nats import NatsServerProcess
+from actors.embedded_nats import NatsServerProcess, free_port
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
@@ -227,15 +227,6 @@ def request_call(
 
 
 # -- processes ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def router_command() -> list[str]:
