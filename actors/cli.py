@@ -79,6 +79,13 @@ def _default_data_dir() -> str:
     return str(Path(base) / "ipc-router")
 
 
+def _data_dir(given: str | None) -> Path | None:
+    """`--data-dir` as given, the default when not given; none (a temporary store)
+    when given empty."""
+    chosen = _default_data_dir() if given is None else given
+    return Path(chosen).expanduser() if chosen else None
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -157,7 +164,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "serve", "--data-dir",
         "with the bundled nats-server: where it keeps the registry's stream",
-        _default_data_dir(),
+        # Read when serve starts, not when this module is imported.
+        note=" (default: $XDG_DATA_HOME/ipc-router or ~/.local/share/ipc-router)",
     ),
     Option("serve", "--stream", "name of the registry's JetStream stream", _JOURNAL.stream),
     Option(
@@ -458,7 +466,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         http_port=args.http_port,
         embedded_nats_port=args.embedded_nats_port,
         store=args.store,
-        data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
+        data_dir=_data_dir(args.data_dir),
         journal=JournalConfig(stream=args.stream, replicas=args.replicas),
         failover_after=args.failover_after,
         lease_policy=LeasePolicy(
