@@ -14,6 +14,7 @@ import structlog
 from actors.embedded_nats import NatsServerProcess
 from actors.logs import configure_logging
 from tests.support.network import free_port
+from tests.support.processes import ServiceLauncher
 
 
 @pytest.fixture
@@ -46,3 +47,13 @@ def _default_structlog(monkeypatch: pytest.MonkeyPatch) -> None:
 def _data_dir_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Routers started by a test keep their data under its tmp_path, never in $HOME."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+@pytest.fixture
+async def service_processes() -> AsyncIterator[ServiceLauncher]:
+    """Starts service-instance subprocesses; kills what is left of them at teardown."""
+    launcher = ServiceLauncher()
+    try:
+        yield launcher
+    finally:
+        await launcher.kill_all()

@@ -7,23 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.network import free_port
-from tests.support.processes import RouterLauncher, RouterProcess, ServiceLauncher
+from tests.support.processes import RouterLauncher, RouterProcess
 
 
 @pytest.fixture
 async def routers() -> AsyncIterator[RouterLauncher]:
     """Starts `ipc-router serve` subprocesses; kills what is left of them at teardown."""
     launcher = RouterLauncher()
-    try:
-        yield launcher
-    finally:
-        await launcher.kill_all()
-
-
-@pytest.fixture
-async def service_processes() -> AsyncIterator[ServiceLauncher]:
-    """Starts service-instance subprocesses; kills what is left of them at teardown."""
-    launcher = ServiceLauncher()
     try:
         yield launcher
     finally:

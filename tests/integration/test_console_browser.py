@@ -79,15 +79,6 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[ServiceLauncher]:
-    launcher = ServiceLauncher()
-    try:
-        yield launcher
-    finally:
-        await launcher.kill_all()
-
-
-@pytest.fixture
 async def console_router(routers: InProcessRouters) -> Router:
     return await routers.start(lease_policy=POLICY, admin_token=TOKEN)
 
@@ -136,7 +127,7 @@ async def test_the_console_follows_an_instance_from_registration_to_offline_with
     browser: Browser,
     console_router: Router,
     nats_server: NatsServerProcess,
-    services: ServiceLauncher,
+    service_processes: ServiceLauncher,
     tmp_path: Path,
 ) -> None:
     from playwright.async_api import expect
@@ -149,7 +140,7 @@ async def test_the_console_follows_an_instance_from_registration_to_offline_with
 
     async with ServiceClient(nats_server.url) as other:
         await other.register("payments", "payments-1", {"zone": "b", "replicas": 3})
-        process = await services.start(nats_server.url, "orders", "orders-1")
+        process = await service_processes.start(nats_server.url, "orders", "orders-1")
 
         orders = page.locator("#services-body tr[data-service='orders']")
         await expect(orders).to_be_visible(timeout=10_000)
