@@ -3,13 +3,9 @@ write from elsewhere, and refused loudly when no stream stores them any more."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from actors.embedded_nats import NatsServerProcess
 from actors.journal import MAX_BATCH, Fenced, Journal, JournalConfig, JournalError, Write
 from protocol import InstanceStatus
 from protocol.stored import StoredInstance
@@ -17,15 +13,6 @@ from protocol.stored import StoredInstance
 pytestmark = pytest.mark.timeout(30)
 
 CONFIG = JournalConfig(stream="IPC_JOURNAL_TEST", ack_timeout=2.0)
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServerProcess) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def write(instance: str) -> Write:
