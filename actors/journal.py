@@ -10,10 +10,11 @@ after `tombstone_ttl`. Each leader's first write is a term marker.
   with it, in its metadata);
 - `follow()` reads it from the start with an ordered consumer and goes on with every
   new entry, in stream order, handing each to a callback;
-- `append()` writes one drain's changes as one atomic batch (JetStream's
-  `Nats-Batch-*` headers: all of it is stored or none), conditional on the stream's
-  last sequence (`Nats-Expected-Last-Sequence`, checked when the batch commits), so
-  that a leader that lost its leadership cannot write after its successor has.
+- `append()` writes one drain's changes as one pipelined batch: the first message
+  conditional on the stream's last sequence (`Nats-Expected-Last-Sequence`), each
+  next one on the message before it being the last in the stream
+  (`Nats-Expected-Last-Msg-Id`), so that a leader that lost its leadership cannot
+  write after its successor has.
 """
 
 from __future__ import annotations
@@ -61,11 +62,10 @@ _STREAM_NOT_FOUND = 10059
 _NO_PEERS_FOR_PLACEMENT = 10005
 """Fewer JetStream servers known than replicas asked for: while a cluster forms, or
 for good when --replicas exceeds the cluster's size."""
+_WRONG_LAST_MSG_ID = 10070
+"""JetStream's error code for a failed `Nats-Expected-Last-Msg-Id`."""
 _REPLICAS_NOT_SUPPORTED = 10074
 """Replicas asked of a JetStream server that is not clustered."""
-MAX_BATCH = 1000
-"""Messages in one atomic batch at most (JetStream's limit); a drain with more
-changes is stored as several batches, each conditional on the one before."""
 
 
 class JournalError(RuntimeError):
@@ -74,10 +74,6 @@ class JournalError(RuntimeError):
 
 class Fenced(JournalError):
     """A conditional append failed: someone else wrote to the stream (a new leader)."""
-
-    def __init__(self, message: str, last_sequence: int | None) -> None:
-        super().__init__(message)
-        self.last_sequence = last_sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +158,6 @@ class Journal:
                 f"stream {self.config.stream} exists but was not made by ipc-router; "
                 "choose another name with --stream"
             )
-        if not config.get("allow_atomic"):
-            raise JournalError(
-                f"stream {self.config.stream} does not allow atomic batch writes, which "
-                "fence off a deposed leader; set allow_atomic on it (nats-server 2.12 or later)"
-            )
         if config.get("num_replicas", 1) != self.config.replicas:
             log.warning(
                 "stream_replicas_differ",
@@ -193,8 +184,8 @@ class Journal:
             "storage": "file",
             "num_replicas": self.config.replicas,
             "allow_msg_ttl": True,
-            "allow_atomic": True,
-            "duplicate_window": 1_000_000_000,  # ns; we never rely on de-duplication
+            # ns: our message ids only chain a batch's writes; they never repeat.
+            "duplicate_window": 1_000_000_000,
             "metadata": {
                 "ipc_router_epoch": secrets.token_hex(8),
                 "ipc_router_cursor_secret": secrets.token_hex(16),
@@ -340,27 +331,24 @@ class Journal:
     async def _append(
         self, messages: list[tuple[str, bytes, dict[str, str] | None]], expected_last: int
     ) -> int:
-        for start in range(0, len(messages), MAX_BATCH):
-            await self._commit(messages[start : start + MAX_BATCH], expected_last + start)
-        return expected_last + len(messages)
-
-    async def _commit(
-        self, messages: list[tuple[str, bytes, dict[str, str] | None]], expected_last: int
-    ) -> None:
-        """Store `messages` as one atomic batch, if the stream's last sequence is still
-        `expected_last` when it commits. Only the commit is acknowledged."""
+        # Each write is conditional on the one before being the stream's last message:
+        # if any fails (or is lost), so do all after it, down to the last, which alone
+        # asks for an acknowledgement. Chaining on sequence numbers alone is not enough:
+        # with one foreign write in the gap, the first write fails and the next one's
+        # expected sequence matches.
         batch = secrets.token_hex(8)
         last = len(messages) - 1
         for index, (subject, data, extra) in enumerate(messages):
-            headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index + 1)}
-            if index == 0:  # (JetStream allows it on the first message only)
-                headers["Nats-Expected-Last-Sequence"] = str(expected_last)
+            headers = {"Nats-Expected-Last-Sequence": str(expected_last + index)}
+            if last:  # (a write alone needs no id: nothing is chained on it)
+                headers["Nats-Msg-Id"] = f"{batch}.{index}"
+            if index:
+                headers["Nats-Expected-Last-Msg-Id"] = f"{batch}.{index - 1}"
             if extra:
                 headers |= extra
             if index < last:
                 await self._nc.publish(subject, data, headers=headers)
                 continue
-            headers["Nats-Batch-Commit"] = "1"
             try:
                 ack = await self._nc.request(
                     subject, data, timeout=self.config.ack_timeout, headers=headers
@@ -372,6 +360,7 @@ class Journal:
             except nats.errors.NoRespondersError:
                 raise JournalError(f"no stream stores {subject}: was the stream deleted?") from None
             _check_ack(ack.data)
+        return expected_last + len(messages)
 
 
 def _check_ack(data: bytes) -> None:
@@ -383,15 +372,9 @@ def _check_ack(data: bytes) -> None:
     except (ValueError, KeyError, TypeError):
         error = {"description": data[:200].decode(errors="replace")}
     description = str(error.get("description", error))
-    if error.get("err_code") == _WRONG_LAST_SEQUENCE:
-        raise Fenced(f"the stream moved on: {description}", _last_sequence(description))
+    if error.get("err_code") in (_WRONG_LAST_SEQUENCE, _WRONG_LAST_MSG_ID):
+        raise Fenced(f"the stream moved on: {description}")
     raise JournalError(f"JetStream refused a write: {description}")
-
-
-def _last_sequence(description: str) -> int | None:
-    """JetStream says `wrong last sequence: 42`: the 42."""
-    tail = description.rsplit(":", 1)[-1].strip()
-    return int(tail) if tail.isdigit() else None
 
 
 def decode_or_none(data: bytes, decode: Callable[[bytes], Any]) -> Any:
