@@ -376,7 +376,13 @@ class RegistryActor(Actor):
                 raise
         transitions = self.state.take_transitions()
         if transitions and self._journal is not None and not await self._persist(transitions):
-            outcomes = [_Failed(_not_stored()) for _ in outcomes]
+            # What the drain answered may show changes that were not stored, except the
+            # status, which describes the router rather than the registry's content
+            # (health checks and metrics ask for it and must get an answer).
+            outcomes = [
+                outcome if type(envelope.message) is GetStatus else _Failed(_not_stored())
+                for envelope, outcome in zip(batch, outcomes, strict=True)
+            ]
             transitions = []
         if transitions:
             self._log_transitions(transitions)

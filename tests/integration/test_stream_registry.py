@@ -4,11 +4,13 @@ and a leader fenced off by someone else's write."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgpack
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from actors.actor import Lane
 from actors.app import Router
@@ -17,7 +19,14 @@ from actors.errors import StartupError
 from actors.journal import JournalConfig
 from actors.leadership import LostLeadership, Role
 from actors.registry import RegistryActor
-from protocol import REGISTER_SUBJECT, LeasePolicy, encode_msgpack
+from protocol import (
+    REGISTER_SUBJECT,
+    LeasePolicy,
+    ProtocolError,
+    RegisterRequest,
+    Status,
+    encode_msgpack,
+)
 from protocol.stored import TermMarker, decode_stored_instance, term_subject
 from sdk import ServiceClient
 from tests.support.actors import incarnation
@@ -131,12 +140,7 @@ async def test_a_standby_with_a_small_mailbox_reads_a_big_stream_whole(
     leader = await leader_of([await stream_router(routers)])
     nc = await nats.connect(nats_server.url)
     try:
-        for start in range(0, 3_000, 500):
-            for n in range(start, start + 500):
-                await nc.publish(REGISTER_SUBJECT, msgpack.packb(
-                    {"service_name": f"s{n % 50}", "instance_id": f"i{n}"}
-                ), reply=nc.new_inbox())  # fmt: skip
-            await nc.flush()
+        await _register_all(nc, leader, range(3_000))
         await eventually(
             lambda: _instances(leader, 3_000), what="the leader to hold 3,000 instances"
         )
@@ -145,6 +149,38 @@ async def test_a_standby_with_a_small_mailbox_reads_a_big_stream_whole(
     standby = await stream_router(routers, registry_mailbox_size=16)
     status = await standby.registry.status()
     assert status is not None and status.instances == 3_000
+
+
+async def _register_all(nc: NatsClient, router: Router, numbers: range) -> None:
+    """Register instance i<n> of service s<n % 50> for each n, 500 in flight at a time.
+    A burst may cost a loaded machine's leader its leadership (its renewal waits behind
+    the burst): what was answered 503 is sent again, as the SDK would."""
+    pending = list(numbers)
+    for _ in range(20):
+        refused: list[int] = []
+        for start in range(0, len(pending), 500):
+            chunk = pending[start : start + 500]
+            replies = await asyncio.gather(
+                *(
+                    nc.request(
+                        REGISTER_SUBJECT,
+                        msgpack.packb({"service_name": f"s{n % 50}", "instance_id": f"i{n}"}),
+                        timeout=10,
+                    )
+                    for n in chunk
+                ),
+                return_exceptions=True,
+            )
+            refused += [
+                n
+                for n, reply in zip(chunk, replies, strict=True)
+                if isinstance(reply, BaseException) or msgpack.unpackb(reply.data)["status"] != 201
+            ]
+        if not refused:
+            return
+        pending = refused
+        await leader_of([router])  # leading again
+    raise AssertionError(f"{len(pending)} registrations still refused")
 
 
 async def _instances(router: Router, count: int) -> bool:
@@ -164,22 +200,51 @@ async def test_a_leader_fenced_off_by_another_write_stands_down_and_loses_nothin
         nc = await nats.connect(nats_server.url)
         try:
             js = nc.jetstream()
-            await js.publish(term_subject(PREFIX), encode_msgpack(TermMarker(term=10**9, router="intruder")))
+            await js.publish(
+                term_subject(PREFIX), encode_msgpack(TermMarker(term=10**9, router="intruder"))
+            )
         finally:
             await nc.close()
         await client.register("orders", "after")  # 503 from the fenced leader, then retried
         detail = await router.registry.get_service("orders")
         assert sorted(i.instance_id for i in detail.instances) == ["after", "before"]
     messages = await stream_messages(nats_server.url)
-    terms = [json.dumps(dict(headers)) for subject, _, headers in messages if subject.endswith(".term")]
+    terms = [
+        json.dumps(dict(headers)) for subject, _, headers in messages if subject.endswith(".term")
+    ]
     assert terms  # the router's own term marker, after the intruder's
+
+
+async def test_a_status_asked_in_a_drain_whose_changes_were_not_stored_is_answered(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    """The drain's register gets the 503; the status asked in the same drain (health
+    checks, metrics) still gets its answer: it raised the 503 too, and `/metrics` or a
+    gateway restart asking it failed with it."""
+    router = await leader_of([await stream_router(routers)])
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().publish(
+            term_subject(PREFIX), encode_msgpack(TermMarker(term=10**9, router="intruder"))
+        )
+    finally:
+        await nc.close()
+    registered, status = await asyncio.gather(  # told before the registry drains: one drain
+        router.registry.register(RegisterRequest(service_name="orders", instance_id="o-1")),
+        router.registry.status(),
+        return_exceptions=True,
+    )
+    assert isinstance(registered, ProtocolError) and registered.status == Status.SERVICE_UNAVAILABLE
+    assert not isinstance(status, BaseException) and status is not None
 
 
 async def test_more_replicas_than_jetstream_servers_fails_at_start_with_the_reason(
     routers: InProcessRouters,
 ) -> None:
     config = JournalConfig(stream="IPC_TOO_MANY_REPLICAS", replicas=3)
-    with pytest.raises(StartupError, match=r"replicas > 1 not supported.*3 replica\(s\).*--replicas"):
+    with pytest.raises(
+        StartupError, match=r"replicas > 1 not supported.*3 replica\(s\).*--replicas"
+    ):
         await routers.start(store="stream", journal=config, presence_wait=0.05)
 
 
