@@ -15,7 +15,8 @@ every write is conditional on the stream's last sequence, so an old leader canno
 write after its successor has, however long it was paused.
 
 The elector tells the registry `Elected`, `LeaseRenewed` and `LostLeadership`; the
-registry tells it `Resign` when its stream writes were fenced off.
+registry tells it `Resign` (with the term) whenever it stops leading on its own: its
+stream writes were fenced off or not stored.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ class LostLeadership(Message, frozen=True):
 
 
 class Resign(Message, frozen=True):
-    """From the registry: its writes were fenced off; give the leadership up."""
+    """From the registry: it stopped leading in `term` (its writes were fenced off, or
+    not stored); give that term's leadership up. A later term is kept."""
 
     reason: str
+    term: int
 
 
 class _Tick(Message, frozen=True):
@@ -125,6 +128,8 @@ class LeaderElector(Actor):
         self._role = Role.STANDBY
         self._revision = 0
         """Leader: the revision of our last write. Standby: the last revision seen."""
+        self._term = 0
+        """Leader: the revision that won the leadership."""
         self._seen_at = 0.0
         """Standby: loop time the key was last seen to change (or be absent)."""
         self._valid_until = 0.0
@@ -189,8 +194,8 @@ class LeaderElector(Actor):
                 finally:
                     self._schedule()
                 return None
-            case Resign(reason=reason):
-                if self._role is Role.LEADER:
+            case Resign(reason=reason, term=term):
+                if self._role is Role.LEADER and term == self._term:
                     await self._give_up(f"resigned: {reason}")
                 return None
             case _:
@@ -234,7 +239,7 @@ class LeaderElector(Actor):
             self._seen_at = loop.time()  # somebody moved: watch again from now
             return
         self._role = Role.LEADER
-        self._revision = term
+        self._revision = self._term = term
         self._valid_until = sent + self._validity()
         log.info("leadership_won", term=term, router=self.router_id)
         self._tell(Elected(term=term, valid_until=self._valid_until))

@@ -265,6 +265,8 @@ class RegistryActor(Actor):
         """Leader: loop time until which the leadership surely holds."""
         self._term: int | None = None
         """A term won but not yet taken up (waiting for the stream to be read)."""
+        self._leading_term = 0
+        """Leader: the term it leads in (what it resigns when it stands down)."""
         self._append_latency = LatencyHistogram()
         self._reload_needed: str | None = None
         self._follow_again = False
@@ -352,7 +354,7 @@ class RegistryActor(Actor):
             case LostLeadership(reason=reason):
                 self._term = None
                 if self._role is Role.LEADER:
-                    self._stand_down(reason)
+                    self._stand_down(reason, resign=False)
                 return None
             case GetStatus():
                 return self._status()
@@ -497,12 +499,12 @@ class RegistryActor(Actor):
             return  # entries we have not applied yet: after they are, we try again
         except JournalError as error:
             self._term = None
-            self._resign(f"the term marker was not stored: {error}")
+            self._resign(f"the term marker was not stored: {error}", term)
             return
         self._term = None
         self.state.skip_to(sequence)
         self.state.grant_leases()
-        self._role = Role.LEADER
+        self._role, self._leading_term = Role.LEADER, term
         # Only the leader writes: following its own writes back would only cost.
         await self._journal.stop_following()
         self._reading += 1
@@ -518,9 +520,13 @@ class RegistryActor(Actor):
     async def _persist(self, transitions: list[Transition]) -> bool:
         """Store a drain's changes; False (and a reload is due) when they were not."""
         assert self._journal is not None
-        if self._role is not Role.LEADER or asyncio.get_running_loop().time() >= self._valid_until:
-            self._reload_needed = "the leadership lapsed before the changes were stored"
+        if self._role is not Role.LEADER:  # the elector's LostLeadership, within the drain
+            self._reload_needed = "the leadership was lost before the changes were stored"
             return False
+        # No clock check here: the drain's writes were accepted while the leadership
+        # held, and the append is conditional: if a successor has written since, it
+        # fails. (A drain that outlasted the lease refused them all, and a leader behind
+        # on its elector's renewals stood down while its elector kept the key.)
         expected = transitions[0].event.revision - 1
         writes = [
             Write(change.service_name, change.instance_id, change.stored) for change in transitions
@@ -531,11 +537,15 @@ class RegistryActor(Actor):
             self._append_latency.observe(asyncio.get_running_loop().time() - started)
         except JournalError as error:  # (Fenced too)
             self._reload_needed = f"the changes were not stored: {error}"
-            self._resign(str(error))
             return False
         return True
 
-    def _stand_down(self, reason: str) -> None:
+    def _stand_down(self, reason: str, *, resign: bool = True) -> None:
+        """Stop leading; unless the elector said so, it gives up the term too (or it
+        would keep renewing a leadership that nobody uses, and no other router could
+        take it)."""
+        if resign:
+            self._resign(reason, self._leading_term)
         self._role = Role.STANDBY
         self._follow_again = True  # everything up to state.revision is stored
         self._serve_writes(False)
@@ -554,11 +564,11 @@ class RegistryActor(Actor):
         assert self._journal is not None
         await self._load(await self._journal.open())  # the stream as it is now
 
-    def _resign(self, reason: str) -> None:
+    def _resign(self, reason: str, term: int) -> None:
         store = self._store
         if store is not None and store.elector is not None:
             with contextlib.suppress(ActorDeadError, MailboxFullError):
-                store.elector.tell(Resign(reason=reason), lane=Lane.URGENT)
+                store.elector.tell(Resign(reason=reason, term=term), lane=Lane.URGENT)
 
     def _serve_writes(self, serve: bool) -> None:
         store = self._store

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 
 import msgpack
 import nats
@@ -17,7 +19,7 @@ from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from actors.journal import JournalConfig
-from actors.leadership import LostLeadership, Role
+from actors.leadership import LostLeadership, Resign, Role
 from actors.registry import RegistryActor
 from protocol import (
     REGISTER_SUBJECT,
@@ -27,7 +29,7 @@ from protocol import (
     Status,
     encode_msgpack,
 )
-from protocol.stored import TermMarker, decode_stored_instance, term_subject
+from protocol.stored import TermMarker, decode_stored_instance, instance_subject, term_subject
 from sdk import ServiceClient
 from tests.support.actors import incarnation
 from tests.support.routers import InProcessRouters
@@ -236,6 +238,48 @@ async def test_a_status_asked_in_a_drain_whose_changes_were_not_stored_is_answer
     )
     assert isinstance(registered, ProtocolError) and registered.status == Status.SERVICE_UNAVAILABLE
     assert not isinstance(status, BaseException) and status is not None
+
+
+async def test_a_drain_that_outlasts_the_leadership_still_stores_what_it_accepted(
+    routers: InProcessRouters, nats_server: NatsServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy leader (here a drain that blocks the loop past the leadership's validity)
+    stores what it accepted while it led: the conditional append decides, not the
+    clock. It refused the drain with 503 and stood down, while its elector kept
+    renewing the key: a router that no router could take over from."""
+    router = await leader_of([await stream_router(routers)])
+    registry = incarnation(router.registry.ref)
+    assert isinstance(registry, RegistryActor)
+    register = registry.state.register
+
+    def busy_register(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.undo()
+        time.sleep(0.6)  # past failover_after (0.5 s): a busy loop, not a pause
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(registry.state, "register", busy_register)
+    reply = await router.registry.register(
+        RegisterRequest(service_name="orders", instance_id="o-1")
+    )
+    assert reply.status == Status.CREATED
+    stored = [subject for subject, _, _ in await stream_messages(nats_server.url)]
+    assert instance_subject(PREFIX, "orders", "o-1") in stored
+    await leader_of([router])  # leading again (its elector noticed the lapse and left)
+    detail = await router.registry.get_service("orders")
+    assert [i.instance_id for i in detail.instances] == ["o-1"]
+
+
+async def test_an_elector_keeps_a_later_term_than_the_one_resigned(
+    routers: InProcessRouters,
+) -> None:
+    router = await leader_of([await stream_router(routers)])
+    elector = router.supervisor.ref("leader-elector")
+    status = await router.registry.status()
+    assert status is not None
+    elector.tell(Resign(reason="an old term", term=-1), lane=Lane.URGENT)
+    await elector.ask(Resign(reason="again", term=-2), lane=Lane.URGENT)  # the first is done
+    status = await router.registry.status()
+    assert status is not None and status.role == Role.LEADER
 
 
 async def test_more_replicas_than_jetstream_servers_fails_at_start_with_the_reason(
