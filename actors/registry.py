@@ -338,8 +338,8 @@ class RegistryActor(Actor):
                 )
             case _Expire():
                 self._timer_at = float("inf")
-                if self._role is not Role.STANDBY:
-                    state.expire()
+                if self._may_write():
+                    state.expire()  # (or the re-armed timer asks again shortly)
                 return None
             case _Apply(entry=entry, reading=reading):
                 if reading == self._reading:
@@ -576,13 +576,16 @@ class RegistryActor(Actor):
             with contextlib.suppress(ActorDeadError, MailboxFullError):
                 store.gateway.tell(ServeWrites(serve), lane=Lane.URGENT)
 
-    def _check_leading(self) -> None:
+    def _may_write(self) -> bool:
+        """In memory, or leading for sure: a leader whose leadership may have lapsed
+        (after a pause, say) decides nothing it could get wrong until it knows."""
         role = self._role
-        if role is Role.STANDBY or (
-            role is Role.LEADER and asyncio.get_running_loop().time() >= self._valid_until
-        ):
-            # (A leader whose leadership may have lapsed, after a pause say, answers
-            # nothing it could get wrong until it knows.)
+        return role is Role.MEMORY or (
+            role is Role.LEADER and asyncio.get_running_loop().time() < self._valid_until
+        )
+
+    def _check_leading(self) -> None:
+        if not self._may_write():
             raise ProtocolError(
                 Status.SERVICE_UNAVAILABLE,
                 ErrorCode.ROUTER_UNAVAILABLE,

@@ -23,6 +23,7 @@ from actors.leadership import LostLeadership, Resign, Role
 from actors.registry import RegistryActor
 from protocol import (
     REGISTER_SUBJECT,
+    InstanceStatus,
     LeasePolicy,
     ProtocolError,
     RegisterRequest,
@@ -43,7 +44,8 @@ PREFIX = JournalConfig().subject_prefix
 
 
 async def stream_router(routers: InProcessRouters, **config: object) -> Router:
-    router = await routers.start(store="stream", lease_policy=POLICY, presence_wait=0.05, **config)
+    config.setdefault("lease_policy", POLICY)
+    router = await routers.start(store="stream", presence_wait=0.05, **config)
 
     async def settled() -> bool:
         status = await router.registry.status()
@@ -267,6 +269,33 @@ async def test_a_drain_that_outlasts_the_leadership_still_stores_what_it_accepte
     await leader_of([router])  # leading again (its elector noticed the lapse and left)
     detail = await router.registry.get_service("orders")
     assert [i.instance_id for i in detail.instances] == ["o-1"]
+
+
+async def test_a_leader_whose_leadership_may_have_lapsed_expires_nobody(
+    routers: InProcessRouters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its elector stops renewing (cut off from the KV bucket, say): past the lease of
+    an instance that sends no heartbeat, the leader still expires nothing, since a
+    successor may hold the instance's fresh lease by now."""
+    policy = LeasePolicy(heartbeat_interval=1, lease_ttl=3, offline_after=30, offline_retention=60)
+    router = await leader_of([await stream_router(routers, lease_policy=policy)])
+    await router.registry.register(RegisterRequest(service_name="orders", instance_id="o-1"))
+    loop = asyncio.get_running_loop()
+    expires_at = loop.time() + policy.lease_ttl
+    elector = incarnation(router.supervisor.ref("leader-elector"))
+
+    async def cut_off() -> None:
+        pass
+
+    monkeypatch.setattr(elector, "_renew", cut_off)
+    registry = incarnation(router.registry.ref)
+    assert isinstance(registry, RegistryActor)
+    await eventually(lambda: registry._valid_until <= loop.time(), what="the leadership to lapse")
+    assert loop.time() < expires_at  # (or expiring would have been right)
+    await eventually(lambda: loop.time() > expires_at + 0.2, what="the lease to end", timeout=10)
+    await router.registry.status()
+    status = await router.registry.status()  # two drains: the timer's has been handled
+    assert status is not None and status.status_counts == {InstanceStatus.ONLINE: 1}
 
 
 async def test_an_elector_keeps_a_later_term_than_the_one_resigned(
