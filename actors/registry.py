@@ -525,8 +525,8 @@ class RegistryActor(Actor):
             return False
         # No clock check here: the drain's writes were accepted while the leadership
         # held, and the append is conditional: if a successor has written since, it
-        # fails. (A drain that outlasted the lease refused them all, and a leader behind
-        # on its elector's renewals stood down while its elector kept the key.)
+        # fails. (A clock check would refuse the long drains of a busy leader, whose
+        # view of the leadership lags its elector's renewals by one drain.)
         expected = transitions[0].event.revision - 1
         writes = [
             Write(change.service_name, change.instance_id, change.stored) for change in transitions
