@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
-from nats.aio.msg import Msg
 
-from protocol import EVENTS_WILDCARD, EventType, decode_event
+from protocol import EventType
 from sdk import ServiceClient
 from sdk.connection import servers
 from tests.support.cluster import NatsCluster
+from tests.support.events import EventLog, watching_events
 from tests.support.http import healthz
 from tests.support.network import free_port
 from tests.support.processes import RouterLauncher, RouterProcess
@@ -162,26 +161,10 @@ async def load(fleet: Fleet, cluster: NatsCluster) -> AsyncIterator[Load]:
         await steady.close()
 
 
-class Unhealthy:
-    def __init__(self) -> None:
-        self.instances: list[str] = []
-
-    async def on_event(self, msg: Msg) -> None:
-        event = decode_event(msg.data)
-        if event.type is EventType.UNHEALTHY:
-            self.instances.append(event.instance.instance_id)
-
-
 @pytest.fixture
-async def unhealthy(cluster: NatsCluster) -> AsyncIterator[Unhealthy]:
-    seen = Unhealthy()
-    nc = await nats.connect(servers(cluster.url))
-    await nc.subscribe(EVENTS_WILDCARD, cb=seen.on_event)
-    await nc.flush()
-    try:
-        yield seen
-    finally:
-        await nc.close()
+async def events(cluster: NatsCluster) -> AsyncIterator[EventLog]:
+    async with watching_events(servers(cluster.url)) as log:
+        yield log
 
 
 async def assert_same_everywhere(fleet: Fleet, load: Load) -> None:
@@ -207,7 +190,7 @@ async def assert_same_everywhere(fleet: Fleet, load: Load) -> None:
 
 
 async def test_a_sigkilled_leader_is_replaced_within_a_second_and_nothing_is_lost(
-    fleet: Fleet, load: Load, unhealthy: Unhealthy
+    fleet: Fleet, load: Load, events: EventLog
 ) -> None:
     leader = await fleet.leader()
     await load.written(20)
@@ -222,13 +205,13 @@ async def test_a_sigkilled_leader_is_replaced_within_a_second_and_nothing_is_los
     print(f"takeover: a new leader {loop.time() - killed_at:.3f} s after the SIGKILL; "
           f"slowest registration {load.slowest:.3f} s; {taken}")  # fmt: skip
     assert load.failures == []  # the SDK retried: no exception reached the caller
-    assert unhealthy.instances == []
+    assert events.of(EventType.UNHEALTHY) == []
     assert load.slowest < 3.0
     await assert_same_everywhere(fleet, load)
 
 
 async def test_a_paused_leader_writes_nothing_after_its_successor_and_stands_down(
-    fleet: Fleet, load: Load, unhealthy: Unhealthy
+    fleet: Fleet, load: Load, events: EventLog
 ) -> None:
     leader = await fleet.leader()
     await load.written(10)
@@ -249,18 +232,18 @@ async def test_a_paused_leader_writes_nothing_after_its_successor_and_stands_dow
     health = await fleet.health(leader)
     assert health is not None and health["role"] == "standby"
     assert load.failures == []
-    assert unhealthy.instances == []
+    assert events.of(EventType.UNHEALTHY) == []
     await assert_same_everywhere(fleet, load)
 
 
 async def test_losing_one_nats_server_does_not_stop_the_registry(
-    fleet: Fleet, load: Load, cluster: NatsCluster, unhealthy: Unhealthy
+    fleet: Fleet, load: Load, cluster: NatsCluster, events: EventLog
 ) -> None:
     await load.written(10)
     await cluster.servers[0].stop()
     await load.written(30)
     assert load.failures == []
-    assert unhealthy.instances == []
+    assert events.of(EventType.UNHEALTHY) == []
 
 
 async def test_every_router_restarted_keeps_the_registry(

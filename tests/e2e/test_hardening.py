@@ -13,13 +13,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
-from nats.aio.msg import Msg
 
 from actors.embedded_nats import NatsServerProcess
-from protocol import EVENTS_WILDCARD, EventType, decode_event
+from protocol import EventType
 from sdk import ServiceCache, ServiceClient
+from tests.support.events import EventLog, watching_events
 from tests.support.http import healthz
 from tests.support.network import free_port
 from tests.support.processes import RouterLauncher, RouterProcess
@@ -31,41 +30,10 @@ TOKEN = "prod-admin-token-0123456789abcdef"
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-class EventCounter:
-    """Every change event of every service, by service and type."""
-
-    def __init__(self) -> None:
-        self.seen: dict[tuple[str, EventType], int] = {}
-        self.changed = asyncio.Event()
-
-    async def on_event(self, msg: Msg) -> None:
-        event = decode_event(msg.data)
-        key = (event.instance.service_name, event.type)
-        self.seen[key] = self.seen.get(key, 0) + 1
-        self.changed.set()
-
-    def count(self, service: str, kind: EventType) -> int:
-        return self.seen.get((service, kind), 0)
-
-    async def wait_for(self, service: str, kind: EventType, timeout: float) -> None:
-        async def wait() -> None:
-            while not self.count(service, kind):
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-
 @pytest.fixture
-async def events(nats_server: NatsServerProcess) -> AsyncIterator[EventCounter]:
-    counter = EventCounter()
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(EVENTS_WILDCARD, cb=counter.on_event)
-    await nc.flush()
-    try:
-        yield counter
-    finally:
-        await nc.close()
+async def events(nats_server: NatsServerProcess) -> AsyncIterator[EventLog]:
+    async with watching_events(nats_server.url) as log:
+        yield log
 
 
 async def pause(router: RouterProcess, seconds: float) -> None:
@@ -88,7 +56,7 @@ async def pause(router: RouterProcess, seconds: float) -> None:
 async def test_a_paused_router_declares_no_healthy_instance_dead(
     routers: RouterLauncher,
     nats_server: NatsServerProcess,
-    events: EventCounter,
+    events: EventLog,
     pause_seconds: float,
     offline_after: str,
     proof: EventType,
@@ -120,10 +88,10 @@ async def test_a_paused_router_declares_no_healthy_instance_dead(
         # far as the test looks (UNHEALTHY, or OFFLINE past --offline-after), the
         # router has judged leases well past the pause; the 200 are still ONLINE.
         await silent.register("canary", "never-renewed")
-        await events.wait_for("canary", proof, timeout=30)
+        await events.wait_for(proof, "canary", timeout=30)
         after = await watcher.get_instances("paused")
-    assert events.count("paused", EventType.UNHEALTHY) == 0
-    assert events.count("paused", EventType.EXPIRED) == 0
+    assert events.of(EventType.UNHEALTHY, "paused") == []
+    assert events.of(EventType.EXPIRED, "paused") == []
     assert min(smallest, default=200) == 200
     assert {i.instance_id: i.registered_at for i in after} == before
 

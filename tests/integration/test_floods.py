@@ -12,22 +12,20 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from protocol import (
-    EVENTS_WILDCARD,
     GET_SUBJECT,
     LIST_SUBJECT,
     REGISTER_SUBJECT,
     EventType,
     LeasePolicy,
-    decode_event,
     encode_msgpack,
 )
 from sdk import ServiceClient
 from tests.support.actors import gateway_stats
+from tests.support.events import EventLog, watching_events
 from tests.support.routers import InProcessRouters
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,27 +38,10 @@ def lease_policy() -> LeasePolicy:
     return POLICY
 
 
-class Unhealthy:
-    """Counts UNHEALTHY events of every service."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def on_event(self, msg: Msg) -> None:
-        if decode_event(msg.data).type is EventType.UNHEALTHY:
-            self.count += 1
-
-
 @pytest.fixture
-async def unhealthy(nats_server: NatsServerProcess) -> AsyncIterator[Unhealthy]:
-    counter = Unhealthy()
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(EVENTS_WILDCARD, cb=counter.on_event)
-    await nc.flush()
-    try:
-        yield counter
-    finally:
-        await nc.close()
+async def events(nats_server: NatsServerProcess) -> AsyncIterator[EventLog]:
+    async with watching_events(nats_server.url) as log:
+        yield log
 
 
 @pytest.fixture
@@ -76,7 +57,7 @@ async def test_big_payloads_never_reach_the_router_nor_cost_a_heartbeat(
     router: Router,
     nats_server: NatsServerProcess,
     attacker: NatsClient,
-    unhealthy: Unhealthy,
+    events: EventLog,
 ) -> None:
     """3,000 requests of 1 MB on the register subject made nats-server drop the router
     as a slow consumer 13 times; all 200 healthy instances went UNHEALTHY and back."""
@@ -100,7 +81,7 @@ async def test_big_payloads_never_reach_the_router_nor_cost_a_heartbeat(
     stats = await gateway_stats(router.nats_gateway)
     assert stats.connected
     assert len(instances) == 200
-    assert unhealthy.count == 0
+    assert events.of(EventType.UNHEALTHY) == []
     print(f"flood: {sent} messages of 60 KiB, {stats.dropped_slow} dropped by the router")
 
 

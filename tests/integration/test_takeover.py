@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
-from nats.aio.msg import Msg
 
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
-from protocol import EVENTS_WILDCARD, EventType, LeasePolicy, RegistryEvent, decode_event
+from protocol import EventType, LeasePolicy
 from sdk import ConflictError, InstanceStatus, ServiceClient
+from tests.support.events import EventLog, watching_events
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,23 +26,13 @@ def lease_policy() -> LeasePolicy:
 
 
 @pytest.fixture
-async def events(nats_server: NatsServerProcess) -> AsyncIterator[list[RegistryEvent]]:
-    seen: list[RegistryEvent] = []
-
-    async def on_event(msg: Msg) -> None:
-        seen.append(decode_event(msg.data))
-
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(EVENTS_WILDCARD, cb=on_event)
-    await nc.flush()
-    try:
-        yield seen
-    finally:
-        await nc.close()
+async def events(nats_server: NatsServerProcess) -> AsyncIterator[EventLog]:
+    async with watching_events(nats_server.url) as log:
+        yield log
 
 
 async def test_a_restarted_service_takes_its_id_back_once_the_old_lease_runs_out(
-    router: Router, nats_server: NatsServerProcess, events: list[RegistryEvent]
+    router: Router, nats_server: NatsServerProcess, events: EventLog
 ) -> None:
     crashed = ServiceClient(nats_server.url, heartbeat=False)  # stops renewing, as if killed
     restarted = ServiceClient(nats_server.url)
@@ -56,10 +45,7 @@ async def test_a_restarted_service_takes_its_id_back_once_the_old_lease_runs_out
         assert info.created
         assert info.metadata == {"run": "2"}
         assert waited <= POLICY.lease_ttl + 1.5
-        await eventually(
-            lambda: any(e.type is EventType.REPLACED for e in events), what="a replaced event"
-        )
-        replaced = next(e for e in events if e.type is EventType.REPLACED)
+        replaced = await events.wait_for(EventType.REPLACED, timeout=15)
         assert replaced.instance.metadata == {"run": "2"}
         assert replaced.instance.status is InstanceStatus.ONLINE
     finally:
