@@ -3,7 +3,7 @@ Helpers shared by the tests live in `tests.support`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import structlog
 
 from actors.embedded_nats import NatsServerProcess
 from actors.logs import configure_logging
+from tests.support.nats_logs import LogEntries
 from tests.support.network import free_port
 from tests.support.processes import ServiceLauncher
 
@@ -33,6 +34,14 @@ async def nats_server(nats_server_options: dict[str, Any]) -> AsyncIterator[Nats
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def server_log() -> Iterator[LogEntries]:
+    """Every log entry of the test, the nats-server's own lines (`nats_server_log`)
+    among them: request it before the servers to see all of what they said."""
+    with structlog.testing.capture_logs() as entries:
+        yield entries
 
 
 @pytest.fixture(autouse=True)

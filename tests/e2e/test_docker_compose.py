@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tomllib
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -39,7 +39,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-import structlog
 import yaml
 from aiohttp import web
 from packaging.requirements import Requirement
@@ -51,6 +50,7 @@ from actors.embedded_nats import NatsServerProcess, nats_server_binary
 from actors.http_gateway import HealthProbe, build_admin_app
 from actors.registry import RegistryClient
 from protocol import LeasePolicy
+from tests.support.nats_logs import LogEntries, violations
 from tests.support.network import free_port
 from tests.support.processes import RouterLauncher, RouterProcess
 from tests.support.waiting import eventually
@@ -985,21 +985,6 @@ class LoopbackCluster:
         return 0
 
 
-@pytest.fixture
-def nats_log() -> Iterator[list[Any]]:
-    """Every log entry of the test: the NATS nodes' lines are `nats_server_log`."""
-    with structlog.testing.capture_logs() as entries:
-        yield entries
-
-
-def _violations(entries: list[Any]) -> list[str]:
-    return [
-        str(e.get("line"))
-        for e in entries
-        if e.get("event") == "nats_server_log" and "violation" in str(e.get("line")).lower()
-    ]
-
-
 @contextlib.asynccontextmanager
 async def _cluster(
     services: dict[str, Any], workdir: Path, variables: dict[str, str]
@@ -1123,7 +1108,7 @@ async def _instance_status(port: int, service: str, instance: str) -> str | None
 
 
 async def test_the_compose_cluster_runs_on_loopback(
-    services: dict[str, Any], routers: RouterLauncher, tmp_path: Path, nats_log: list[Any]
+    services: dict[str, Any], routers: RouterLauncher, tmp_path: Path, server_log: LogEntries
 ) -> None:
     """The three nodes start from the compose's configuration and form a JetStream
     cluster; the compose's three routers run on it (one leader, the stream on three
@@ -1167,7 +1152,7 @@ async def test_the_compose_cluster_runs_on_loopback(
         finally:
             await example.kill()
             await routers.kill_all()
-    assert _violations(nats_log) == []
+    assert violations(server_log) == []
 
 
 async def _online(port: int) -> bool:
@@ -1231,7 +1216,7 @@ def test_the_tls_override_publishes_4222_on_the_nodes_only_and_keeps_the_command
 
 
 async def test_the_tls_variant_runs_on_loopback(
-    compose: dict[str, Any], routers: RouterLauncher, tmp_path: Path, nats_log: list[Any]
+    compose: dict[str, Any], routers: RouterLauncher, tmp_path: Path, server_log: LogEntries
 ) -> None:
     """With the TLS override, the nodes require TLS from every client; a router and
     the example service verify them with the CA and work as before."""
@@ -1261,7 +1246,7 @@ async def test_the_tls_variant_runs_on_loopback(
         finally:
             await example.kill()
             await routers.kill_all()
-    assert _violations(nats_log) == []
+    assert violations(server_log) == []
 
 
 async def _is_leader(port: int) -> bool:

@@ -6,12 +6,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from actors.embedded_nats import free_port
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "occupied_port"]
 
 
 @contextmanager
