@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from actors.nats_gateway import Presence
 from protocol import REGISTER_SUBJECT, ROUTER_PRESENCE_SUBJECT, encode_msgpack, events_subject
 from sdk import NatsAuth, RegistryError, RouterUnavailableError, ServiceClient
 from sdk.connection import GuardedClient, connect, redact
+from tests.support.nats_logs import LogEntries, violations
 from tests.support.network import free_port
 from tests.support.waiting import eventually
 
@@ -40,26 +41,6 @@ BUCKET_STREAM = "KV_IPC_ROUTER_LEADER"
 """The stream behind the leadership KV bucket IPC_ROUTER_LEADER."""
 LEADER_KEY = "$KV.IPC_ROUTER_LEADER.leader"
 VIOLATION = "permissions violation"
-
-LogEntries = list[MutableMapping[str, Any]]
-
-
-@pytest.fixture
-def server_log() -> Iterator[LogEntries]:
-    """Every log entry of the test, the nats-server's own lines (`nats_server_log`)
-    among them: request it before `secured_nats` to see all of the server's."""
-    with structlog.testing.capture_logs() as entries:
-        yield entries
-
-
-def violations(entries: LogEntries) -> list[str]:
-    """The permissions violations the nats-server logged ("Publish Violation - Subject
-    ...", "Subscription Violation - Subject ...")."""
-    return [
-        str(entry.get("line"))
-        for entry in entries
-        if entry.get("event") == "nats_server_log" and "violation" in str(entry.get("line")).lower()
-    ]
 
 
 @pytest.fixture
@@ -125,6 +106,15 @@ async def instance_ids(router: Router, service: str) -> list[str]:
     return sorted(instance.instance_id for instance in detail.instances)
 
 
+async def register_and_discover(client: ServiceClient) -> None:
+    """What a service does: register orders-1, then find it by a get and by a cache."""
+    info = await client.register("orders", "orders-1", {"zone": "a"})
+    assert info.created
+    assert [i.instance_id for i in await client.get_instances("orders")] == ["orders-1"]
+    cache = await client.discover("orders")
+    assert [i.instance_id for i in cache.instances] == ["orders-1"]
+
+
 async def test_registration_works_with_least_privilege_users(
     server_log: LogEntries, secured_nats: NatsServerProcess
 ) -> None:
@@ -132,11 +122,7 @@ async def test_registration_works_with_least_privilege_users(
     await router.start()
     try:
         async with ServiceClient(secured_nats.url, auth=auth("service")) as client:
-            info = await client.register("orders", "orders-1", {"zone": "a"})
-            assert info.created
-            assert [i.instance_id for i in await client.get_instances("orders")] == ["orders-1"]
-            cache = await client.discover("orders")
-            assert [i.instance_id for i in cache.instances] == ["orders-1"]
+            await register_and_discover(client)
         async with ServiceClient(secured_nats.url, auth=auth("admin")) as admin:
             assert [s.service_name for s in await admin.list_services()] == ["orders"]
     finally:
@@ -159,11 +145,7 @@ async def test_routers_in_stream_mode_work_with_least_privilege_users(
         leader = await leader_among(routers)
         standby = next(router for router in routers if router is not leader)
         async with ServiceClient(secured_nats.url, auth=auth("service")) as client:
-            info = await client.register("orders", "orders-1", {"zone": "a"})
-            assert info.created
-            assert [i.instance_id for i in await client.get_instances("orders")] == ["orders-1"]
-            cache = await client.discover("orders")
-            assert [i.instance_id for i in cache.instances] == ["orders-1"]
+            await register_and_discover(client)
             async with ServiceClient(secured_nats.url, auth=auth("admin")) as admin:
                 assert [s.service_name for s in await admin.list_services()] == ["orders"]
             # The standby read the registration from the stream.
