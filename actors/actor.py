@@ -458,3 +458,11 @@ class ActorRef:
     ) -> Any:
         """`Actor.ask` on the current incarnation."""
         return await self._current().ask(message, timeout, lane=lane)
+
+    async def ask_or_none(self, message: Any, timeout: float = 2.0) -> Any:
+        """Ask on the urgent lane for a read-out (a status, stats): None when no
+        incarnation runs, the lane is full, or no answer comes within `timeout`."""
+        try:
+            return await self.ask(message, timeout, lane=Lane.URGENT)
+        except (ActorDeadError, MailboxFullError, TimeoutError):
+            return None

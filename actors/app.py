@@ -12,7 +12,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from actors.actor import ActorDeadError, ActorRef, MailboxFullError
+from actors.actor import ActorRef
 from actors.embedded_nats import EmbeddedNats, free_port
 from actors.event_feed import EventFeed, EventFeedClient, EventFeedLimits
 from actors.http_gateway import (
@@ -209,12 +209,9 @@ class Router:
         )
 
     async def _admin_connections(self) -> ConnectionStats | None:
-        try:
-            stats: ConnectionStats | None = await self.supervisor.ref("http-gateway").ask(
-                GetConnectionStats(), 2.0
-            )
-        except (ActorDeadError, MailboxFullError, TimeoutError):
-            return None
+        stats: ConnectionStats | None = await self.supervisor.ref("http-gateway").ask_or_none(
+            GetConnectionStats()
+        )
         return stats
 
     async def start(self) -> None:

@@ -634,10 +634,7 @@ class EventFeedClient:
 
     async def stats(self) -> EventFeedStats | None:
         """What the feed has done (None when it does not run)."""
-        try:
-            stats: EventFeedStats = await self.ref.ask(GetFeedStats(), 2.0, lane=Lane.URGENT)
-        except (ActorDeadError, MailboxFullError, TimeoutError):
-            return None
+        stats: EventFeedStats | None = await self.ref.ask_or_none(GetFeedStats())
         return stats
 
 

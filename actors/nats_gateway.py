@@ -374,11 +374,8 @@ class NatsGateway(Actor):
 
     async def _registry_leads(self) -> bool:
         """A gateway started again while the registry leads takes up the writes."""
-        try:
-            status = await self._registry.ask(GetStatus(), 2.0, lane=Lane.URGENT)
-        except (ActorDeadError, MailboxFullError, TimeoutError):
-            return False
-        return bool(status.role == "leader")
+        status = await self._registry.ask_or_none(GetStatus())
+        return status is not None and bool(status.role == "leader")
 
     async def _check_presence(self) -> None:
         """Answer other routers' probes, then probe: refuse to start beside a router
@@ -571,16 +568,10 @@ class NatsGatewayClient:
     async def stats(self, timeout: float = 2.0) -> NatsGatewayStats | None:
         """What the gateway has seen, and whether it is connected (None when it does
         not run or does not answer)."""
-        try:
-            stats: NatsGatewayStats = await self.ref.ask(GetStats(), timeout, lane=Lane.URGENT)
-        except (ActorDeadError, MailboxFullError, TimeoutError):
-            return None
+        stats: NatsGatewayStats | None = await self.ref.ask_or_none(GetStats(), timeout)
         return stats
 
     async def connected(self) -> bool:
         """True while the gateway runs and its NATS connection is up."""
-        try:
-            connected: bool = await self.ref.ask(IsConnected(), 2.0, lane=Lane.URGENT)
-        except (ActorDeadError, TimeoutError):
-            return False
-        return connected
+        connected: bool | None = await self.ref.ask_or_none(IsConnected())
+        return bool(connected)

@@ -761,10 +761,7 @@ class RegistryClient:
 
     async def status(self) -> RegistryStatus | None:
         """The registry's role, readiness and revision (None when it does not run)."""
-        try:
-            status: RegistryStatus = await self.ref.ask(GetStatus(), 2.0, lane=Lane.URGENT)
-        except (ActorDeadError, MailboxFullError, TimeoutError):
-            return None
+        status: RegistryStatus | None = await self.ref.ask_or_none(GetStatus())
         return status
 
     async def register(self, request: RegisterRequest) -> RegisterReply:

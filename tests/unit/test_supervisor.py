@@ -14,6 +14,7 @@ import actors.supervisor as supervisor_module
 from actors.actor import Actor, ActorDeadError, FutureReply
 from actors.supervisor import ActorRef, ChildSpec, RestartIntensityError, Supervisor
 from tests.support.actors import bound_actor, incarnation
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -550,6 +551,23 @@ async def test_a_ref_to_a_crashed_child_raises_actor_dead_error_until_it_is_rest
     gate.set()
     await a.wait_started(2)
     assert await ref.ask("ping") == ("pong", 2)
+
+
+async def test_ask_or_none_answers_or_says_none_when_the_actor_cannot(
+    make_supervisor: Callable[..., Supervisor], journal: list[Any]
+) -> None:
+    """A read-out (status, stats) never raises: None when no actor runs or none
+    answers in time; the answer otherwise."""
+    assert await ActorRef("nobody").ask_or_none("ping") is None
+    supervisor = make_supervisor(specs(ChildFactory("a", journal)))
+    await supervisor.start()
+    ref = supervisor.ref("a")
+    assert await ref.ask_or_none("ping") == ("pong", 1)
+    gate = asyncio.Event()
+    ref.tell(("block", gate))
+    await eventually(lambda: ref.mailbox_stats().depths == (0, 0, 0), what="the block taken")
+    assert await ref.ask_or_none("ping", timeout=0.05) is None  # stuck in the block
+    gate.set()
 
 
 # -- stop ----------------------------------------------------------------------
