@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from actors.leadership import LeaderElector
 from actors.metrics import ConnectionStats, MetricsSources
 from actors.nats_gateway import NatsGateway, NatsGatewayClient, Presence
 from actors.registry import RegistryActor, RegistryClient, StreamStore
+from actors.role_state import RoleTimers
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth, redact
@@ -87,8 +89,9 @@ class Router:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.router_id = f"{socket.gethostname()}:{os.getpid()}"
-        """Names this router in term markers and presence answers."""
+        self.router_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        """Names this router in term markers, presence answers and the leadership key
+        (unique even for several routers in one process, as tests run them)."""
         embedded_port = config.embedded_nats_port or free_port()
         self.embedded_nats_url = f"nats://127.0.0.1:{embedded_port}"
         self.nats_url = config.nats_url or self.embedded_nats_url
@@ -107,6 +110,7 @@ class Router:
                 nats_url=self.nats_url,
                 auth=config.nats_auth,
                 journal=config.journal,
+                timers=RoleTimers(failover_after=config.failover_after),
                 router_id=self.router_id,
                 gateway=refs["nats-gateway"],
                 elector=refs["leader-elector"],
@@ -153,6 +157,7 @@ class Router:
                         auth=config.nats_auth,
                         replicas=config.journal.replicas,
                         failover_after=config.failover_after,
+                        router_id=self.router_id,
                     ),
                 )
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PORT_OPTIONS", "PortInUseError", "StartupError"]
+__all__ = ["PORT_OPTIONS", "FatalError", "PortInUseError", "StartupError"]
 
 PORT_OPTIONS = {"HTTP": "--http-port", "NATS": "--embedded-nats-port"}
 """The `ipc-router serve` option that moves each port, by what the port is for."""
@@ -10,6 +10,12 @@ PORT_OPTIONS = {"HTTP": "--http-port", "NATS": "--embedded-nats-port"}
 
 class StartupError(RuntimeError):
     """The router cannot start as configured."""
+
+
+class FatalError(RuntimeError):
+    """An actor cannot go on, and starting it again would not help (its stream cannot
+    be read, say): its supervisor stops every child and the process exits 1, for an
+    orchestrator to start it afresh."""
 
 
 class PortInUseError(StartupError):

@@ -8,6 +8,9 @@ after `tombstone_ttl`. Each leader's first write is a term marker.
 `Journal` is what the RegistryActor uses, from its own task only:
 - `open()` finds the stream (or creates it: the epoch and the cursor secret are born
   with it, in its metadata);
+- `head()` tells where the stream stands against a view of it: gone, replaced, its
+  last sequence (the last message ever stored, which may have been removed since),
+  how many messages it holds, and the first message after the view's revision;
 - `follow()` reads it from the start with an ordered consumer and goes on with every
   new entry, in stream order, handing each to a callback;
 - `append()` writes one drain's changes as one pipelined batch: the first message
@@ -35,6 +38,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from actors.nats_connection import refusal
+from actors.role_state import StreamHead
 from protocol import encode_msgpack
 from protocol.stored import (
     FORGET_HEADER,
@@ -66,6 +70,7 @@ _WRONG_LAST_MSG_ID = 10070
 """JetStream's error code for a failed `Nats-Expected-Last-Msg-Id`."""
 _REPLICAS_NOT_SUPPORTED = 10074
 """Replicas asked of a JetStream server that is not clustered."""
+_NO_MESSAGE_FOUND = 10037
 
 
 class JournalError(RuntimeError):
@@ -86,7 +91,6 @@ class JournalConfig:
     tombstone_ttl: float = 600.0
     """Seconds a forgotten instance's tombstone stays (standbys that lag by more than
     this, a rare case, reload the whole stream anyway)."""
-    ack_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +127,14 @@ class Write:
 class Journal:
     """The registry's stream over one NATS connection (see the module)."""
 
-    def __init__(self, nc: NatsClient, config: JournalConfig | None = None) -> None:
+    def __init__(
+        self, nc: NatsClient, config: JournalConfig | None = None, *, timeout: float = 5.0
+    ) -> None:
+        """`timeout`: how long one acknowledgement or check may take (the router derives
+        it from `--failover-after`: a leader that cannot write stops leading in time)."""
         self._nc = nc
         self.config = config or JournalConfig()
+        self.timeout = timeout
         self._prefix = self.config.subject_prefix
         self._js = nc.jetstream()
         self._follower: Subscription | None = None
@@ -199,6 +208,59 @@ class Journal:
         log.info("stream_created", stream=self.config.stream, replicas=self.config.replicas)
         return created
 
+    async def head(self, revision: int) -> StreamHead:
+        """Where the stream stands against a view at `revision` (one quick look, no
+        retries: the caller looks again later).
+
+        Raises:
+            JournalError: JetStream did not answer in time.
+        """
+        stream, timeout = self.config.stream, self.timeout
+        info = await self._api(
+            f"STREAM.INFO.{stream}", {}, missing_ok=True, attempts=1, timeout=timeout
+        )
+        if info is None:
+            return StreamHead(None)
+        metadata = info["config"].get("metadata") or {}
+        state = info["state"]
+        last = int(state.get("last_seq", 0))
+        next_unapplied = None
+        if last > revision:
+            # Is anything after the view still there (or were those messages removed:
+            # tombstones past their TTL)? Asked after the info, so a message stored
+            # meanwhile counts as unapplied rather than being skipped.
+            found = await self._api(
+                f"STREAM.MSG.GET.{stream}",
+                {"seq": revision + 1, "next_by_subj": f"{self._prefix}.>"},
+                missing_ok=True,
+                attempts=1,
+                timeout=timeout,
+            )
+            next_unapplied = int(found["message"]["seq"]) if found is not None else None
+        return StreamHead(
+            epoch=str(metadata.get("ipc_router_epoch", "")),
+            last_sequence=last,
+            messages=int(state.get("messages", 0)),
+            next_unapplied=next_unapplied,
+        )
+
+    async def new_epoch(self) -> str:
+        """Give the stream a new epoch (its content was removed behind the routers'
+        backs: every view and cache must read it again); returns it.
+
+        Raises:
+            JournalError: the stream could not be updated.
+        """
+        stream = self.config.stream
+        info = await self._api(f"STREAM.INFO.{stream}", {}, attempts=1, timeout=self.timeout)
+        assert info is not None
+        config = info["config"]
+        epoch = secrets.token_hex(8)
+        config["metadata"] = {**(config.get("metadata") or {}), "ipc_router_epoch": epoch}
+        await self._api(f"STREAM.UPDATE.{stream}", config, attempts=1, timeout=self.timeout)
+        log.warning("stream_epoch_changed", stream=stream, epoch=epoch)
+        return epoch
+
     async def _api(
         self,
         call: str,
@@ -207,12 +269,14 @@ class Journal:
         missing_ok: bool = False,
         exists_ok: bool = False,
         attempts: int = 15,
+        timeout: float = 1.0,
     ) -> dict[str, Any] | None:
-        """One JetStream API call, retried while the cluster elects its leaders."""
+        """One JetStream API call, retried while the cluster elects its leaders. With
+        `missing_ok`, None when there is no such stream (or message)."""
         for attempt in range(attempts):
             try:
                 reply = await self._nc.request(
-                    f"$JS.API.{call}", json.dumps(body).encode(), timeout=1.0
+                    f"$JS.API.{call}", json.dumps(body).encode(), timeout=timeout
                 )
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
                 if self.refused is not None:
@@ -233,7 +297,7 @@ class Journal:
             if refusal is None:
                 return answer
             code = refusal.get("err_code")
-            if missing_ok and code == _STREAM_NOT_FOUND:
+            if missing_ok and code in (_STREAM_NOT_FOUND, _NO_MESSAGE_FOUND):
                 return None
             if exists_ok and "already in use" in str(refusal.get("description", "")):
                 return None
@@ -350,12 +414,10 @@ class Journal:
                 await self._nc.publish(subject, data, headers=headers)
                 continue
             try:
-                ack = await self._nc.request(
-                    subject, data, timeout=self.config.ack_timeout, headers=headers
-                )
+                ack = await self._nc.request(subject, data, timeout=self.timeout, headers=headers)
             except nats.errors.TimeoutError:
                 raise JournalError(
-                    f"{len(messages)} writes not acknowledged within {self.config.ack_timeout} s"
+                    f"{len(messages)} writes not acknowledged within {self.timeout:g} s"
                 ) from None
             except nats.errors.NoRespondersError:
                 raise JournalError(f"no stream stores {subject}: was the stream deleted?") from None

@@ -26,9 +26,9 @@ from prometheus_client.registry import Collector
 from actors.actor import ActorRef, MailboxStats
 from actors.event_feed import EventFeedClient, EventFeedStats
 from actors.latency import HistogramSnapshot
-from actors.leadership import Role
 from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
 from actors.registry import RegistryClient, RegistryStatus
+from actors.role_state import Role
 from protocol import InstanceStatus
 
 __all__ = [

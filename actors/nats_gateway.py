@@ -24,13 +24,14 @@ from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, Mailbo
 from actors.errors import StartupError
 from actors.latency import HistogramSnapshot, LatencyHistogram
 from actors.nats_connection import connect_at_start, refusal
-from actors.registry import (
+from actors.registry_api import (
     Deregister,
     EventBatch,
     GetService,
     GetStatus,
     Heartbeat,
     ListServices,
+    NotLeading,
     Register,
     ServeWrites,
 )
@@ -124,6 +125,9 @@ class NatsGatewayStats:
     """Requests dropped because their subscription's buffer was full (a flood)."""
     dropped_malformed: int
     """Messages nats-py could not parse (see `GuardedClient`)."""
+    unanswered_writes: int = 0
+    """Writes left unanswered because this router did not lead, or was not sure its
+    change was stored (the leader answers them; the client sends again otherwise)."""
     requests: dict[tuple[str, int], int] = field(default_factory=dict)
     """Replies sent, by (request subject, status)."""
     latency: dict[str, HistogramSnapshot] = field(default_factory=dict)
@@ -311,6 +315,7 @@ class NatsGateway(Actor):
         """What the server said when it refused this router the presence subject."""
         self._dropped_without_reply = 0
         self._dropped_slow = 0
+        self._unanswered_writes = 0
         self._slow_logged_at = float("-inf")
         self._events_published = 0
         self._max_reply = 1024 * 1024
@@ -435,6 +440,11 @@ class NatsGateway(Actor):
             kind = type(message)
             if kind is SendReply:
                 outcome = message.outcome
+                if type(outcome) is NotLeading:
+                    # Silence: an answer from a router that is not sure it leads would
+                    # race the leader's (and could contradict what it stored).
+                    self._unanswered_writes += 1
+                    continue
                 if message.wrap is not None and not isinstance(outcome, BaseException):
                     outcome = message.wrap(outcome)
                 body, status = _reply_body(outcome, message.nonce)
@@ -473,6 +483,7 @@ class NatsGateway(Actor):
             },
             latency={subject: meter.latency.snapshot() for subject, meter in self._meters.items()},
             dropped_malformed=nc.dropped_malformed if nc is not None else 0,
+            unanswered_writes=self._unanswered_writes,
         )
 
     async def _publish(self, reply_to: str, body: bytes, nonce: str | None = None) -> None:

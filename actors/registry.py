@@ -1,13 +1,17 @@
-"""The RegistryActor: the single owner of registry state, and `RegistryClient`, the
-typed way to talk to it.
+"""The RegistryActor: the single owner of registry state.
 
 Every mutation and query is a message in the actor's mailbox, so concurrent
 registrations need no locks. The actor takes its mailbox in drains: each message
 is applied to the `RegistryState` (pure, registry_state.py), then, once per drain,
-the changes are logged, their events handed to the publisher, the replies
-delivered and the lease timer re-armed. Heartbeats travel in the mailbox's urgent
-lane, queries in its low lane: a flood of either cannot hold up the other, nor
-registrations.
+the changes are stored (stream mode), logged, their events handed to the publisher,
+the replies delivered and the lease timer re-armed. Heartbeats travel in the
+mailbox's urgent lane, queries in its low lane: a flood of either cannot hold up the
+other, nor registrations.
+
+In stream mode, who may write is decided by `RoleState` (role_state.py), a pure state
+machine: this actor only feeds it events (the elector's `LeaseView`, ticks, what the
+stream answered) and carries out its effects against JetStream, the elector and the
+gateway. Its messages and typed client are in registry_api.py.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgspec
 import structlog
 
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
-from actors.errors import StartupError
+from actors.errors import FatalError, StartupError
 from actors.journal import (
     Entry,
     Fenced,
@@ -36,26 +39,67 @@ from actors.journal import (
     Write,
     decode_or_none,
 )
-from actors.latency import HistogramSnapshot, LatencyHistogram
-from actors.leadership import Elected, LeaseRenewed, LostLeadership, Resign, Role
+from actors.latency import LatencyHistogram
 from actors.nats_connection import connect_at_start
+from actors.registry_api import (
+    UNCHANGED,
+    WRITES,
+    Deregister,
+    EventBatch,
+    GetService,
+    GetStatus,
+    Heartbeat,
+    ListServices,
+    NotLeading,
+    Register,
+    RegistryClient,
+    RegistryStatus,
+    ServeWrites,
+    Stamped,
+    answer_if_changed,
+)
 from actors.registry_state import RegistryState, Transition
+from actors.role_state import (
+    CaughtUp,
+    Checked,
+    CheckFailed,
+    CheckStream,
+    Effect,
+    Event,
+    Follow,
+    FollowFailed,
+    Following,
+    GiveUp,
+    GrantLeases,
+    LeaseView,
+    MarkerFailed,
+    MarkerFenced,
+    MarkerStored,
+    NewEpoch,
+    Opened,
+    OpenFailed,
+    OpenStream,
+    Phase,
+    Report,
+    Resign,
+    Role,
+    RoleState,
+    RoleTimers,
+    SkipTo,
+    StopFollowing,
+    StoreFailed,
+    TakeWrites,
+    Tick,
+    WriteMarker,
+)
 from actors.stall import StallClock
 from protocol import (
     ErrorCode,
-    GetServiceRequest,
-    InstanceStatus,
     LeasePolicy,
-    LeaseReply,
-    LeaseRequest,
-    ListServicesRequest,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
-    RegistryEvent,
     RegistryLimits,
-    ServiceDetail,
-    ServiceList,
     Status,
 )
 from protocol.stored import TermMarker, decode_stored_instance, parse_instance_subject
@@ -66,81 +110,28 @@ __all__ = [
     "Deregister",
     "EventBatch",
     "GetService",
+    "GetStatus",
     "Heartbeat",
     "ListServices",
+    "NotLeading",
     "Register",
     "RegistryActor",
     "RegistryClient",
+    "RegistryStatus",
+    "ServeWrites",
     "Stamped",
+    "StreamStore",
 ]
 
 log = structlog.get_logger(component="registry")
-
-
-# -- messages the registry takes ---------------------------------------------------
-
-
-class Register(Message, frozen=True):
-    """Register (or idempotently re-register) one instance -> `RegisterReply`."""
-
-    request: RegisterRequest
-
-
-class Heartbeat(Message, frozen=True):
-    """Renew an instance's lease -> `LeaseReply`."""
-
-    request: LeaseRequest
-
-
-class Deregister(Message, frozen=True):
-    """Take an instance offline -> `LeaseReply`."""
-
-    request: LeaseRequest
-
-
-class ListServices(Message, frozen=True):
-    """A page of services with instance counts -> `ServiceList`. With `known` (the
-    stamp of an earlier `Stamped` answer, or `()` for none): `UNCHANGED` or a new
-    `Stamped`."""
-
-    request: ListServicesRequest
-    max_bytes: int | None = None
-    """Bounds the page's encoded size (a NATS reply must fit in its max payload)."""
-    known: Any = None
-
-
-class GetService(Message, frozen=True):
-    """A page of one service's instances -> `ServiceDetail`. `missing_ok`: an unknown
-    service is an empty page instead of a 404; `max_bytes` bounds the page's encoded
-    size; `known` as for `ListServices`."""
-
-    request: GetServiceRequest
-    missing_ok: bool = False
-    max_bytes: int | None = None
-    known: Any = None
 
 
 class _Expire(Message, frozen=True):
     """Timer tick: apply the lease transitions that are due."""
 
 
-_EXPIRE: Final = _Expire()
-
-
-# -- messages the registry sends or answers with -------------------------------------
-
-
-class EventBatch(Message, frozen=True):
-    """The change events of one drain, in revision order, for the publisher."""
-
-    events: tuple[RegistryEvent, ...]
-
-
-class ServeWrites(Message, frozen=True):
-    """To the NATS gateway: answer registrations, heartbeats and deregistrations (this
-    router leads), or stop (it is a standby)."""
-
-    serve: bool
+class _Tick(Message, frozen=True):
+    """The role machine's clock."""
 
 
 class _Apply(Message, frozen=True):
@@ -152,57 +143,25 @@ class _Apply(Message, frozen=True):
     the mailbox after a reload, are dropped)."""
 
 
-class GetStatus(Message, frozen=True):
-    """-> `RegistryStatus`."""
-
-
-class RegistryStatus(msgspec.Struct, frozen=True):
-    """What `/healthz` and the metrics report about the registry."""
-
-    role: Role
-    ready: bool
-    """The stream is loaded (always true in memory)."""
-    revision: int
-    epoch: str
-    instances: int
-    """Live instances (not OFFLINE)."""
-    offline: int
-    events_dropped: int
-    status_counts: dict[InstanceStatus, int] = {}
-    """Instances in each status."""
-    services: int = 0
-    append_latency: HistogramSnapshot | None = None
-    """Stream mode: how long the leader's appends took (a drain's changes each)."""
-
-
-class Stamped(Message, frozen=True):
-    """A query result with the stamp that tells whether it is still current."""
-
-    stamp: Any
-    result: Any
-
-
-class _Unchanged:
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = _Unchanged()
-"""Answer to a query whose `known` stamp is still current."""
-
-
 class _Failed(Message, frozen=True):
     """A handler's caller error, kept until the drain's replies go out."""
 
     error: ProtocolError
 
 
-# -- the actor -----------------------------------------------------------------------
+_EXPIRE: Final = _Expire()
+_TICK: Final = _Tick()
 
 _APPLY_BACKOFF = 0.005
 """Seconds a stream entry waits for room in a full mailbox before it tries again."""
 _TIMER_SLACK = 0.05
 """Due transitions are applied in batches at most this often (seconds)."""
+EXPIRE_PER_DRAIN = 512
+"""Most lease transitions one drain applies: a mass expiry (every instance of a dead
+fleet at once) is spread over drains, each stored on its own, so that no drain keeps
+the event loop (and the elector's renewals) waiting long."""
+WRITES_PER_APPEND = 1024
+"""Most stream writes in one append: a larger drain is stored in several."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +171,13 @@ class StreamStore:
     nats_url: str
     auth: NatsAuth = field(default_factory=NatsAuth)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    timers: RoleTimers = field(default_factory=RoleTimers)
     router_id: str = "ipc-router"
     """Written into the term marker when this router becomes the leader."""
     gateway: ActorRef | None = None
     """The NATS gateway, told `ServeWrites` as leadership comes and goes."""
     elector: ActorRef | None = None
-    """The leader elector, told `Resign` when a write was fenced off."""
+    """The leader elector, told `Report` and `Resign`."""
 
 
 class RegistryActor(Actor):
@@ -225,10 +185,10 @@ class RegistryActor(Actor):
     keeps one timer armed for the earliest lease deadline.
 
     In memory (no `store`) it is the only registry there is. With a `StreamStore` it
-    loads the JetStream stream at start and follows it; while it leads (`Elected` by
-    the `LeaderElector`) it decides every change, stores each drain's changes in the
-    stream before it answers or publishes, and grants leases; otherwise it is a
-    standby that answers queries from what the stream says."""
+    loads the JetStream stream and follows it; while its `RoleState` leads it decides
+    every change, stores each drain's changes in the stream before it answers or
+    publishes, and grants and expires leases; otherwise it answers queries from what
+    the stream says, and writes with silence (`NotLeading`)."""
 
     caller_errors = (ProtocolError,)
     max_batch = 512
@@ -257,23 +217,15 @@ class RegistryActor(Actor):
         self._store = store
         self.state = self._new_state(cursor_secret)
         self._events = events
-        self._role = Role.MEMORY if store is None else Role.STANDBY
-        self._ready = store is None
+        self.role: RoleState | None = None
+        """Stream mode: who may write (made when the actor starts)."""
+        self._effects: deque[Effect] = deque()
         self._nc: GuardedClient | None = None
         self._journal: Journal | None = None
-        self._valid_until = 0.0
-        """Leader: loop time until which the leadership surely holds."""
-        self._term: int | None = None
-        """A term won but not yet taken up (waiting for the stream to be read)."""
-        self._leading_term = 0
-        """Leader: the term it leads in (what it resigns when it stands down)."""
         self._append_latency = LatencyHistogram()
-        self._reload_needed: str | None = None
-        self._follow_again = False
-        """A leader that stood down follows the stream again from what it wrote."""
         self._reading = 0
-        """+1 each time the stream is read from the start."""
-        self._loading_since = 0.0
+        """+1 each time the follower starts or stops."""
+        self._phase_since = 0.0
         self.events_dropped = 0
         """Events lost because the publisher was not running (watchers notice the gap
         in revisions and read a fresh snapshot)."""
@@ -284,6 +236,7 @@ class RegistryActor(Actor):
         self._log_info = is_enabled_for(logging.INFO) if is_enabled_for else True
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._ticker: asyncio.TimerHandle | None = None
 
     def _new_state(self, cursor_secret: bytes | None) -> RegistryState:
         return RegistryState(
@@ -296,13 +249,33 @@ class RegistryActor(Actor):
 
     async def on_start(self) -> None:
         self._clock.start()
-        if self._store is not None:
-            await self._open_stream(self._store)
+        store = self._store
+        if store is None:
+            return
+        self._nc = GuardedClient()
+        await connect_at_start(
+            self._nc, store.nats_url, auth=store.auth, timeout=10.0,
+            name="ipc-router-registry", closed_cb=self._on_closed,
+            error_cb=self._on_error,
+        )  # fmt: skip
+        self._journal = Journal(self._nc, store.journal, timeout=store.timers.failover_after)
+        self._phase_since = asyncio.get_running_loop().time()
+        self.role = RoleState(store.timers, self._phase_since)
+        # The first opening is part of starting: a stream this router cannot use is a
+        # startup error (one line, exit 2), not a restart loop.
+        try:
+            facts = await self._journal.open()
+        except JournalError as error:
+            raise StartupError(str(error)) from None
+        self._step(self._opened(facts))
+        await self._carry_out()
+        self._tick()
 
     async def on_stop(self) -> None:
         self._clock.stop()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._ticker):
+            if timer is not None:
+                timer.cancel()
         if self._journal is not None:
             await self._journal.stop_following()
         if self._nc is not None and not self._nc.is_closed:
@@ -324,37 +297,32 @@ class RegistryActor(Actor):
                 return state.deregister(leaving)
             case GetService(request=get, missing_ok=missing_ok, max_bytes=max_bytes, known=known):
                 self._check_ready()
-                return _query(
+                return answer_if_changed(
                     known,
                     state.service_stamp(get.service_name),
                     lambda: state.get_service(get, missing_ok=missing_ok, max_bytes=max_bytes),
                 )
             case ListServices(request=listing, max_bytes=max_bytes, known=known):
                 self._check_ready()
-                return _query(
+                return answer_if_changed(
                     known,
                     state.list_stamp(),
                     lambda: state.list_services(listing, max_bytes=max_bytes),
                 )
             case _Expire():
                 self._timer_at = float("inf")
-                if self._may_write():
-                    state.expire()  # (or the re-armed timer asks again shortly)
+                if self._may_write() and state.expire(EXPIRE_PER_DRAIN):
+                    self.tell(_EXPIRE)  # more are due: the next drain goes on
                 return None
             case _Apply(entry=entry, reading=reading):
                 if reading == self._reading:
                     self._apply(entry)
                 return None
-            case Elected(term=term, valid_until=valid_until):
-                self._term, self._valid_until = term, valid_until
+            case LeaseView():
+                self._step(message)
                 return None
-            case LeaseRenewed(valid_until=valid_until):
-                self._valid_until = valid_until
-                return None
-            case LostLeadership(reason=reason):
-                self._term = None
-                if self._role is Role.LEADER:
-                    self._stand_down(reason, resign=False)
+            case _Tick():
+                self._step(Tick(self.state.revision))
                 return None
             case GetStatus():
                 return self._status()
@@ -364,7 +332,7 @@ class RegistryActor(Actor):
     async def handle_batch(self, batch: list[Envelope]) -> None:
         """Apply the drain, then, once for all of it: store its changes (stream mode),
         log them, publish their events, deliver the replies and re-arm the lease timer;
-        then take up or give up the leadership if that is due."""
+        then carry out what the role machine decided."""
         outcomes: list[Any] = []
         for envelope in batch:
             try:
@@ -378,11 +346,8 @@ class RegistryActor(Actor):
                 raise
         transitions = self.state.take_transitions()
         if transitions and self._journal is not None and not await self._persist(transitions):
-            # What the drain answered may show changes that were not stored, except the
-            # status, which describes the router rather than the registry's content
-            # (health checks and metrics ask for it and must get an answer).
             outcomes = [
-                outcome if type(envelope.message) is GetStatus else _Failed(_not_stored())
+                _not_stored(envelope.message, outcome)
                 for envelope, outcome in zip(batch, outcomes, strict=True)
             ]
             transitions = []
@@ -390,42 +355,110 @@ class RegistryActor(Actor):
             self._log_transitions(transitions)
             self._publish(transitions)
         self._reply(batch, outcomes)
-        if self._reload_needed is not None:
-            await self._reload(self._reload_needed)
-        elif self._follow_again:
-            self._follow_again = False
-            await self._follow(after=self.state.revision)
-        elif self._term is not None and self._ready:
-            await self._take_up(self._term)
+        await self._carry_out()
         self._arm_timer()
 
-    # -- stream mode -----------------------------------------------------------------
+    # -- the role machine's effects -----------------------------------------------------
 
-    async def _open_stream(self, store: StreamStore) -> None:
-        self._nc = GuardedClient()
-        await connect_at_start(
-            self._nc, store.nats_url, auth=store.auth, timeout=10.0,
-            name="ipc-router-registry", closed_cb=self._on_closed,
-            error_cb=self._on_error,
-        )  # fmt: skip
-        self._journal = Journal(self._nc, store.journal)
-        try:
-            facts = await self._journal.open()
-        except JournalError as error:
-            raise StartupError(str(error)) from None
-        await self._load(facts)
+    def _step(self, event: Event) -> None:
+        role = self.role
+        assert role is not None
+        before = role.phase
+        self._effects.extend(role.step(event, asyncio.get_running_loop().time()))
+        if role.phase is not before:
+            self._log_phase(before, role)
 
-    async def _load(self, facts: StreamFacts) -> None:
-        """Read the whole stream (as `facts`, just found, describe it) into a fresh
-        state, then follow it."""
+    def _log_phase(self, before: Phase, role: RoleState) -> None:
+        now = asyncio.get_running_loop().time()
+        fields: dict[str, Any] = {"reason": role.reason, "revision": self.state.revision}
+        if role.phase is Phase.LEADING and before is Phase.TAKING_UP:
+            self._log.info("leadership_taken", term=role.term, instances=self.state.live,
+                           seconds=round(now - self._phase_since, 3), **fields)  # fmt: skip
+        elif before in _LED and role.phase not in _LED:
+            self._log.warning("leadership_given_up", phase=role.phase, **fields)
+        elif before is Phase.LOADING and role.phase is Phase.STANDBY:
+            self._log.info("registry_loaded", instances=self.state.live, offline=self.state.offline,
+                           seconds=round(now - self._phase_since, 3), **fields)  # fmt: skip
+        else:
+            level = logging.INFO if role.phase in _CALM else logging.WARNING
+            self._log.log(level, "role_changed", phase=role.phase, was=before, **fields)
+        self._phase_since = now
+
+    async def _carry_out(self) -> None:
+        """Carry out the role machine's effects in order, feeding back what came of
+        each (which may add more)."""
+        effects = self._effects
+        while effects:
+            event = await self._effect(effects.popleft())
+            if event is not None:
+                self._step(event)
+
+    async def _effect(self, effect: Effect) -> Event | None:
+        journal, store = self._journal, self._store
+        assert journal is not None and store is not None
+        state = self.state
+        match effect:
+            case OpenStream():
+                try:
+                    return self._opened(await journal.open())
+                except JournalError as error:
+                    return OpenFailed(str(error))
+            case Follow():
+                try:
+                    await self._follow(after=state.revision)
+                except JournalError as error:
+                    return FollowFailed(str(error))
+                return Following()
+            case StopFollowing():
+                self._reading += 1
+                await journal.stop_following()
+            case CheckStream():
+                try:
+                    head = await journal.head(state.revision)
+                except JournalError as error:
+                    return CheckFailed(str(error))
+                return Checked(head, state.revision, state.live + state.offline)
+            case SkipTo(sequence=sequence):
+                if sequence > state.revision:
+                    state.skip_to(sequence)
+            case WriteMarker(term=term, expected_last=expected):
+                marker = TermMarker(term=term, router=store.router_id)
+                try:
+                    return MarkerStored(term, await journal.write_term(marker, expected))
+                except Fenced:
+                    return MarkerFenced(term)
+                except JournalError as error:
+                    return MarkerFailed(term, str(error))
+            case GrantLeases():
+                state.grant_leases()
+                self._log.info("leases_granted", instances=state.live, revision=state.revision)
+            case TakeWrites(take=take):
+                _tell(store.gateway, ServeWrites(take))
+            case Report() | Resign():
+                _tell(store.elector, effect)
+            case NewEpoch():
+                with contextlib.suppress(JournalError):  # (the reload says what it finds)
+                    await journal.new_epoch()
+            case GiveUp(reason=reason):
+                raise FatalError(f"the registry gave up: {reason}")
+        return None
+
+    def _opened(self, facts: StreamFacts) -> Opened:
+        """A fresh view of the stream `facts` describes."""
         self.state = self._new_state(facts.cursor_secret)
         self.state.epoch = facts.epoch
-        self._ready = False
-        self._loading_since = asyncio.get_running_loop().time()
-        if facts.messages == 0:
-            self.state.skip_to(facts.last_sequence)
-            self._loaded()
-        await self._follow(after=0)
+        return Opened(facts.epoch, facts.last_sequence, facts.messages)
+
+    def _tick(self) -> None:
+        """Tell the role machine the time, every tick, until the actor stops (which
+        cancels the next one)."""
+        assert self._store is not None
+        with contextlib.suppress(ActorDeadError, MailboxFullError):
+            self.tell(_TICK, lane=Lane.URGENT)
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(self._store.timers.failover_after / 5, self._tick)
+
+    # -- stream mode -----------------------------------------------------------------
 
     async def _follow(self, after: int) -> None:
         """Have the stream's entries after `after` come to the mailbox as `_Apply`."""
@@ -448,29 +481,11 @@ class RegistryActor(Actor):
 
         await self._journal.follow(on_entry, after)
 
-    def _loaded(self) -> None:
-        self._ready = True
-        took = asyncio.get_running_loop().time() - self._loading_since
-        self._log.info(
-            "registry_loaded",
-            revision=self.state.revision,
-            instances=self.state.live,
-            offline=self.state.offline,
-            seconds=round(took, 3),
-        )
-
     def _apply(self, entry: Entry) -> None:
         state = self.state
-        if entry.sequence <= state.revision:
-            pass  # our own write coming back, or a repeat after the consumer restarted
-        elif self._role is Role.LEADER:
-            # Only the leader writes, and only after its term marker: somebody else did.
-            self._reload_needed = f"a write from another router (sequence {entry.sequence})"
-            return
-        else:
+        if entry.sequence > state.revision:
             assert self._journal is not None
-            prefix = self._journal.config.subject_prefix
-            key = parse_instance_subject(prefix, entry.subject)
+            key = parse_instance_subject(self._journal.config.subject_prefix, entry.subject)
             if key is None:
                 state.skip_to(entry.sequence)  # a term marker
             elif entry.forgotten:
@@ -481,119 +496,47 @@ class RegistryActor(Actor):
                     state.skip_to(entry.sequence)
                 else:
                     state.apply(entry.sequence, key, stored)
-        if not self._ready and entry.pending == 0:
-            self._loaded()
-
-    async def _take_up(self, term: int) -> None:
-        """Become the leader: fence the stream with a term marker written right after
-        the last entry we applied, then grant every instance a fresh lease."""
-        assert self._journal is not None and self._store is not None
-        if asyncio.get_running_loop().time() >= self._valid_until:
-            return  # lapsed before we got to it; the elector says so next
-        started = asyncio.get_running_loop().time()
-        try:
-            sequence = await self._journal.write_term(
-                TermMarker(term=term, router=self._store.router_id), self.state.revision
-            )
-        except Fenced:
-            return  # entries we have not applied yet: after they are, we try again
-        except JournalError as error:
-            self._term = None
-            self._resign(f"the term marker was not stored: {error}", term)
-            return
-        self._term = None
-        self.state.skip_to(sequence)
-        self.state.grant_leases()
-        self._role, self._leading_term = Role.LEADER, term
-        # Only the leader writes: following its own writes back would only cost.
-        await self._journal.stop_following()
-        self._reading += 1
-        self._serve_writes(True)
-        self._log.info(
-            "leadership_taken",
-            term=term,
-            revision=sequence,
-            instances=self.state.live,
-            seconds=round(asyncio.get_running_loop().time() - started, 3),
-        )
+        # (Else our own write coming back, or a repeat after the consumer restarted.)
+        if entry.pending == 0:
+            self._step(CaughtUp())
 
     async def _persist(self, transitions: list[Transition]) -> bool:
-        """Store a drain's changes; False (and a reload is due) when they were not."""
+        """Store a drain's changes, in appends of at most `WRITES_PER_APPEND` writes;
+        False (and the role machine told) when they were not all surely stored."""
         assert self._journal is not None
-        if self._role is not Role.LEADER:  # the elector's LostLeadership, within the drain
-            self._reload_needed = "the leadership was lost before the changes were stored"
-            return False
-        # No clock check here: the drain's writes were accepted while the leadership
-        # held, and the append is conditional: if a successor has written since, it
-        # fails. (A clock check would refuse the long drains of a busy leader, whose
-        # view of the leadership lags its elector's renewals by one drain.)
-        expected = transitions[0].event.revision - 1
         writes = [
             Write(change.service_name, change.instance_id, change.stored) for change in transitions
         ]
-        started = asyncio.get_running_loop().time()
+        # No clock check here: the drain's writes were accepted while the leadership
+        # held, and every append is conditional: if a successor has written since, it
+        # fails.
+        expected = transitions[0].event.revision - 1
+        loop = asyncio.get_running_loop()
         try:
-            await self._journal.append(writes, expected)
-            self._append_latency.observe(asyncio.get_running_loop().time() - started)
+            for start in range(0, len(writes), WRITES_PER_APPEND):
+                chunk = writes[start : start + WRITES_PER_APPEND]
+                started = loop.time()
+                await self._journal.append(chunk, expected)
+                self._append_latency.observe(loop.time() - started)
+                expected += len(chunk)
         except JournalError as error:  # (Fenced too)
-            self._reload_needed = f"the changes were not stored: {error}"
+            self._step(StoreFailed(str(error)))
             return False
         return True
-
-    def _stand_down(self, reason: str, *, resign: bool = True) -> None:
-        """Stop leading; unless the elector said so, it gives up the term too (or it
-        would keep renewing a leadership that nobody uses, and no other router could
-        take it)."""
-        if resign:
-            self._resign(reason, self._leading_term)
-        self._role = Role.STANDBY
-        self._follow_again = True  # everything up to state.revision is stored
-        self._serve_writes(False)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, float("inf")
-        self._log.warning("leadership_given_up", reason=reason, revision=self.state.revision)
-
-    async def _reload(self, reason: str) -> None:
-        """What is in memory may differ from the stream: stand down and read it again."""
-        self._reload_needed = None
-        if self._role is Role.LEADER:
-            self._stand_down(reason)
-        self._follow_again = False
-        self._log.warning("registry_reloading", reason=reason)
-        assert self._journal is not None
-        await self._load(await self._journal.open())  # the stream as it is now
-
-    def _resign(self, reason: str, term: int) -> None:
-        store = self._store
-        if store is not None and store.elector is not None:
-            with contextlib.suppress(ActorDeadError, MailboxFullError):
-                store.elector.tell(Resign(reason=reason, term=term), lane=Lane.URGENT)
-
-    def _serve_writes(self, serve: bool) -> None:
-        store = self._store
-        if store is not None and store.gateway is not None:
-            with contextlib.suppress(ActorDeadError, MailboxFullError):
-                store.gateway.tell(ServeWrites(serve), lane=Lane.URGENT)
 
     def _may_write(self) -> bool:
         """In memory, or leading for sure: a leader whose leadership may have lapsed
         (after a pause, say) decides nothing it could get wrong until it knows."""
-        role = self._role
-        return role is Role.MEMORY or (
-            role is Role.LEADER and asyncio.get_running_loop().time() < self._valid_until
-        )
+        role = self.role
+        return role is None or role.may_write(asyncio.get_running_loop().time())
 
     def _check_leading(self) -> None:
         if not self._may_write():
-            raise ProtocolError(
-                Status.SERVICE_UNAVAILABLE,
-                ErrorCode.ROUTER_UNAVAILABLE,
-                "This router is a standby and another one leads; retry shortly.",
-            )
+            assert self.role is not None
+            raise NotLeading(f"it is {self.role.phase}: {self.role.reason}")
 
     def _check_ready(self) -> None:
-        if not self._ready:
+        if self.role is not None and not self.role.ready:
             raise ProtocolError(
                 Status.SERVICE_UNAVAILABLE,
                 ErrorCode.ROUTER_UNAVAILABLE,
@@ -601,10 +544,10 @@ class RegistryActor(Actor):
             )
 
     def _status(self) -> RegistryStatus:
-        state = self.state
+        state, role = self.state, self.role
         return RegistryStatus(
-            role=self._role,
-            ready=self._ready,
+            role=Role.MEMORY if role is None else role.role,
+            ready=role is None or role.ready,
             revision=state.revision,
             epoch=state.epoch,
             instances=state.live,
@@ -613,6 +556,9 @@ class RegistryActor(Actor):
             status_counts={k: v for k, v in state.instances_in.items() if v},
             services=state.services,
             append_latency=self._append_latency.snapshot() if self._journal else None,
+            phase=None if role is None else role.phase,
+            phase_reason=None if role is None else role.reason,
+            leadership_events={} if role is None else dict(role.counts),
         )
 
     async def _on_closed(self) -> None:
@@ -691,8 +637,12 @@ class RegistryActor(Actor):
                 self.resolve(envelope, outcome)
 
     def _arm_timer(self) -> None:
-        if self._role is Role.STANDBY:
-            return  # only the leader expires; a standby's heap is what it led with
+        if not self._may_write():
+            # Only a sure leader expires (a standby's heap is what it led with).
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer, self._timer_at = None, float("inf")
+            return
         deadline = self.state.next_deadline()
         if deadline is None:
             return
@@ -721,84 +671,32 @@ class RegistryActor(Actor):
             self._timer = loop.call_at(self._timer_at, self._on_timer)
 
 
-def _not_stored() -> ProtocolError:
-    return ProtocolError(
-        Status.SERVICE_UNAVAILABLE,
-        ErrorCode.ROUTER_UNAVAILABLE,
-        "The change could not be stored (the router lost its leadership); retry shortly.",
+_CALM: Final = frozenset({Phase.STANDBY, Phase.TAKING_UP, Phase.LEADING})
+"""Phases entered as a matter of course (logged at info; the others at warning)."""
+_LED: Final = frozenset({Phase.LEADING, Phase.LAPSED})
+
+
+def _not_stored(message: Any, outcome: Any) -> Any:
+    """What a drain whose changes were not surely stored answers for `message`: writes
+    get silence (some may have been stored: an error would be a lie to those clients,
+    who send again and get the stored outcome from the leader), queries a 503 (they
+    may show changes that were not stored); the status describes the router rather
+    than the registry's content, and is answered as it is."""
+    if type(message) is GetStatus:
+        return outcome
+    if isinstance(message, WRITES):
+        return _Failed(NotLeading("its changes may not have been stored"))
+    return _Failed(
+        ProtocolError(
+            Status.SERVICE_UNAVAILABLE,
+            ErrorCode.ROUTER_UNAVAILABLE,
+            "The router could not store a change (it lost its leadership); retry shortly.",
+        )
     )
 
 
-def _query(known: Any, stamp: Any, build: Callable[[], Any]) -> Any:
-    if known is None:
-        return build()
-    if known == stamp:
-        return UNCHANGED
-    return Stamped(stamp, build())
+def _tell(ref: ActorRef | None, message: Any) -> None:
+    if ref is not None:
+        with contextlib.suppress(ActorDeadError, MailboxFullError):
+            ref.tell(message, lane=Lane.URGENT)
 
-
-# -- the typed client ------------------------------------------------------------------
-
-
-class RegistryClient:
-    """Typed calls to a registry actor through its ref: `await registry.register(r)`.
-
-    Errors meant for the caller arrive as `ProtocolError` (409, 403, 404 ...); a
-    registry that is not running raises `ActorDeadError`, a full mailbox
-    `MailboxFullError`, no answer in time `AskTimeoutError`. Heartbeats use the
-    mailbox's urgent lane, queries its low lane."""
-
-    __slots__ = ("ref", "timeout")
-
-    def __init__(self, ref: ActorRef, timeout: float = 5.0) -> None:
-        self.ref = ref
-        self.timeout = timeout
-
-    @property
-    def alive(self) -> bool:
-        """True while the registry actor accepts messages."""
-        return self.ref.alive
-
-    async def status(self) -> RegistryStatus | None:
-        """The registry's role, readiness and revision (None when it does not run)."""
-        status: RegistryStatus | None = await self.ref.ask_or_none(GetStatus())
-        return status
-
-    async def register(self, request: RegisterRequest) -> RegisterReply:
-        """Register an instance (409 on conflict, 507 when full)."""
-        reply: RegisterReply = await self.ref.ask(Register(request), self.timeout)
-        return reply
-
-    async def heartbeat(self, request: LeaseRequest) -> LeaseReply:
-        """Renew a lease (403 not the owner, 404 unknown)."""
-        reply: LeaseReply = await self.ref.ask(Heartbeat(request), self.timeout, lane=Lane.URGENT)
-        return reply
-
-    async def deregister(self, request: LeaseRequest) -> LeaseReply:
-        """Take an instance offline (403 not the owner)."""
-        reply: LeaseReply = await self.ref.ask(Deregister(request), self.timeout)
-        return reply
-
-    async def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
-        """A page of services with their instance counts."""
-        query = ListServices(request or ListServicesRequest())
-        services: ServiceList = await self.ref.ask(query, self.timeout, lane=Lane.LOW)
-        return services
-
-    async def get_service(
-        self, request: GetServiceRequest | str, *, missing_ok: bool = False
-    ) -> ServiceDetail:
-        """A page of one service's instances (404 when unknown, unless `missing_ok`).
-        A bare name asks for up to 1,000 instances in any status."""
-        if isinstance(request, str):
-            request = GetServiceRequest(service_name=request, status=None, limit=1000)
-        query = GetService(request, missing_ok=missing_ok)
-        detail: ServiceDetail = await self.ref.ask(query, self.timeout, lane=Lane.LOW)
-        return detail
-
-    async def read_if_changed(self, query: ListServices | GetService) -> Any:
-        """`UNCHANGED` when `query.known` is still current, else a new `Stamped` result.
-        Build the query with `known=()` when nothing is known yet."""
-        if query.known is None:
-            raise ValueError("read_if_changed needs a query built with known (() for none)")
-        return await self.ref.ask(query, self.timeout, lane=Lane.LOW)

@@ -350,11 +350,16 @@ class RegistryState:
         self._go_offline(record, self._clock(), EventType.DEREGISTERED, "deregistered")
         return LeaseReply(status=Status.OK, instance_status=OFFLINE)
 
-    def expire(self) -> None:
-        """Apply every lease transition that is due now."""
+    def expire(self, limit: int | None = None) -> bool:
+        """Apply the lease transitions that are due now, at most `limit` of them (a
+        caller that stores each batch keeps every batch small); True when more are
+        due."""
         now = self._clock()
         heap = self._deadlines
+        left = limit if limit is not None else -1
         while heap and heap[0][0] <= now:
+            if left == 0:
+                return True
             _, _, generation, record = heapq.heappop(heap)
             if generation != record.generation:
                 continue  # superseded entry
@@ -362,6 +367,8 @@ class RegistryState:
                 self._push(record)  # renewed since this entry was pushed
                 continue
             self._advance(record, now)
+            left -= 1
+        return False
 
     # -- replication ----------------------------------------------------------------
 
@@ -406,19 +413,26 @@ class RegistryState:
     def grant_leases(self) -> None:
         """Give every instance a lease from now on, as a new leader must (deadlines are
         not replicated): ONLINE ones a full TTL, UNHEALTHY ones their `offline_after`,
-        OFFLINE ones what is left of their retention by the stored time."""
+        OFFLINE ones what is left of their retention by the stored time. The first two
+        are spread over a further half TTL, in the order of the records: instances
+        whose clients are gone (all of them, after every router restarted) then expire
+        over that time rather than in one moment."""
         now, wall = self._clock(), self._wall()
         policy = self.policy
         self._deadlines.clear()
+        spread = policy.lease_ttl / 2 / max(1, self.live)
+        position = 0
         for service in self._services.values():
             for record in service.instances.values():
                 record.generation += 1
                 if record.status is ONLINE:
-                    record.renewed = now
-                    record.deadline = now + policy.lease_ttl
+                    position += 1
+                    record.renewed = now + position * spread
+                    record.deadline = record.renewed + policy.lease_ttl
                 elif record.status is UNHEALTHY:
-                    record.renewed = now - policy.lease_ttl
-                    record.deadline = now + policy.offline_after
+                    position += 1
+                    record.renewed = now + position * spread - policy.lease_ttl
+                    record.deadline = now + position * spread + policy.offline_after
                 else:
                     offline_at = record.offline_at if record.offline_at is not None else wall
                     left = offline_at + policy.offline_retention - wall

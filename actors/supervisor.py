@@ -3,7 +3,10 @@
 Children start in order and stop in reverse. A child that crashes is started
 again from its spec; more than `max_restarts` restarts within `within_seconds`
 means something is badly wrong, so the supervisor stops every child and fails,
-and the process exits non-zero rather than limping on.
+and the process exits non-zero rather than limping on. So it does at once when a
+child fails with `FatalError` (it knows a restart would not help), or when a restart
+fails with `StartupError` (the child cannot start as things are: a restart loop that
+takes its time per attempt would never reach the intensity, and would limp on).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import structlog
 
 from actors.actor import Actor, ActorRef
+from actors.errors import FatalError, StartupError
 
 __all__ = ["ActorRef", "ChildSpec", "RestartIntensityError", "Supervisor"]
 
@@ -34,7 +38,8 @@ class ChildSpec:
 
 
 class RestartIntensityError(RuntimeError):
-    """Children crashed more often than the restart intensity allows."""
+    """The supervisor gave up: children crashed more often than the restart intensity
+    allows, or one cannot go on (`FatalError`) or cannot be started again."""
 
 
 class Supervisor:
@@ -60,7 +65,7 @@ class Supervisor:
         self._max_restarts = max_restarts
         self._within = within_seconds
         self._restart_times: deque[float] = deque()
-        self._crashed: asyncio.Queue[ChildSpec] = asyncio.Queue()
+        self._crashed: asyncio.Queue[tuple[ChildSpec, BaseException]] = asyncio.Queue()
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self.done: asyncio.Future[None] | None = None
@@ -119,16 +124,19 @@ class Supervisor:
             error = task.exception()
         if self._stopping or self._actors.get(spec.id) is not actor:
             return
-        if error is None and not task.cancelled():
-            # A child that ends cleanly without being asked to is still a failure
-            # for a permanent child: the system needs it.
+        if error is None:
+            # A child that ends cleanly (or is cancelled) without being asked to is
+            # still a failure for a permanent child: the system needs it.
             error = RuntimeError(f"child {spec.id} stopped unexpectedly")
         log.error("child_crashed", child=spec.id, error=repr(error))
-        self._crashed.put_nowait(spec)
+        self._crashed.put_nowait((spec, error))
 
     async def _watch(self) -> None:
         while True:
-            spec = await self._crashed.get()
+            spec, error = await self._crashed.get()
+            if isinstance(error, FatalError):
+                await self._give_up(spec, f"{spec.id} cannot go on: {error}")
+                return
             if not self._allow_restart():
                 log.critical(
                     "restart_intensity_exceeded",
@@ -136,22 +144,30 @@ class Supervisor:
                     max_restarts=self._max_restarts,
                     within_seconds=self._within,
                 )
-                self._stopping = True
-                await self._stop_children(reversed(self._specs))
-                assert self.done is not None
-                self.done.set_exception(
-                    RestartIntensityError(
-                        f"more than {self._max_restarts} restarts within {self._within} s "
-                        f"(last crash: {spec.id}); giving up"
-                    )
+                await self._give_up(
+                    spec,
+                    f"more than {self._max_restarts} restarts within {self._within} s "
+                    f"(last crash: {spec.id})",
                 )
                 return
             try:
                 await self._start_child(spec)
                 log.warning("child_restarted", child=spec.id)
-            except Exception as error:  # noqa: BLE001 - a failed restart is another crash
-                log.error("child_restart_failed", child=spec.id, error=repr(error))
-                self._crashed.put_nowait(spec)
+            except StartupError as failure:
+                log.error("child_restart_failed", child=spec.id, error=repr(failure))
+                await self._give_up(spec, f"{spec.id} could not be started again: {failure}")
+                return
+            except Exception as failure:  # noqa: BLE001 - a failed restart is another crash
+                log.error("child_restart_failed", child=spec.id, error=repr(failure))
+                self._crashed.put_nowait((spec, failure))
+
+    async def _give_up(self, spec: ChildSpec, reason: str) -> None:
+        """Stop every child and fail `done` (the process exits non-zero)."""
+        log.critical("supervisor_gave_up", child=spec.id, reason=reason)
+        self._stopping = True
+        await self._stop_children(reversed(self._specs))
+        assert self.done is not None
+        self.done.set_exception(RestartIntensityError(f"{reason}; giving up"))
 
     def _allow_restart(self) -> bool:
         now = time.monotonic()

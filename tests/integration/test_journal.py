@@ -12,7 +12,7 @@ from protocol.stored import StoredInstance
 
 pytestmark = pytest.mark.timeout(30)
 
-CONFIG = JournalConfig(stream="IPC_JOURNAL_TEST", ack_timeout=2.0)
+CONFIG = JournalConfig(stream="IPC_JOURNAL_TEST")
 
 
 def write(instance: str) -> Write:
@@ -30,7 +30,7 @@ def write(instance: str) -> Write:
 
 
 async def test_a_batch_is_stored_in_order_and_its_last_sequence_returned(nc: NatsClient) -> None:
-    journal = Journal(nc, CONFIG)
+    journal = Journal(nc, CONFIG, timeout=2.0)
     facts = await journal.open()
     last = await journal.append([write("a"), write("b"), write("c")], facts.last_sequence)
     assert last == facts.last_sequence + 3
@@ -38,7 +38,7 @@ async def test_a_batch_is_stored_in_order_and_its_last_sequence_returned(nc: Nat
 
 
 async def test_a_write_from_elsewhere_fences_the_next_append(nc: NatsClient) -> None:
-    journal = Journal(nc, CONFIG)
+    journal = Journal(nc, CONFIG, timeout=2.0)
     facts = await journal.open()
     mine = await journal.append([write("a")], facts.last_sequence)
     await nc.jetstream().publish(f"{CONFIG.subject_prefix}.i.orders.intruder", b"")
@@ -50,7 +50,7 @@ async def test_a_write_from_elsewhere_fences_the_next_append(nc: NatsClient) -> 
 async def test_an_append_to_a_deleted_stream_fails_rather_than_counting_as_stored(
     nc: NatsClient,
 ) -> None:
-    journal = Journal(nc, CONFIG)
+    journal = Journal(nc, CONFIG, timeout=2.0)
     facts = await journal.open()
     await nc.jetstream().delete_stream(CONFIG.stream)
     with pytest.raises(JournalError, match="no stream stores"):
@@ -58,7 +58,7 @@ async def test_an_append_to_a_deleted_stream_fails_rather_than_counting_as_store
 
 
 async def test_a_large_drain_is_stored_whole(nc: NatsClient) -> None:
-    journal = Journal(nc, CONFIG)
+    journal = Journal(nc, CONFIG, timeout=2.0)
     facts = await journal.open()
     writes = [write(f"i-{n}") for n in range(2_500)]
     last = await journal.append(writes, facts.last_sequence)
@@ -70,7 +70,7 @@ async def test_a_batch_fenced_off_stores_none_of_its_writes(nc: NatsClient) -> N
     """Each write conditional on the stream's sequence alone was not enough: with one
     foreign write in the gap, the first of two writes failed and the second, whose
     expected sequence now matched, was stored after the successor's write."""
-    journal = Journal(nc, CONFIG)
+    journal = Journal(nc, CONFIG, timeout=2.0)
     facts = await journal.open()
     await nc.jetstream().publish(f"{CONFIG.subject_prefix}.i.orders.intruder", b"")
     with pytest.raises(Fenced):

@@ -19,8 +19,8 @@ from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from actors.journal import JournalConfig
-from actors.leadership import LostLeadership, Resign, Role
 from actors.registry import RegistryActor
+from actors.role_state import LeaseView, Resign, Role
 from protocol import (
     REGISTER_SUBJECT,
     InstanceStatus,
@@ -283,14 +283,17 @@ async def test_a_leader_whose_leadership_may_have_lapsed_expires_nobody(
     loop = asyncio.get_running_loop()
     expires_at = loop.time() + policy.lease_ttl
     elector = incarnation(router.supervisor.ref("leader-elector"))
+    kv = elector._kv
 
-    async def cut_off() -> None:
-        pass
+    async def cut_off(*args: Any, **kwargs: Any) -> int:
+        raise TimeoutError("cut off")
 
-    monkeypatch.setattr(elector, "_renew", cut_off)
+    monkeypatch.setattr(kv, "update", cut_off)
     registry = incarnation(router.registry.ref)
     assert isinstance(registry, RegistryActor)
-    await eventually(lambda: registry._valid_until <= loop.time(), what="the leadership to lapse")
+    assert registry.role is not None
+    role = registry.role
+    await eventually(lambda: not role.may_write(loop.time()), what="the leadership to lapse")
     assert loop.time() < expires_at  # (or expiring would have been right)
     await eventually(lambda: loop.time() > expires_at + 0.2, what="the lease to end", timeout=10)
     await router.registry.status()
@@ -305,8 +308,8 @@ async def test_an_elector_keeps_a_later_term_than_the_one_resigned(
     elector = router.supervisor.ref("leader-elector")
     status = await router.registry.status()
     assert status is not None
-    elector.tell(Resign(reason="an old term", term=-1), lane=Lane.URGENT)
-    await elector.ask(Resign(reason="again", term=-2), lane=Lane.URGENT)  # the first is done
+    elector.tell(Resign(term=-1, reason="an old term"), lane=Lane.URGENT)
+    await elector.ask(Resign(term=-2, reason="again"), lane=Lane.URGENT)  # the first is done
     status = await router.registry.status()
     assert status is not None and status.role == Role.LEADER
 
@@ -332,7 +335,7 @@ async def test_a_leader_that_lost_its_leadership_arms_no_lease_timer(
         registry = incarnation(router.registry.ref)
         assert isinstance(registry, RegistryActor)
         assert registry._timer is not None  # the leader waits for orders-1's deadline
-        router.registry.ref.tell(LostLeadership(reason="test"), lane=Lane.URGENT)
+        router.registry.ref.tell(LeaseView(None, 0.0, serial=10**9), lane=Lane.URGENT)
         status = await router.registry.status()
         assert status is not None and status.role == Role.STANDBY
         await router.registry.status()  # a later drain: the one that stood down is over
