@@ -110,7 +110,10 @@ class Router:
                 nats_url=self.nats_url,
                 auth=config.nats_auth,
                 journal=config.journal,
-                timers=RoleTimers(failover_after=config.failover_after),
+                timers=RoleTimers(
+                    failover_after=config.failover_after,
+                    tombstone_ttl=config.journal.tombstone_ttl,
+                ),
                 router_id=self.router_id,
                 gateway=refs["nats-gateway"],
                 elector=refs["leader-elector"],
@@ -210,6 +213,7 @@ class Router:
                 actors=self.supervisor.refs,
                 event_feed=self.event_feed,
                 connections=self._admin_connections,
+                elector=self.supervisor.refs.get("leader-elector"),
             ),
         )
 

@@ -88,6 +88,12 @@ class ElectionTimers:
         return self.failover_after * 0.8
 
     @property
+    def quiet(self) -> float:
+        """After giving a term up, no campaign for this long: another router, watching
+        every tick, takes the key first."""
+        return 2 * self.tick
+
+    @property
     def registry_silence(self) -> float:
         """A leader whose registry has not answered for this long gives the term up
         (a registry's drain, an append included, takes at most `failover_after`)."""
@@ -335,7 +341,7 @@ class ElectionState:
         self.phase, self.reason = Campaign.IDLE, reason
         self.valid_until = -math.inf
         self._seen(None, now)
-        self._quiet_until = now + self.timers.failover_after
+        self._quiet_until = now + self.timers.quiet
         return [self._tell(now), DeleteKey(last)]
 
     def _ensure_bucket(self) -> list[ElectionEffect]:

@@ -378,6 +378,8 @@ async def _healthz(request: web.Request) -> web.Response:
         registry_running=registry_ok,
         role=status.role if status is not None else None,
         revision=status.revision if status is not None else None,
+        phase=status.phase if status is not None else None,
+        phase_reason=status.phase_reason if status is not None else None,
         lease_policy=probe.lease_policy,
         limits=probe.limits,
     )

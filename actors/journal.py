@@ -240,6 +240,7 @@ class Journal:
         return StreamHead(
             epoch=str(metadata.get("ipc_router_epoch", "")),
             last_sequence=last,
+            first_sequence=int(state.get("first_seq", 0)),
             messages=int(state.get("messages", 0)),
             next_unapplied=next_unapplied,
         )
@@ -323,7 +324,11 @@ class Journal:
         each new one as it comes, in stream order (an ordered consumer: a gap makes it
         start again where it was). `on_entry` may take its time: the next message waits
         (and the server holds back more, by flow control). Returns once the consumer
-        exists."""
+        exists.
+
+        Raises:
+            JournalError: the consumer could not be made (no stream, no answer).
+        """
         await self.stop_following()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
@@ -343,14 +348,17 @@ class Journal:
                 )
             )
 
-        self._follower = await self._js.subscribe(
-            f"{self._prefix}.>",
-            cb=deliver,
-            config=config,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            stream=self.config.stream,
-        )
+        try:
+            self._follower = await self._js.subscribe(
+                f"{self._prefix}.>",
+                cb=deliver,
+                config=config,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                stream=self.config.stream,
+            )
+        except (nats.errors.Error, OSError) as error:
+            raise JournalError(f"cannot follow stream {self.config.stream}: {error!r}") from None
 
     async def stop_following(self) -> None:
         follower, self._follower = self._follower, None

@@ -26,9 +26,10 @@ from prometheus_client.registry import Collector
 from actors.actor import ActorRef, MailboxStats
 from actors.event_feed import EventFeedClient, EventFeedStats
 from actors.latency import HistogramSnapshot
+from actors.leadership import GetElection
 from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
 from actors.registry import RegistryClient, RegistryStatus
-from actors.role_state import Role
+from actors.role_state import Phase, Role
 from protocol import InstanceStatus
 
 __all__ = [
@@ -67,6 +68,8 @@ class MetricsSources:
     connections: Callable[[], Awaitable[ConnectionStats | None]] | None = None
     version: str = ""
     """Reported in `ipc_router_build_info` (the admin app fills in the package's)."""
+    elector: ActorRef | None = None
+    """Stream mode: the leader elector, asked for its own leadership events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +84,19 @@ class MetricsSnapshot:
     connections: ConnectionStats | None = None
     version: str = ""
     gather_seconds: float = 0.0
+    election: tuple[str, dict[str, int]] | None = None
+    """Stream mode: the elector's phase and its events by kind."""
 
 
 async def gather(sources: MetricsSources) -> MetricsSnapshot:
     """Ask every source, at once; a source that does not answer is left out."""
     started = time.perf_counter()
-    registry_status, gateway, feed, connections = await asyncio.gather(
+    registry_status, gateway, feed, connections, election = await asyncio.gather(
         sources.registry.status(),
         sources.nats_gateway.stats(),
         sources.event_feed.stats() if sources.event_feed is not None else _none(),
         sources.connections() if sources.connections is not None else _none(),
+        sources.elector.ask_or_none(GetElection()) if sources.elector is not None else _none(),
     )
     mailboxes = {name: (ref.alive, ref.mailbox_stats()) for name, ref in sources.actors.items()}
     return MetricsSnapshot(
@@ -101,6 +107,7 @@ async def gather(sources: MetricsSources) -> MetricsSnapshot:
         connections=connections,
         version=sources.version,
         gather_seconds=time.perf_counter() - started,
+        election=election,
     )
 
 
@@ -155,7 +162,7 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
 
 
 def _by_label(
-    name: str, documentation: str, label: str, values: dict[str, float]
+    name: str, documentation: str, label: str, values: Mapping[str, float]
 ) -> CounterMetricFamily:
     """One counter with one label, a sample per (label value, count), in `values`'
     order."""
@@ -221,6 +228,27 @@ def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
         "Change events the registry could not hand to the NATS gateway (watchers resync).",
         status.events_dropped,
     )
+    if status.phase is not None:
+        phase = GaugeMetricFamily(
+            f"{_PREFIX}_phase",
+            "Where this router stands in the registry: 1 for its phase (loading, standby, "
+            "taking_up, leading, lapsed, standing_down), 0 for the others.",
+            labels=["phase"],
+        )
+        for stage in Phase:
+            phase.add_metric([stage.value], 1 if status.phase == stage else 0)
+        yield phase
+        events = dict(status.leadership_events)
+        if snapshot.election is not None:
+            events |= {f"elector_{kind}": count for kind, count in snapshot.election[1].items()}
+        yield _by_label(
+            "leadership_events",
+            "Leadership events so far, by kind: terms won, taken up and given up, lapses, "
+            "stand-downs, reloads, stream changes (deleted, replaced, purged), failed stream "
+            "checks, leadership buckets created again.",
+            "event",
+            events,
+        )
     if status.append_latency is not None:
         yield _histogram(
             "stream_append_duration_seconds",
@@ -251,6 +279,7 @@ def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
             "no_reply_subject": stats.dropped_without_reply,
             "slow_consumer": stats.dropped_slow,
             "malformed": stats.dropped_malformed,
+            "not_leading": stats.unanswered_writes,
         },
     )
     requests = CounterMetricFamily(

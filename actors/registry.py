@@ -81,6 +81,7 @@ from actors.role_state import (
     OpenStream,
     Phase,
     Report,
+    ResetView,
     Resign,
     Role,
     RoleState,
@@ -223,6 +224,10 @@ class RegistryActor(Actor):
         self._nc: GuardedClient | None = None
         self._journal: Journal | None = None
         self._append_latency = LatencyHistogram()
+        self._facts: StreamFacts | None = None
+        """What the last opening of the stream found."""
+        self._marker = 0
+        """The sequence of the last term marker the view knows."""
         self._reading = 0
         """+1 each time the follower starts or stops."""
         self._phase_since = 0.0
@@ -263,11 +268,13 @@ class RegistryActor(Actor):
         self.role = RoleState(store.timers, self._phase_since)
         # The first opening is part of starting: a stream this router cannot use is a
         # startup error (one line, exit 2), not a restart loop.
+        (opening,) = self.role.start()
+        assert isinstance(opening, OpenStream)
         try:
-            facts = await self._journal.open()
+            self._facts = await self._journal.open()
         except JournalError as error:
             raise StartupError(str(error)) from None
-        self._step(self._opened(facts))
+        self._step(_opened(opening.load, self._facts))
         await self._carry_out()
         self._tick()
 
@@ -398,33 +405,45 @@ class RegistryActor(Actor):
         assert journal is not None and store is not None
         state = self.state
         match effect:
-            case OpenStream():
+            case OpenStream(load=load):
                 try:
-                    return self._opened(await journal.open())
+                    self._facts = await journal.open()
                 except JournalError as error:
-                    return OpenFailed(str(error))
-            case Follow():
+                    return OpenFailed(load, str(error))
+                return _opened(load, self._facts)
+            case ResetView():
+                facts = self._facts
+                assert facts is not None
+                self.state = self._new_state(facts.cursor_secret)
+                self.state.epoch = facts.epoch
+                self._marker = 0
+            case Follow(load=load):
                 try:
                     await self._follow(after=state.revision)
                 except JournalError as error:
-                    return FollowFailed(str(error))
-                return Following()
+                    return FollowFailed(load, str(error))
+                return Following(load)
             case StopFollowing():
                 self._reading += 1
                 await journal.stop_following()
-            case CheckStream():
+            case CheckStream(load=load):
                 try:
                     head = await journal.head(state.revision)
                 except JournalError as error:
-                    return CheckFailed(str(error))
-                return Checked(head, state.revision, state.live + state.offline)
+                    return CheckFailed(load, str(error))
+                records = state.live + state.offline
+                return Checked(load, head, state.revision, records, self._marker)
             case SkipTo(sequence=sequence):
                 if sequence > state.revision:
                     state.skip_to(sequence)
             case WriteMarker(term=term, expected_last=expected):
+                assert self.role is not None
+                if not self.role.taking_up(term):
+                    return None  # (decided earlier in the drain; the take-up ended since)
                 marker = TermMarker(term=term, router=store.router_id)
                 try:
-                    return MarkerStored(term, await journal.write_term(marker, expected))
+                    self._marker = await journal.write_term(marker, expected)
+                    return MarkerStored(term, self._marker)
                 except Fenced:
                     return MarkerFenced(term)
                 except JournalError as error:
@@ -442,12 +461,6 @@ class RegistryActor(Actor):
             case GiveUp(reason=reason):
                 raise FatalError(f"the registry gave up: {reason}")
         return None
-
-    def _opened(self, facts: StreamFacts) -> Opened:
-        """A fresh view of the stream `facts` describes."""
-        self.state = self._new_state(facts.cursor_secret)
-        self.state.epoch = facts.epoch
-        return Opened(facts.epoch, facts.last_sequence, facts.messages)
 
     def _tick(self) -> None:
         """Tell the role machine the time, every tick, until the actor stops (which
@@ -468,8 +481,9 @@ class RegistryActor(Actor):
         me = self.ref
 
         async def on_entry(entry: Entry) -> None:
-            # Every entry, in stream order (one lane): a full mailbox is waited out,
-            # never an entry dropped.
+            # Every entry, in stream order (one lane): a full mailbox, or one that does
+            # not take messages yet (the follower starts while the actor is starting), is
+            # waited out, never an entry dropped; an actor that ended takes no more.
             while True:
                 try:
                     me.tell(_Apply(entry, reading))
@@ -477,7 +491,9 @@ class RegistryActor(Actor):
                 except MailboxFullError:
                     await asyncio.sleep(_APPLY_BACKOFF)
                 except ActorDeadError:
-                    return
+                    if self.task is not None:
+                        return  # it ran, and ended (on_stop ends this follower)
+                    await asyncio.sleep(_APPLY_BACKOFF)  # still starting
 
         await self._journal.follow(on_entry, after)
 
@@ -488,6 +504,7 @@ class RegistryActor(Actor):
             key = parse_instance_subject(self._journal.config.subject_prefix, entry.subject)
             if key is None:
                 state.skip_to(entry.sequence)  # a term marker
+                self._marker = entry.sequence
             elif entry.forgotten:
                 state.apply(entry.sequence, key, None)
             else:
@@ -674,6 +691,10 @@ class RegistryActor(Actor):
 _CALM: Final = frozenset({Phase.STANDBY, Phase.TAKING_UP, Phase.LEADING})
 """Phases entered as a matter of course (logged at info; the others at warning)."""
 _LED: Final = frozenset({Phase.LEADING, Phase.LAPSED})
+
+
+def _opened(load: int, facts: StreamFacts) -> Opened:
+    return Opened(load, facts.epoch, facts.last_sequence, facts.messages)
 
 
 def _not_stored(message: Any, outcome: Any) -> Any:

@@ -342,3 +342,8 @@ class Health(Base, frozen=True):
     """The registry revision this router's view reflects."""
     lease_policy: LeasePolicy | None = None
     limits: RegistryLimits | None = None
+    phase: str | None = None
+    """Stream mode: where this router stands (loading, standby, taking_up, leading,
+    lapsed: a leader not sure it still leads, silent until it knows; standing_down)."""
+    phase_reason: str | None = None
+    """Why it is there (the last change)."""
