@@ -19,6 +19,7 @@ from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
 from actors.errors import StartupError
 from actors.journal import JournalConfig
+from actors.leadership import LeaderElector
 from actors.registry import RegistryActor
 from actors.role_state import LeaseView, Resign, Role
 from protocol import (
@@ -283,6 +284,7 @@ async def test_a_leader_whose_leadership_may_have_lapsed_expires_nobody(
     loop = asyncio.get_running_loop()
     expires_at = loop.time() + policy.lease_ttl
     elector = incarnation(router.supervisor.ref("leader-elector"))
+    assert isinstance(elector, LeaderElector)
     kv = elector._kv
 
     async def cut_off(*args: Any, **kwargs: Any) -> int:

@@ -47,7 +47,7 @@ def test_every_invariant_holds_in_every_schedule() -> None:
 def test_a_schedule_replays_exactly() -> None:
     seed = int(os.environ.get("SIM_SEED", "7"))
     first, second = World(seed, settings_for(seed)), World(seed, settings_for(seed))
-    outcomes = []
+    outcomes: list[str | None] = []
     for world in (first, second):
         try:
             world.run()
