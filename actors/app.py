@@ -28,7 +28,8 @@ from actors.journal import JournalConfig
 from actors.leadership import LeaderElector
 from actors.metrics import ConnectionStats, MetricsSources
 from actors.nats_gateway import NatsGateway, NatsGatewayClient, Presence
-from actors.registry import RegistryActor, RegistryClient, StreamStore
+from actors.registry import RegistryActor, StreamStore
+from actors.registry_api import RegistryClient
 from actors.role_state import RoleTimers
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryLimits

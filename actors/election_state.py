@@ -100,6 +100,12 @@ class ElectionTimers:
         return self.failover_after * 2
 
     @property
+    def bucket_timeout(self) -> float:
+        """How long creating the bucket again may take (the elector waits meanwhile; a
+        creation not answered in time goes on in the server, and is tried again)."""
+        return max(1.0, 2 * self.failover_after)
+
+    @property
     def io_timeout(self) -> float:
         """How long one KV request may take (two ticks: a renewal that times out still
         leaves room for the next one within the validity)."""

@@ -28,7 +28,13 @@ from actors.event_feed import (
 from actors.http_guard import ConnectionGuard, descriptor_budget
 from actors.metrics import ConnectionStats, MetricsSources, render
 from actors.openapi import ADMIN_BASE, EVENTS_PATH, METRICS_PATH, openapi_document
-from actors.registry import UNCHANGED, GetService, ListServices, RegistryClient, RegistryStatus
+from actors.registry_api import (
+    UNCHANGED,
+    GetService,
+    ListServices,
+    RegistryClient,
+    RegistryStatus,
+)
 from actors.version import package_version
 from protocol import (
     NAME_PATTERN,

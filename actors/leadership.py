@@ -130,13 +130,13 @@ class LeaderElector(Actor):
         self.election = ElectionState(self.timers, asyncio.get_running_loop().time())
         self._schedule()
 
-    async def _open_bucket(self) -> None:
+    async def _open_bucket(self, timeout: float = 5.0) -> None:
         """Use the bucket as it is (routers started with other settings, earlier or
         beside this one, share it); create it only when it is missing."""
         assert self._nc is not None
         # Bucket management may wait for a cluster to place the stream; the key's own
         # requests must not wait longer than a renewal can.
-        manage = self._nc.jetstream(timeout=5.0)
+        manage = self._nc.jetstream(timeout=timeout)
         try:
             await manage.key_value(self._bucket)
         except BucketNotFoundError:
@@ -250,7 +250,7 @@ class LeaderElector(Actor):
                 log.warning("leadership_bucket_missing", bucket=self._bucket,
                             effect="creating it again", replicas=self._replicas)  # fmt: skip
                 try:
-                    await self._open_bucket()
+                    await self._open_bucket(self.timers.bucket_timeout)
                 except _FAILED as error:
                     log.warning("leadership_bucket_not_created", error=repr(error))
                     return None

@@ -28,7 +28,7 @@ from actors.event_feed import EventFeedClient, EventFeedStats
 from actors.latency import HistogramSnapshot
 from actors.leadership import GetElection
 from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
-from actors.registry import RegistryClient, RegistryStatus
+from actors.registry_api import RegistryClient, RegistryStatus
 from actors.role_state import Phase, Role
 from protocol import InstanceStatus
 

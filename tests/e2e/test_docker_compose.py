@@ -48,7 +48,7 @@ from actors.actor import ActorRef
 from actors.cli import build_parser
 from actors.embedded_nats import NatsServerProcess, nats_server_binary
 from actors.http_gateway import HealthProbe, build_admin_app
-from actors.registry import RegistryClient
+from actors.registry_api import RegistryClient
 from protocol import LeasePolicy
 from tests.support.nats_logs import LogEntries, violations
 from tests.support.network import free_port

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actors.admin_cli import AdminApiError, run_services
 from actors.http_gateway import HealthProbe, build_admin_app
-from actors.registry import RegistryActor, RegistryClient
+from actors.registry import RegistryActor
+from actors.registry_api import RegistryClient
 from protocol import LeasePolicy, RegisterRequest
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from actors.http_gateway import AdminLimits, GetAddress, HealthProbe, HttpGateway, build_admin_app
-from actors.registry import RegistryActor, RegistryClient
+from actors.registry import RegistryActor
+from actors.registry_api import RegistryClient
 from protocol import LeasePolicy
 from tests.support.http import healthz
 

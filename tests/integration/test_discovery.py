@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from actors.actor import Envelope
 from actors.app import Router
 from actors.embedded_nats import NatsServerProcess
-from actors.registry import EventBatch
+from actors.registry_api import EventBatch
 from protocol import (
     GET_SUBJECT,
     LIST_SUBJECT,

@@ -34,7 +34,8 @@ from yarl import URL
 from actors.actor import ActorRef
 from actors.http_gateway import RUNNER_OPTIONS, HealthProbe, build_admin_app
 from actors.openapi import openapi_document
-from actors.registry import RegistryActor, RegistryClient
+from actors.registry import RegistryActor
+from actors.registry_api import RegistryClient
 from protocol import LeasePolicy, RegisterRequest, RegistryLimits, encode_cursor
 from tests.support.threaded import ServerThread, server_thread
 

@@ -75,7 +75,7 @@ async def test_sdk_heartbeats_keep_an_instance_online_well_past_its_ttl(
     beats: list[LeaseRequest] = []
     unhealthy: list[str] = []
     renew = registry.state.heartbeat
-    log_transitions = registry._log_transitions
+    log_transitions = registry._log.transitions
 
     def count_beat(request: LeaseRequest) -> LeaseReply:
         beats.append(request)
@@ -86,7 +86,7 @@ async def test_sdk_heartbeats_keep_an_instance_online_well_past_its_ttl(
         log_transitions(transitions)
 
     monkeypatch.setattr(registry.state, "heartbeat", count_beat)
-    monkeypatch.setattr(registry, "_log_transitions", watch)
+    monkeypatch.setattr(registry._log, "transitions", watch)
     async with ServiceClient(nats_server.url) as client:
         await client.register("orders", "orders-1")
         await eventually(lambda: len(beats) >= 10, what="ten heartbeats")  # over 3 TTLs

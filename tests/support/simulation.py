@@ -704,7 +704,7 @@ class ElectorHost(SimActor):
             case DeleteKey(last=last):
                 yield world.kv_io(lambda: bucket.delete(last, world.now), timeout)
             case EnsureBucket():
-                outcome = yield world.kv_io(bucket.ensure, 5.0)
+                outcome = yield world.kv_io(bucket.ensure, self.timers.bucket_timeout)
                 return None if outcome is TIMED_OUT else BucketEnsured()
         return None
 

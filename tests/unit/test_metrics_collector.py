@@ -19,7 +19,7 @@ from actors.latency import DEFAULT_BOUNDS, HistogramSnapshot, LatencyHistogram
 from actors.leadership import Role
 from actors.metrics import ConnectionStats, MetricsSnapshot, SnapshotCollector
 from actors.nats_gateway import NatsGatewayStats
-from actors.registry import RegistryStatus
+from actors.registry_api import RegistryStatus
 from protocol import InstanceStatus
 
 REPO = Path(__file__).resolve().parents[2]

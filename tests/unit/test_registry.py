@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from actors.actor import Actor
-from actors.registry import EventBatch, RegistryActor, RegistryClient
+from actors.registry import RegistryActor
+from actors.registry_api import EventBatch, RegistryClient
 from actors.registry_state import RegistryState
 from protocol import (
     ErrorCode,

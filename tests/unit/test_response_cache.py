@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors.http_gateway import _ENTRY_OVERHEAD, _ResponseCache, cache_key
-from actors.registry import GetService, ListServices
+from actors.registry_api import GetService, ListServices
 from protocol import GetServiceRequest, InstanceStatus, ListServicesRequest, encode_cursor
 
 pytestmark = pytest.mark.timeout(10)
