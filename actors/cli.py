@@ -178,6 +178,12 @@ OPTIONS: tuple[Option, ...] = (
         "seconds without the leader's renewal before a standby takes over",
         str(_ROUTER.failover_after), _seconds,
     ),
+    Option(
+        "serve", "--tombstone-ttl",
+        "seconds a forgotten instance's tombstone stays in the stream (a router that "
+        "falls behind for most of this reads the whole stream again)",
+        f"{_JOURNAL.tombstone_ttl:g}", _seconds,
+    ),
     Option("serve", "--nats-user", group=NATS_AUTH),
     Option("serve", "--nats-password", note=_PREFER_ENV, group=NATS_AUTH),
     Option("serve", "--nats-token", note=_PREFER_ENV, group=NATS_AUTH),
@@ -467,7 +473,9 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         embedded_nats_port=args.embedded_nats_port,
         store=args.store,
         data_dir=_data_dir(args.data_dir),
-        journal=JournalConfig(stream=args.stream, replicas=args.replicas),
+        journal=JournalConfig(
+            stream=args.stream, replicas=args.replicas, tombstone_ttl=args.tombstone_ttl
+        ),
         failover_after=args.failover_after,
         lease_policy=LeasePolicy(
             heartbeat_interval=args.heartbeat_interval,

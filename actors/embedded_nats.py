@@ -189,6 +189,11 @@ class NatsServerProcess:
         return f"nats://{self.host}:{self.port}"
 
     @property
+    def server_name(self) -> str | None:
+        """The name it was given (a cluster's servers each have one)."""
+        return self._server_name
+
+    @property
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._process.pid if self._process else None
@@ -302,6 +307,12 @@ class NatsServerProcess:
         """Wait for the process to exit; returns its exit code."""
         assert self._process is not None
         return await self._process.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the running server (a test's SIGKILL or SIGSTOP)."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(sig)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Terminate the server (SIGKILL after `timeout`) and remove its store. Idempotent."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class Journal:
         self.config = config or JournalConfig()
         self.timeout = timeout
         self._prefix = self.config.subject_prefix
-        self._js = nc.jetstream()
+        self._js = nc.jetstream(timeout=max(timeout, 1.0))
         self._follower: Subscription | None = None
         self.refused: str | None = None
         """A permission violation about JetStream that the server reported (the
@@ -151,15 +152,18 @@ class Journal:
 
     # -- the stream ----------------------------------------------------------------
 
-    async def open(self) -> StreamFacts:
-        """Find the stream, or create it with a new epoch and cursor secret.
+    async def open(self, *, patient: bool = False) -> StreamFacts:
+        """Find the stream, or create it with a new epoch and cursor secret. Each
+        request is asked once, within the journal's timeout; `patient` (at start) asks
+        again for up to about ten seconds while a cluster elects its leaders.
 
         Raises:
             JournalError: JetStream is not available, or refused the stream.
         """
-        info = await self._api(f"STREAM.INFO.{self.config.stream}", {}, missing_ok=True)
+        asks: dict[str, Any] = {"attempts": 8} if patient else {"attempts": 1, "timeout": self.timeout}
+        info = await self._api(f"STREAM.INFO.{self.config.stream}", {}, missing_ok=True, **asks)
         if info is None:
-            info = await self._create()
+            info = await self._create(asks)
         config = info["config"]
         metadata = config.get("metadata") or {}
         if "ipc_router_epoch" not in metadata:
@@ -182,7 +186,7 @@ class Journal:
             messages=int(state.get("messages", 0)),
         )
 
-    async def _create(self) -> dict[str, Any]:
+    async def _create(self, asks: dict[str, Any]) -> dict[str, Any]:
         config = {
             "name": self.config.stream,
             "description": "ipc-router registry: one message per instance",
@@ -200,9 +204,10 @@ class Journal:
                 "ipc_router_cursor_secret": secrets.token_hex(16),
             },
         }
-        created = await self._api(f"STREAM.CREATE.{self.config.stream}", config, exists_ok=True)
+        stream = self.config.stream
+        created = await self._api(f"STREAM.CREATE.{stream}", config, exists_ok=True, **asks)
         if created is None:  # another router created it a moment ago: use theirs
-            found = await self._api(f"STREAM.INFO.{self.config.stream}", {})
+            found = await self._api(f"STREAM.INFO.{stream}", {}, **asks)
             assert found is not None
             return found
         log.info("stream_created", stream=self.config.stream, replicas=self.config.replicas)
@@ -389,7 +394,8 @@ class Journal:
             Fenced: someone else wrote to the stream.
             JournalError: not every write was acknowledged in time.
         """
-        forget = {FORGET_HEADER: "1", "Nats-TTL": f"{int(self.config.tombstone_ttl)}s"}
+        ttl = max(1, math.ceil(self.config.tombstone_ttl))  # (whole seconds, at least one)
+        forget = {FORGET_HEADER: "1", "Nats-TTL": f"{ttl}s"}
         messages = [
             (
                 instance_subject(self._prefix, write.service_name, write.instance_id),

@@ -504,7 +504,7 @@ class NatsGateway(Actor):
 
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
         decode, make_message, wrap = route.decode, route.message, route.wrap
-        lane = route.lane
+        lane, write = route.lane, route.write and self._presence.mode != "memory"
         meter = self._meters[route.subject]
         now = asyncio.get_running_loop().time
 
@@ -535,12 +535,29 @@ class NatsGateway(Actor):
                     _ReplyVia(self._self, reply_to, wrap, request.nonce, meter, started),
                     lane=lane,
                 )
+            except ActorDeadError as error:
+                if write:
+                    # No registry here, and none that leads: silence, so that the leader
+                    # (another router, or this one's registry restarted) answers alone.
+                    self._unanswered_writes += 1
+                    self._leave_writes()
+                    return
+                body, status = _reply_body(error, request.nonce)
+                await self._publish(reply_to, body)
+                meter.record(status, now() - started)
             except Exception as error:  # noqa: BLE001 - every request gets an answer
                 body, status = _reply_body(error, request.nonce)
                 await self._publish(reply_to, body)
                 meter.record(status, now() - started)
 
         return on_request
+
+    def _leave_writes(self) -> None:
+        """Leave the write subjects (the registry that took them is gone; one that leads
+        again says so)."""
+        if self._write_subscriptions:
+            with contextlib.suppress(ActorDeadError, MailboxFullError):
+                self.tell(ServeWrites(False), lane=Lane.URGENT)
 
     async def _on_error(self, error: Exception) -> None:
         refused = refusal(error, ROUTER_PRESENCE_SUBJECT)

@@ -109,7 +109,7 @@ class RegistryStream:
         (opening,) = self.role.start()
         assert isinstance(opening, rs.OpenStream)
         try:
-            self._facts = await self.journal.open()
+            self._facts = await self.journal.open(patient=True)
         except JournalError as error:
             raise StartupError(str(error)) from None
         self.step(_opened(opening.load, self._facts))

@@ -1,30 +1,33 @@
 """Three routers on a three-node NATS cluster, one registry replicated three times
-(issue 11): the leader SIGKILLed or paused, a NATS server killed, every router
+(issues 11 and 15): the leader SIGKILLed or paused, a NATS server killed, every router
 restarted, all under a steady load of SDK registrations and heartbeats."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
+import msgpack
+import nats
+import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
-from protocol import EventType
-from sdk import ServiceClient
+from actors.journal import JournalConfig
+from protocol import REGISTER_SUBJECT
 from sdk.connection import servers
 from tests.support.cluster import NatsCluster
 from tests.support.events import EventLog, watching_events
-from tests.support.http import healthz
-from tests.support.network import free_port
+from tests.support.fleet import Fleet, Load, assert_recovered
 from tests.support.processes import RouterLauncher, RouterProcess
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
-FAILOVER_AFTER = 0.5
+OPTIONS = ("--replicas", "3", "--failover-after", "0.5")
+STREAM = JournalConfig().stream
 
 
 @pytest.fixture
@@ -37,118 +40,19 @@ async def cluster() -> AsyncIterator[NatsCluster]:
         await nats_cluster.stop()
 
 
-class Fleet:
-    """Three router subprocesses on the cluster, and how to ask each about itself."""
-
-    def __init__(self, launcher: RouterLauncher, cluster: NatsCluster) -> None:
-        self.launcher = launcher
-        self.cluster = cluster
-        self.ports: dict[RouterProcess, int] = {}
-
-    async def start(self, count: int = 3) -> None:
-        for _ in range(count):
-            port = free_port()
-            router = await self.launcher.start(
-                "--nats-url", self.cluster.url, "--http-port", str(port),
-                "--replicas", "3", "--failover-after", str(FAILOVER_AFTER),
-            )  # fmt: skip
-            self.ports[router] = port
-
-    async def health(self, router: RouterProcess) -> dict[str, Any] | None:
-        try:
-            answer = await healthz(self.ports[router], timeout=2)
-        except (OSError, TimeoutError):
-            return None
-        body: dict[str, Any] = answer.json()
-        return body
-
-    async def leader(self) -> RouterProcess:
-        async def find() -> RouterProcess | None:
-            for router in self.ports:
-                health = await self.health(router)
-                if health is not None and health.get("role") == "leader":
-                    return router
-            return None
-
-        found: list[RouterProcess] = []
-
-        async def one() -> bool:
-            router = await find()
-            if router is not None:
-                found.append(router)
-            return router is not None
-
-        await eventually(one, timeout=15, what="a leader")
-        return found[0]
-
-    async def page(self, router: RouterProcess, service: str) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.ports[router]}/api/v1/admin/services/{service}"
-        async with aiohttp.ClientSession() as http, http.get(url, params={"limit": "1000"}) as reply:
-            body: dict[str, Any] = await reply.json()
-            return body
-
-    def forget(self, router: RouterProcess) -> None:
-        del self.ports[router]
+@pytest.fixture
+def router_options() -> tuple[str, ...]:
+    """The routers' options; a test overrides it for others."""
+    return OPTIONS
 
 
 @pytest.fixture
-async def fleet(routers: RouterLauncher, cluster: NatsCluster) -> Fleet:
-    started = Fleet(routers, cluster)
-    await started.start()
+async def fleet(
+    routers: RouterLauncher, cluster: NatsCluster, router_options: tuple[str, ...]
+) -> Fleet:
+    started = Fleet(routers)
+    await started.start(cluster.url, cluster.url, cluster.url, options=router_options)
     return started
-
-
-class Load:
-    """A steady load: 50 instances kept alive by the SDK, and a stream of new
-    registrations; records what was acknowledged and how long each one took."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.keeper = ServiceClient(url)
-        self.writer = ServiceClient(url, heartbeat=False)
-        self.acknowledged: list[str] = []
-        self.failures: list[BaseException] = []
-        self.slowest = 0.0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.keeper.connect()
-        await self.writer.connect()
-        for n in range(50):
-            await self.keeper.register("steady", f"s-{n:02d}")
-        self._task = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
-        n = 0
-        while not self._stop.is_set():
-            started = loop.time()
-            try:
-                await self.writer.register("written", f"w-{n:05d}")
-                self.acknowledged.append(f"w-{n:05d}")
-                self.slowest = max(self.slowest, loop.time() - started)
-            except Exception as error:  # noqa: BLE001 - recorded: the test fails on it
-                self.failures.append(error)
-            n += 1
-            await asyncio.sleep(0.01)  # a steady trickle, not a flood
-
-    async def written(self, count: int) -> None:
-        start = len(self.acknowledged)
-        await eventually(lambda: len(self.acknowledged) >= start + count, timeout=20,
-                         what=f"{count} more acknowledged registrations")  # fmt: skip
-
-    async def stop(self) -> None:
-        """Stop writing (the instances stay registered until `close`). Idempotent."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def close(self) -> None:
-        await self.stop()
-        await self.writer.close()
-        await self.keeper.close()
 
 
 @pytest.fixture
@@ -167,26 +71,8 @@ async def events(cluster: NatsCluster) -> AsyncIterator[EventLog]:
         yield log
 
 
-async def assert_same_everywhere(fleet: Fleet, load: Load) -> None:
-    """Once the load has stopped: every router reaches the same revision and shows the
-    same content, and it holds every acknowledged registration."""
-    await load.stop()
-    async def agreed() -> bool:
-        pages = [await fleet.page(router, "written") for router in fleet.ports]
-        return len({page["revision"] for page in pages}) == 1
-
-    await eventually(agreed, timeout=15, what="every router at the same revision")
-    pages = [await fleet.page(router, "written") for router in fleet.ports]
-    contents = [
-        sorted((i["instance_id"], i["status"], i["registered_at"]) for i in page["instances"])
-        for page in pages
-    ]
-    roles = [(await fleet.health(router) or {}).get("role") for router in fleet.ports]
-    revisions = [page["revision"] for page in pages]
-    for content in contents[1:]:
-        assert content == contents[0], (roles, revisions, set(content) ^ set(contents[0]))
-    stored = {instance_id for instance_id, _, _ in contents[0]}
-    assert set(load.acknowledged) <= stored
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def test_a_sigkilled_leader_is_replaced_within_a_second_and_nothing_is_lost(
@@ -194,20 +80,12 @@ async def test_a_sigkilled_leader_is_replaced_within_a_second_and_nothing_is_los
 ) -> None:
     leader = await fleet.leader()
     await load.written(20)
-    loop = asyncio.get_running_loop()
-    killed_at = loop.time()
+    killed_at = now()
     leader.send(signal.SIGKILL)
     await leader.wait_exit()
     fleet.forget(leader)
-    successor = await fleet.leader()
-    taken = await successor.wait_for_event("leadership_taken")
-    await load.written(20)
-    print(f"takeover: a new leader {loop.time() - killed_at:.3f} s after the SIGKILL; "
-          f"slowest registration {load.slowest:.3f} s; {taken}")  # fmt: skip
-    assert load.failures == []  # the SDK retried: no exception reached the caller
-    assert events.of(EventType.UNHEALTHY) == []
-    assert load.slowest < 3.0
-    await assert_same_everywhere(fleet, load)
+    gap = await assert_recovered(fleet, load, events, fault_at=killed_at)
+    print(f"leader SIGKILLed: writes unavailable {gap:.3f} s")
 
 
 async def test_a_paused_leader_writes_nothing_after_its_successor_and_stands_down(
@@ -215,6 +93,7 @@ async def test_a_paused_leader_writes_nothing_after_its_successor_and_stands_dow
 ) -> None:
     leader = await fleet.leader()
     await load.written(10)
+    paused_at = now()
     leader.send(signal.SIGSTOP)
     try:
         others = [router for router in fleet.ports if router is not leader]
@@ -227,28 +106,55 @@ async def test_a_paused_leader_writes_nothing_after_its_successor_and_stands_dow
     finally:
         leader.send(signal.SIGCONT)
     await leader.wait_for_event("leadership_given_up", timeout=15)
-    await load.written(20)
-    # The old leader reloaded the stream and follows it as a standby.
+    gap = await assert_recovered(fleet, load, events, fault_at=paused_at)
+    # The old leader reads the stream again and follows it as a standby.
     health = await fleet.health(leader)
     assert health is not None and health["role"] == "standby"
-    assert load.failures == []
-    assert events.of(EventType.UNHEALTHY) == []
-    await assert_same_everywhere(fleet, load)
+    print(f"leader paused: writes unavailable {gap:.3f} s")
 
 
-async def test_losing_one_nats_server_does_not_stop_the_registry(
-    fleet: Fleet, load: Load, cluster: NatsCluster, events: EventLog
+async def test_losing_a_nats_server_costs_writes_at_most_a_second_more_than_jetstream(
+    fleet: Fleet, cluster: NatsCluster, events: EventLog
 ) -> None:
-    await load.written(10)
-    await cluster.servers[0].stop()
-    await load.written(30)
-    assert load.failures == []
-    assert events.of(EventType.UNHEALTHY) == []
+    """Fault 9: the server that leads the registry's stream dies (SIGKILL). JetStream
+    elects a new leader for the stream (seconds); the routers' own overhead beyond that
+    is at most one second: their appends and renewals give up within --failover-after,
+    not nats-py's five seconds, and they read the stream again at once. (A writer
+    patient enough for JetStream's own pause keeps writing; a probe request every 50 ms
+    finds when writes are answered again.)"""
+    load = Load(cluster.url, retries=40)
+    await load.start()
+    try:
+        await load.written(10)
+        nc = await nats.connect(servers(cluster.url))
+        try:
+            leaders = await _stream_leaders(nc)
+            victim = next(s for s in cluster.servers if s.server_name == leaders[STREAM])
+            killed_at = now()
+            victim.send_signal(signal.SIGKILL)  # (a SIGTERM would hand its leaderships over)
+            probe = asyncio.create_task(_first_write(nc))
+            await eventually(lambda: _moved(nc, victim.server_name), timeout=30,
+                             what="JetStream's new leaders")  # fmt: skip
+            jetstream_back = now()
+            written = await probe
+        finally:
+            await nc.close()
+        gap = await assert_recovered(fleet, load, events, fault_at=killed_at, within=30)
+    finally:
+        await load.close()
+    overhead = written - jetstream_back
+    print(f"NATS server lost: JetStream had new leaders {jetstream_back - killed_at:.2f} s after "
+          f"the kill, writes were answered {written - killed_at:.2f} s after it (router "
+          f"overhead {overhead:.2f} s; the SDK writer's longest gap {gap:.2f} s)")  # fmt: skip
+    assert overhead <= 1.0
 
 
-async def test_every_router_restarted_keeps_the_registry(
-    fleet: Fleet, load: Load
-) -> None:
+@pytest.mark.parametrize(
+    "router_options", [(*OPTIONS, "--lease-ttl", "30", "--heartbeat-interval", "5")]
+)
+async def test_every_router_restarted_keeps_the_registry(fleet: Fleet, load: Load) -> None:
+    """A rolling restart of every router (its writer sends no heartbeats: the leases are
+    long enough for a restart on a busy machine)."""
     await load.written(20)
     await load.writer.deregister("written", load.acknowledged[0])  # an OFFLINE record too
     before = await fleet.page(next(iter(fleet.ports)), "written")
@@ -263,13 +169,46 @@ async def test_every_router_restarted_keeps_the_registry(
     await fleet.leader()
     after = await fleet.page(restarted[-1], "written")
 
-    def content(page: dict[str, Any]) -> list[tuple[str, str, str]]:
-        return sorted(
-            (i["instance_id"], i["status"], i["registered_at"]) for i in page["instances"]
-        )
+    def content(page: dict[str, object]) -> set[tuple[str, str, str]]:
+        instances = page["instances"]
+        assert isinstance(instances, list)
+        return {(i["instance_id"], i["status"], i["registered_at"]) for i in instances}
 
-    kept = {(i, s, r) for i, s, r in content(before)}
-    assert kept <= {(i, s, r) for i, s, r in content(after)}
+    assert content(before) <= content(after)
     assert (load.acknowledged[0], "OFFLINE") in {(i, s) for i, s, _ in content(after)}
     assert before["epoch"] == after["epoch"]
-    assert after["revision"] >= before["revision"]
+    assert int(str(after["revision"])) >= int(str(before["revision"]))
+
+
+async def _stream_leaders(nc: NatsClient) -> dict[str, str]:
+    """The server that leads each of the two streams (registry, leadership bucket)."""
+    found = {}
+    for stream in (STREAM, "KV_IPC_ROUTER_LEADER"):
+        reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"{}", timeout=0.25)
+        found[stream] = json.loads(reply.data)["cluster"]["leader"]
+    return found
+
+
+async def _moved(nc: NatsClient, dead: str | None) -> bool:
+    """Both streams answer, each with a leader that is not the dead server."""
+    try:
+        now_leading = await _stream_leaders(nc)
+    except (nats.errors.Error, KeyError):
+        return False
+    return all(leader and leader != dead for leader in now_leading.values())
+
+
+async def _first_write(nc: NatsClient) -> float:
+    """Loop time of the first registration answered 201, asked every 50 ms."""
+    n = 0
+    while True:
+        n += 1
+        body = msgpack.packb({"service_name": "probe", "instance_id": f"p-{n}"})
+        try:
+            reply = await nc.request(REGISTER_SUBJECT, body, timeout=0.25)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            await asyncio.sleep(0.05)
+            continue
+        if msgpack.unpackb(reply.data).get("status") == 201:
+            return now()
+        await asyncio.sleep(0.05)

@@ -17,6 +17,11 @@ from tests.support.waiting import eventually
 REPO = Path(__file__).resolve().parents[2]
 
 
+FAULTY_ROUTER = [sys.executable, "-m", "tests.e2e.faulty_router"]
+"""`serve` with switches that crash one actor (SIGUSR1: the registry, SIGUSR2: the
+elector): tests/e2e/faulty_router.py."""
+
+
 def router_command() -> list[str]:
     """The installed console script, or the module when running from a source tree."""
     script = Path(sys.executable).parent / "ipc-router"
@@ -70,10 +75,14 @@ class ChildProcess:
 class RouterProcess(ChildProcess):
     """One `ipc-router serve` subprocess with JSON logs on stderr."""
 
-    def __init__(self, *options: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *options: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.options = options
         """The options after `serve`: a restarted router gets the same ones."""
+        self.command = command
+        """What runs `serve` (default: the `ipc-router` script)."""
         self.extra_env = env or {}
         self.events: list[dict[str, Any]] = []
         self.raw_lines: list[str] = []
@@ -82,11 +91,12 @@ class RouterProcess(ChildProcess):
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *router_command(),
+            *(self.command or router_command()),
             "serve",
             "--log-format",
             "json",
             *self.options,
+            cwd=REPO,
             env={**os.environ, **self.extra_env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -181,10 +191,15 @@ class RouterLauncher:
         self.launched: list[RouterProcess] = []
 
     async def start(
-        self, *options: str, env: dict[str, str] | None = None, ready: bool = True
+        self,
+        *options: str,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        command: list[str] | None = None,
     ) -> RouterProcess:
-        """`ipc-router serve *options`; with `ready`, once it has logged router_started."""
-        router = RouterProcess(*options, env=env)
+        """`ipc-router serve *options` (or `command serve *options`); with `ready`, once
+        it has logged router_started."""
+        router = RouterProcess(*options, env=env, command=command)
         self.launched.append(router)
         await router.start()
         if ready:
@@ -195,7 +210,7 @@ class RouterLauncher:
         """SIGKILL `router`, then start a new one with the same options (same ports)."""
         router.send(signal.SIGKILL)
         await router.wait_exit()
-        return await self.start(*router.options, env=router.extra_env)
+        return await self.start(*router.options, env=router.extra_env, command=router.command)
 
     async def kill_all(self) -> None:
         for router in self.launched:

@@ -122,7 +122,7 @@ class Settings:
     routers: int = 3
     chaos_seconds: float = 5.0
     """Faults happen until then; afterwards everything heals."""
-    settle_seconds: float = 1.5
+    settle_seconds: float = 2.0
     """How long after the faults stop the run goes on (liveness is checked in it)."""
     fault_rate: float = 1.5
     """Faults per simulated second during the chaos phase."""
@@ -1156,8 +1156,10 @@ class World:
             return
         routers = self.routers
         if self.ready_at is None:
-            # (Leases granted before the faults stopped may run out after: from then.)
-            if self.now >= self.faults_end + FAILOVER_AFTER and all(map(self._settled, routers)):
+            # (Leases granted before the faults stopped, and requests lost in them, may
+            # run out after: from then on.)
+            settled = self.faults_end + max(FAILOVER_AFTER, ElectionTimers(FAILOVER_AFTER).bucket_timeout)
+            if self.now >= settled and all(map(self._settled, routers)):
                 self.ready_at = self.now
             return
         leaders = sum(r.registry is not None and r.registry.may_write() for r in routers)
