@@ -94,6 +94,23 @@ class Fleet:
         return first
 
 
+    async def status_counts(self, router: RouterProcess) -> dict[str, int]:
+        """Instances by status over every service, as `router` counts them."""
+        url = f"http://127.0.0.1:{self.ports[router]}/api/v1/admin/services"
+        counts: dict[str, int] = {}
+        params: dict[str, str] = {"limit": "1000"}
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(url, params=params) as reply:
+                    page = await reply.json()
+                for service in page["services"]:
+                    for status, count in service["status_counts"].items():
+                        counts[status] = counts.get(status, 0) + count
+                if not page.get("next_cursor"):
+                    return counts
+                params = {**params, "cursor": page["next_cursor"]}
+
+
 class Load:
     """A steady load: `keep` instances kept alive by the SDK's heartbeats, and a stream
     of new registrations, each acknowledgement timed."""

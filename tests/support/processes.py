@@ -207,9 +207,9 @@ class RouterLauncher:
         return router
 
     async def restart(self, router: RouterProcess) -> RouterProcess:
-        """SIGKILL `router`, then start a new one with the same options (same ports)."""
-        router.send(signal.SIGKILL)
-        await router.wait_exit()
+        """SIGKILL `router` (unless it ended already), then start a new one with the
+        same options (same ports)."""
+        await router.kill()
         return await self.start(*router.options, env=router.extra_env, command=router.command)
 
     async def kill_all(self) -> None:

@@ -617,3 +617,37 @@ def test_transitions_carry_the_record_to_store_only_when_asked(clock: FakeClock)
     assert stored is not None
     assert (stored.instance_id, stored.status, dict(stored.metadata)) == ("orders-1", ONLINE, {"zone": "a"})
     assert [change.stored for change in in_memory.take_transitions()] == [None]
+
+
+def test_expiry_applies_at_most_its_limit_and_says_when_more_is_due(
+    state: RegistryState, clock: FakeClock
+) -> None:
+    """A mass expiry is spread over drains (issue 15, fault 7): each bounded, so that
+    none keeps the event loop, and the leader's renewals, waiting."""
+    for n in range(10):
+        state.register(request(instance=f"orders-{n}"))
+    state.take_transitions()
+    clock.advance(POLICY.lease_ttl + 0.1)
+    assert state.expire(limit=4) is True
+    assert len(state.take_transitions()) == 4
+    assert state.expire(limit=4) is True
+    assert state.expire(limit=4) is False
+    assert len(state.take_transitions()) == 6
+    assert state.instances_in[UNHEALTHY] == 10
+
+
+def test_leases_granted_at_a_takeover_end_spread_over_half_a_lease(clock: FakeClock) -> None:
+    """Not all at one moment: a fleet whose services are all gone expires over half a
+    lease after a new leader takes over, not in one drain."""
+    leader = RegistryState(POLICY, clock=clock.monotonic, wall_clock=clock.wall)
+    for n in range(100):
+        leader.register(request(instance=f"orders-{n:03d}"))
+    granted_at = clock.now
+    leader.grant_leases()
+    deadlines = sorted(entry[0] for entry in leader._deadlines)
+    assert deadlines[0] > granted_at + POLICY.lease_ttl
+    assert deadlines[-1] <= granted_at + POLICY.lease_ttl * 1.5 + 1e-9
+    assert len(set(deadlines)) == 100
+    clock.advance(POLICY.lease_ttl + POLICY.lease_ttl / 4)
+    leader.expire()
+    assert 40 <= leader.instances_in[UNHEALTHY] <= 60  # about half, by then
