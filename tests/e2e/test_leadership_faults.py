@@ -11,6 +11,7 @@ import json
 import signal
 from collections.abc import AsyncIterator
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -205,6 +206,16 @@ async def test_a_deleted_stream_is_made_again_and_every_router_follows_it(
         )  # fmt: skip
         assert cache.epoch != before
     await _recovered_after_a_reset(cluster, events, fault_at)
+    # Each router counted it, and says why it read the stream again.
+    for router, port in cluster.fleet.ports.items():
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as reply:
+            metrics = await reply.text()
+        # (A leader may find out first through its append, which no stream stored.)
+        kinds = ("stream_changes", "reloads")
+        assert any(f'leadership_events_total{{event="{kind}"}}' in metrics for kind in kinds)
+        reasons = [str(e.get("reason")) for e in router.events if e.get("phase") == "loading"]
+        assert any("stream" in reason for reason in reasons), reasons
 
 
 async def test_a_purged_stream_gets_a_new_epoch_and_every_router_follows_it(
