@@ -19,7 +19,7 @@ from actors.election_state import ElectionState, RegistryGone
 from actors.role_state import LeaseView, Phase, Report, RoleState, StreamHead
 from tests.support.simulation import Settings, Violation, World, run
 
-SEEDS = int(os.environ.get("SIM_SEEDS", "2000"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "3000"))
 FIRST = int(os.environ.get("SIM_FIRST", "0"))
 
 pytestmark = pytest.mark.timeout(600)
