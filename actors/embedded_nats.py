@@ -77,12 +77,13 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: have the kernel send SIGTERM to the server if the router dies, even by
-    SIGKILL, so that no orphan nats-server is left behind."""
+    """Linux: have the kernel SIGKILL the server if the router dies, even by SIGKILL,
+    so that no orphan nats-server is left behind (a SIGTERM can be ignored by a wedged
+    server; what JetStream stored is on disk either way)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,9 @@ class ClusterSpec:
     """The route ports of the other servers."""
 
 
+STOP_GRACE = 4.0
+"""Seconds a stopping nats-server has after SIGTERM before SIGKILL: within the router's
+stop budget of 5 s per actor."""
 RUN_DIR_PREFIX = "ipc-router-nats-"
 """Run directories are `<tempdir>/ipc-router-nats-*`."""
 _OWNER_FILE = "owner.pid"
@@ -314,18 +318,24 @@ class NatsServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(sig)
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server (SIGKILL after `timeout`) and remove its store. Idempotent."""
+    async def stop(self, timeout: float = STOP_GRACE) -> None:
+        """Terminate the server (SIGKILL after `timeout`, or at once if this is
+        cancelled meanwhile) and remove its store. Idempotent."""
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await process.wait()
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+                pass
+            finally:
+                # (Also when the wait is cancelled: no server outlives its stop.)
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await process.wait()
         if self._log_pump is not None:
             await asyncio.gather(self._log_pump, return_exceptions=True)
             self._log_pump = None
