@@ -30,6 +30,8 @@ __all__ = ["ServiceCache"]
 log = logging.getLogger("ipc_router.sdk.cache")
 
 _DEFAULT_CHECK_INTERVAL = 3.0
+_CLOSE_WAIT = 1.0
+"""Seconds `close()` waits for the cache's task to end once cancelled."""
 
 
 class _Check:
@@ -104,11 +106,14 @@ class ServiceCache:
         self._task = asyncio.create_task(self._run(), name=f"service-cache:{self.service_name}")
 
     async def close(self) -> None:
-        """Stop following changes (the last view stays readable). Idempotent."""
+        """Stop following changes (the last view stays readable). Idempotent; returns
+        within a second whatever the task it stops is doing."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=_CLOSE_WAIT)
+            if done and not task.cancelled():
+                task.exception()  # (retrieved: it ended by itself)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
@@ -137,7 +142,8 @@ class ServiceCache:
                 await self._changed.wait()
             return self.instances
 
-        return await asyncio.wait_for(wait(), timeout)
+        async with asyncio.timeout(timeout):  # (not wait_for: see _run)
+            return await wait()
 
     # -- internals -------------------------------------------------------------------
 
@@ -152,7 +158,11 @@ class ServiceCache:
             if self._grace_until is not None:
                 timeout = max(0.0, min(timeout, self._grace_until - loop.time()))
             try:
-                item = await asyncio.wait_for(self._queue.get(), timeout)
+                # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that comes as an event does, and close() then waits for
+                # ever: CPython gh-86296.)
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
             except TimeoutError:
                 item = _Check()
             try:
@@ -206,6 +216,12 @@ class ServiceCache:
         self._take(snapshot)
 
     def _take(self, snapshot: ServiceDetail) -> None:
+        if snapshot.epoch == self.epoch and snapshot.service_revision < self.service_revision:
+            # From a router behind the one whose events it holds (a standby that lost
+            # its link to the stream, say): the cache never moves backwards.
+            log.info("service cache %s ignored an older snapshot (revision %d < %d)",
+                     self.service_name, snapshot.service_revision, self.service_revision)  # fmt: skip
+            return
         loop = asyncio.get_running_loop()
         self._lease_ttl = snapshot.lease_ttl or _DEFAULT_CHECK_INTERVAL
         fresh = {instance.instance_id: instance for instance in snapshot.instances}

@@ -51,7 +51,7 @@ from protocol import (
     encode_msgpack,
     events_subject,
 )
-from sdk.connection import GuardedClient, NatsAuth, NatsConnectError, connect
+from sdk.connection import DEAD_LINK_AFTER, GuardedClient, NatsAuth, NatsConnectError, connect
 from sdk.errors import (
     ConflictError,
     InvalidRequestError,
@@ -150,7 +150,9 @@ class ServiceClient:
     `nats_url` is one NATS server or several, comma-separated (the client fails over
     between them). Each attempt of a request waits `timeout` seconds for its reply,
     and is sent again up to `retries` times: a router that failed over answers the
-    next attempt (a registration repeated by the same client is idempotent).
+    next attempt (a registration repeated by the same client is idempotent). A
+    connection that answers none of its pings for `dead_link_after` seconds (a link
+    gone half-open) is replaced.
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class ServiceClient:
         deregister_on_exit: bool = False,
         auth: NatsAuth | None = None,
         stale_holder_wait: float = 10.0,
+        dead_link_after: float = DEAD_LINK_AFTER,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -184,6 +187,7 @@ class ServiceClient:
         self._deregister_on_exit = deregister_on_exit
         self.stale_holder_wait = stale_holder_wait
         """Longest wait for another holder's lease to run out before taking an id over."""
+        self._dead_link_after = dead_link_after
         self._leases = LeaseKeeper(
             self._session_id,
             send_request=self._request_once,
@@ -222,7 +226,10 @@ class ServiceClient:
             return
         nc = GuardedClient()
         try:
-            await connect(nc, self._nats_url, auth=self._auth, timeout=self._connect_timeout)
+            await connect(
+                nc, self._nats_url, auth=self._auth, timeout=self._connect_timeout,
+                dead_link_after=self._dead_link_after,
+            )  # fmt: skip
         except NatsConnectError as error:
             raise RouterUnavailableError(str(error), code=ErrorCode.ROUTER_UNAVAILABLE) from None
         self._nc = nc

@@ -108,9 +108,11 @@ async def connect(
     auth: NatsAuth,
     timeout: float,
     error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    dead_link_after: float = DEAD_LINK_AFTER,
     **options: Any,
 ) -> None:
-    """Connect `nc` to `url`, reconnecting for ever afterwards.
+    """Connect `nc` to `url`, reconnecting for ever afterwards (and replacing a link
+    that answers none of its pings for `dead_link_after` seconds).
 
     nats-py keeps retrying the first connection too when reconnects are unbounded,
     so this bounds it by `timeout` and gives up at once when the server refuses
@@ -141,7 +143,7 @@ async def connect(
     timing: dict[str, Any] = {
         "reconnect_time_wait": 0.5,
         "connect_timeout": min(2.0, timeout),
-        "ping_interval": DEAD_LINK_AFTER / 3,
+        "ping_interval": dead_link_after / 3,
         "max_outstanding_pings": 3,
     }
     connecting = asyncio.ensure_future(

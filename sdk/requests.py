@@ -86,7 +86,9 @@ class Exchange:
         self._pending[token] = pending
         try:
             await self._nc.publish(subject, build(nonce), reply=prefix + token)
-            return await asyncio.wait_for(pending.future, timeout)
+            async with asyncio.timeout(timeout):  # (not wait_for: see ServiceCache._run)
+                reply: R = await pending.future
+            return reply
         except TimeoutError:
             raise nats.errors.TimeoutError from None
         finally:
