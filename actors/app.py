@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from actors.actor import ActorRef
+from actors.data_dir import DataDirLock
 from actors.embedded_nats import EmbeddedNats, free_port
 from actors.event_feed import EventFeed, EventFeedClient, EventFeedLimits
 from actors.http_gateway import (
@@ -68,6 +69,16 @@ class RouterConfig:
     lease_policy: LeasePolicy = field(default_factory=LeasePolicy)
     limits: RegistryLimits = field(default_factory=RegistryLimits)
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
+    """How the router's request-answering connections authenticate (the gateway's, the
+    event feed's)."""
+    store_auth: NatsAuth | None = None
+    """How the connections to the stream and the leadership key authenticate (the
+    registry's, the elector's); None: as `nats_auth`. A deployment gives them another
+    NATS user than the one that answers requests, so that no reply can write the stream
+    or the key (deploy/nats-server.conf)."""
+    reply_prefixes: tuple[str, ...] = ()
+    """Inbox prefixes (besides `_INBOX` and the router's own) whose subjects the router
+    answers requests on: the per-user prefixes of a deployment's clients."""
     admin_token: str | None = field(default=None, repr=False)
     """When set, the admin API (all but /healthz) wants `Authorization: Bearer <token>`."""
     admin_limits: AdminLimits = field(default_factory=AdminLimits)
@@ -99,8 +110,12 @@ class Router:
         streamed = config.store == "stream"
         refs = {name: ActorRef(name) for name in ("registry", "nats-gateway", "leader-elector")}
         specs: list[ChildSpec] = []
+        self._data_lock: DataDirLock | None = None
+        """The bundled nats-server's data directory is this router's alone."""
         if config.nats_url is None:
             store_dir = config.data_dir / "nats" if streamed and config.data_dir else None
+            if store_dir is not None and config.data_dir is not None:
+                self._data_lock = DataDirLock(config.data_dir)
             specs.append(
                 ChildSpec(
                     "embedded-nats", lambda: EmbeddedNats(port=embedded_port, store_dir=store_dir)
@@ -109,7 +124,7 @@ class Router:
         store = (
             StreamStore(
                 nats_url=self.nats_url,
-                auth=config.nats_auth,
+                auth=config.store_auth or config.nats_auth,
                 journal=config.journal,
                 timers=RoleTimers(
                     failover_after=config.failover_after,
@@ -148,6 +163,7 @@ class Router:
                     auth=config.nats_auth,
                     presence=presence,
                     presence_wait=config.presence_wait,
+                    reply_prefixes=config.reply_prefixes,
                 ),
             ),
         ]
@@ -158,7 +174,7 @@ class Router:
                     lambda: LeaderElector(
                         refs["registry"],
                         self.nats_url,
-                        auth=config.nats_auth,
+                        auth=config.store_auth or config.nats_auth,
                         replicas=config.journal.replicas,
                         failover_after=config.failover_after,
                         router_id=self.router_id,
@@ -225,8 +241,20 @@ class Router:
         return stats
 
     async def start(self) -> None:
-        """Start every actor in order; returns once the router serves requests."""
-        await self.supervisor.start()
+        """Start every actor in order; returns once the router serves requests.
+
+        Raises:
+            StartupError: the router cannot start as configured (its data directory
+                is another router's, a port is taken, NATS cannot be reached ...).
+        """
+        if self._data_lock is not None:
+            self._data_lock.acquire()
+        try:
+            await self.supervisor.start()
+        except BaseException:
+            if self._data_lock is not None:
+                self._data_lock.release()
+            raise
         # A restarted HTTP gateway binds the same port again.
         _, self.http_port = await self.supervisor.ref("http-gateway").ask(GetAddress())
         log.info(
@@ -239,6 +267,8 @@ class Router:
     async def stop(self) -> None:
         """Stop every actor in reverse order."""
         await self.supervisor.stop()
+        if self._data_lock is not None:
+            self._data_lock.release()
         log.info("router_stopped")
 
 

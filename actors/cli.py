@@ -196,6 +196,24 @@ OPTIONS: tuple[Option, ...] = (
         "where this user's replies arrive (a prefix only it may read)", group=NATS_AUTH,
     ),
     Option(
+        "serve", "--nats-reply-prefixes",
+        "inbox prefixes, comma-separated, of the users whose requests the router answers "
+        "(besides _INBOX and its own); a request naming any other reply subject is dropped",
+        group=NATS_AUTH,
+    ),
+    Option(
+        "serve", "--store-nats-user",
+        "another NATS user for the stream and the leadership key (the request-answering "
+        "user then needs no JetStream rights: see deploy/nats-server.conf)", group=NATS_AUTH,
+    ),
+    Option("serve", "--store-nats-password", note=_PREFER_ENV, group=NATS_AUTH),
+    Option("serve", "--store-nats-token", note=_PREFER_ENV, group=NATS_AUTH),
+    Option("serve", "--store-nats-creds", "a .creds file for the store user", group=NATS_AUTH),
+    Option(
+        "serve", "--store-nats-inbox-prefix",
+        "where the store user's replies arrive", group=NATS_AUTH,
+    ),
+    Option(
         "serve", "--admin-token",
         "require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside",
         note=_PREFER_ENV + " (command lines are visible)",
@@ -368,20 +386,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _nats_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth:
+def _nats_auth(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, prefix: str = "nats"
+) -> NatsAuth:
+    """The credentials of the `--nats-*` options (`prefix="store_nats"`: of the
+    `--store-nats-*` ones, with the TLS files of `--nats-tls-*`)."""
     try:
         return NatsAuth(
-            user=args.nats_user,
-            password=args.nats_password,
-            token=args.nats_token,
-            creds=args.nats_creds,
+            user=getattr(args, f"{prefix}_user"),
+            password=getattr(args, f"{prefix}_password"),
+            token=getattr(args, f"{prefix}_token"),
+            creds=getattr(args, f"{prefix}_creds"),
             tls_ca=args.nats_tls_ca,
             tls_cert=args.nats_tls_cert,
             tls_key=args.nats_tls_key,
-            inbox_prefix=args.nats_inbox_prefix,
+            inbox_prefix=getattr(args, f"{prefix}_inbox_prefix"),
         )
     except ValueError as error:
         parser.error(str(error))
+
+
+def _store_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth | None:
+    given = (args.store_nats_user, args.store_nats_token, args.store_nats_creds)
+    if not any(given):
+        return None
+    return _nats_auth(args, parser, "store_nats")
+
+
+def _reply_prefixes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    given = [p.strip() for p in (args.nats_reply_prefixes or "").split(",") if p.strip()]
+    for prefix in given:
+        try:
+            NatsAuth(inbox_prefix=prefix.rstrip("."))
+        except ValueError:
+            parser.error(
+                f"argument --nats-reply-prefixes: {prefix!r} is not an inbox prefix "
+                "(subject tokens without wildcards, such as _INBOX_service)"
+            )
+    return tuple(given)
 
 
 BENCH_EXTRA_MISSING = "bench needs the bench extra: pip install 'ipc-router[bench]'"
@@ -490,6 +532,8 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         ),
         registry_mailbox_size=args.mailbox_size,
         nats_auth=_nats_auth(args, parser),
+        store_auth=_store_auth(args, parser),
+        reply_prefixes=_reply_prefixes(args, parser),
         admin_token=args.admin_token or None,
         admin_limits=AdminLimits(
             max_connections=args.admin_max_connections,

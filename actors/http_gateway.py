@@ -377,7 +377,7 @@ async def _healthz(request: web.Request) -> web.Response:
     status = await probe.registry() if probe.registry is not None and registry_ok else None
     if status is not None:
         registry_ok = status.ready
-    healthy = nats_ok and registry_ok
+    healthy = nats_ok and registry_ok and (status is None or status.not_serving_reads is None)
     body = Health(
         status="ok" if healthy else "unavailable",
         nats_connected=nats_ok,
@@ -386,6 +386,8 @@ async def _healthz(request: web.Request) -> web.Response:
         revision=status.revision if status is not None else None,
         phase=status.phase if status is not None else None,
         phase_reason=status.phase_reason if status is not None else None,
+        not_serving_queries=status.not_serving_reads if status is not None else None,
+        skipped_records=list(status.skipped_recent) if status and status.skipped_recent else None,
         lease_policy=probe.lease_policy,
         limits=probe.limits,
     )

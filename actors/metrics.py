@@ -249,6 +249,11 @@ def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
             "event",
             events,
         )
+        yield _counter(
+            "stream_records_skipped",
+            "Stored records left out of this router's view as invalid (see /healthz).",
+            status.records_skipped,
+        )
     if status.append_latency is not None:
         yield _histogram(
             "stream_append_duration_seconds",
@@ -280,6 +285,7 @@ def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:
             "slow_consumer": stats.dropped_slow,
             "malformed": stats.dropped_malformed,
             "not_leading": stats.unanswered_writes,
+            "reply_subject": stats.dropped_reply_subject,
         },
     )
     requests = CounterMetricFamily(

@@ -27,12 +27,14 @@ from actors.nats_connection import connect_at_start, refusal
 from actors.registry_api import (
     Deregister,
     EventBatch,
+    ExcuseGap,
     GetService,
     GetStatus,
     Heartbeat,
     ListServices,
     NotLeading,
     Register,
+    ServeReads,
     ServeWrites,
 )
 from protocol import (
@@ -86,6 +88,9 @@ class SendReply(Message, frozen=True):
     """Where the reply is counted (its route's)."""
     started: float = 0.0
     """Loop time the request arrived."""
+    nc: Any = None
+    """The connection the request came on, and its reply goes back on (the gateway's
+    main one when None)."""
 
 
 class _Meter:
@@ -125,6 +130,8 @@ class NatsGatewayStats:
     """Requests dropped because their subscription's buffer was full (a flood)."""
     dropped_malformed: int
     """Messages nats-py could not parse (see `GuardedClient`)."""
+    dropped_reply_subject: int = 0
+    """Requests whose reply subject was under no inbox prefix this router answers on."""
     unanswered_writes: int = 0
     """Writes left unanswered because this router did not lead, or was not sure its
     change was stored (the leader answers them; the client sends again otherwise)."""
@@ -166,6 +173,9 @@ class _Route:
     """Messages and bytes the subscription buffers before nats-py drops what comes
     next (counted as `dropped_slow`): each subject has its own, so a flood on one
     cannot crowd out another (heartbeats above all)."""
+    beats: bool = False
+    """Taken on the gateway's heartbeat connection: a flood on the other subjects (that
+    gets the main connection dropped as a slow consumer) cannot cost a heartbeat."""
 
 
 def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
@@ -181,6 +191,7 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             lambda r, _: Heartbeat(r),
             lane=Lane.URGENT,
             pending=(65_536, 16 * 2**20),  # small messages, many of them, never to be lost
+            beats=True,
         ),
         _Route(
             DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
@@ -214,7 +225,7 @@ class _ReplyVia:
     """Reply target handed to the registry: the outcome comes back to the gateway's
     mailbox as a `SendReply` (raising `ActorDeadError` if the gateway is gone)."""
 
-    __slots__ = ("gateway", "meter", "nonce", "reply_to", "started", "wrap")
+    __slots__ = ("gateway", "meter", "nc", "nonce", "reply_to", "started", "wrap")
 
     def __init__(
         self,
@@ -224,6 +235,7 @@ class _ReplyVia:
         nonce: str | None,
         meter: _Meter,
         started: float,
+        nc: Any,
     ) -> None:
         self.gateway = gateway
         self.reply_to = reply_to
@@ -231,11 +243,14 @@ class _ReplyVia:
         self.nonce = nonce
         self.meter = meter
         self.started = started
+        self.nc = nc
 
     def _send(self, outcome: Any) -> None:
         # (The gateway wraps a value, never an error: see `handle_batch`.)
         self.gateway.tell(
-            SendReply(self.reply_to, outcome, self.wrap, self.nonce, self.meter, self.started)
+            SendReply(
+                self.reply_to, outcome, self.wrap, self.nonce, self.meter, self.started, self.nc
+            )
         )
 
     resolve = reject = _send
@@ -294,13 +309,19 @@ class NatsGateway(Actor):
         auth: NatsAuth | None = None,
         presence: Presence | None = None,
         presence_wait: float = 0.3,
+        reply_prefixes: tuple[str, ...] = (),
     ) -> None:
         """`presence` says how this router serves (memory or a stream), to check that
-        no router serving otherwise runs on the same NATS system (default: memory)."""
+        no router serving otherwise runs on the same NATS system (default: memory).
+        `reply_prefixes`: the inbox prefixes (besides `_INBOX` and this router's own)
+        whose subjects it answers on; a request naming any other reply subject is
+        dropped, so that no request can make the router publish where it should not
+        (a stream's subject, a key)."""
         super().__init__("nats-gateway")
         self._presence = presence or Presence(mode="memory")
         self._presence_wait = presence_wait
         self._write_subscriptions: list[Subscription] = []
+        self._read_subscriptions: list[Subscription] = []
         self._routes = _routes(limits or RegistryLimits())
         self._meters = {route.subject: _Meter() for route in self._routes}
         self._auth = auth or NatsAuth()
@@ -309,6 +330,15 @@ class NatsGateway(Actor):
         self._url = nats_url
         self._client_name = client_name
         self._nc: GuardedClient | None = None
+        self._beats: GuardedClient | None = None
+        """The heartbeat connection (see `_Route.beats`)."""
+        accepted = ["_INBOX", *reply_prefixes]
+        if self._auth.inbox_prefix:
+            accepted.append(self._auth.inbox_prefix)
+        self._reply_prefixes = tuple(f"{prefix.rstrip('.')}." for prefix in accepted)
+        self._dropped_reply_subject = 0
+        self._reply_logged_at = float("-inf")
+        self._beats_down_since: float | None = None
         self._self: ActorRef = self.ref
         self._stopping = False
         self._presence_refused: str | None = None
@@ -338,19 +368,33 @@ class NatsGateway(Actor):
             closed_cb=self._on_closed,
         )
         self._max_reply = self._nc.max_payload
+        self._beats = GuardedClient()
+        await connect_at_start(
+            self._beats,
+            self._url,
+            auth=self._auth,
+            timeout=self._startup_timeout,
+            error_cb=self._on_error,
+            name=f"{self._client_name}-heartbeats",
+            skip_subject_validation=True,
+            disconnected_cb=self._on_beats_down,
+            reconnected_cb=self._on_beats_back,
+            closed_cb=self._on_closed,
+        )
         await self._check_presence()
-        for route in self._routes:
-            if not route.write:
-                await self._subscribe(route)
-        if self._presence.mode == "memory" or await self._registry_leads():
+        status = None if self._presence.mode == "memory" else await self._registry.ask_or_none(GetStatus())
+        if status is None or status.not_serving_reads is None:
+            await self._serve_reads(True)
+        if self._presence.mode == "memory" or (status is not None and status.role == "leader"):
             await self._serve_writes(True)  # (which flushes)
         else:
             await self._nc.flush()
         log.info("nats_gateway_ready", url=redact(self._url), mode=self._presence.mode)
 
     async def _subscribe(self, route: _Route) -> Subscription:
-        assert self._nc is not None
-        return await self._nc.subscribe(
+        nc = self._beats if route.beats else self._nc
+        assert nc is not None
+        return await nc.subscribe(
             route.subject,
             # Queries are shared out among the routers. Writes are not: only the leader
             # takes them, and while a paused ex-leader's subscription lingers, every
@@ -367,8 +411,9 @@ class NatsGateway(Actor):
             for route in self._routes:
                 if route.write:
                     self._write_subscriptions.append(await self._subscribe(route))
-            assert self._nc is not None
-            await self._nc.flush()  # the server routes writes here before we go on
+            assert self._nc is not None and self._beats is not None
+            # (The server routes writes here before we go on.)
+            await asyncio.gather(self._nc.flush(), self._beats.flush())
             log.info("serving_writes")
         elif not serve and self._write_subscriptions:
             subscriptions, self._write_subscriptions = self._write_subscriptions, []
@@ -377,10 +422,19 @@ class NatsGateway(Actor):
                     await subscription.unsubscribe()
             log.info("not_serving_writes")
 
-    async def _registry_leads(self) -> bool:
-        """A gateway started again while the registry leads takes up the writes."""
-        status = await self._registry.ask_or_none(GetStatus())
-        return status is not None and bool(status.role == "leader")
+    async def _serve_reads(self, serve: bool) -> None:
+        """Join (or leave) the routers' queue group for queries."""
+        if serve and not self._read_subscriptions:
+            for route in self._routes:
+                if not route.write:
+                    self._read_subscriptions.append(await self._subscribe(route))
+            log.info("serving_queries")
+        elif not serve and self._read_subscriptions:
+            subscriptions, self._read_subscriptions = self._read_subscriptions, []
+            for subscription in subscriptions:
+                with contextlib.suppress(nats.errors.Error):
+                    await subscription.unsubscribe()
+            log.warning("not_serving_queries")
 
     async def _check_presence(self) -> None:
         """Answer other routers' probes, then probe: refuse to start beside a router
@@ -390,7 +444,7 @@ class NatsGateway(Actor):
         me = encode_msgpack(mine)
 
         async def answer(msg: Msg) -> None:
-            if msg.reply and msg.data != me:
+            if msg.reply and msg.data != me and self._reply_allowed(msg.reply, msg.subject):
                 with contextlib.suppress(nats.errors.Error):
                     await msg.respond(me)
 
@@ -425,11 +479,12 @@ class NatsGateway(Actor):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        if self._nc is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.drain(), 2.0)
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        for nc in (self._beats, self._nc):
+            if nc is not None and not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.drain(), 2.0)
+                with contextlib.suppress(Exception):
+                    await nc.close()
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
         # One loop over the drain rather than `handle` per message: replies are the
@@ -448,7 +503,7 @@ class NatsGateway(Actor):
                 if message.wrap is not None and not isinstance(outcome, BaseException):
                     outcome = message.wrap(outcome)
                 body, status = _reply_body(outcome, message.nonce)
-                await self._publish(message.reply_to, body, message.nonce)
+                await self._publish(message.reply_to, body, message.nonce, message.nc)
                 if message.meter is not None:
                     message.meter.record(status, now - message.started)
             elif kind is EventBatch:
@@ -463,6 +518,9 @@ class NatsGateway(Actor):
                 self.resolve(envelope, self._stats())
             elif kind is ServeWrites:
                 await self._serve_writes(message.serve)
+                self.resolve(envelope, None)
+            elif kind is ServeReads:
+                await self._serve_reads(message.serve)
                 self.resolve(envelope, None)
             else:
                 error = TypeError(f"nats gateway cannot handle {kind.__name__}")
@@ -484,12 +542,16 @@ class NatsGateway(Actor):
             latency={subject: meter.latency.snapshot() for subject, meter in self._meters.items()},
             dropped_malformed=nc.dropped_malformed if nc is not None else 0,
             unanswered_writes=self._unanswered_writes,
+            dropped_reply_subject=self._dropped_reply_subject,
         )
 
-    async def _publish(self, reply_to: str, body: bytes, nonce: str | None = None) -> None:
-        assert self._nc is not None
+    async def _publish(
+        self, reply_to: str, body: bytes, nonce: str | None = None, nc: Any = None
+    ) -> None:
+        nc = nc or self._nc
+        assert nc is not None
         try:
-            await self._nc.publish(reply_to, body)
+            await nc.publish(reply_to, body)
         except nats.errors.MaxPayloadError:
             log.error("reply_too_large", size=len(body), max_payload=self._max_reply)
             too_large = ProtocolError(
@@ -498,7 +560,7 @@ class NatsGateway(Actor):
                 f"The reply ({len(body)} bytes) exceeds the NATS max payload "
                 f"({self._max_reply} bytes); ask for a smaller page (limit).",
             )
-            await self._publish(reply_to, encode_msgpack(error_reply(too_large, nonce)))
+            await self._publish(reply_to, encode_msgpack(error_reply(too_large, nonce)), None, nc)
         except Exception as error:  # noqa: BLE001 - one lost reply must not stop the gateway
             log.warning("reply_publish_failed", error=repr(error))
 
@@ -507,12 +569,16 @@ class NatsGateway(Actor):
         lane, write = route.lane, route.write and self._presence.mode != "memory"
         meter = self._meters[route.subject]
         now = asyncio.get_running_loop().time
+        nc = self._beats if route.beats else self._nc
+        accepted = self._reply_prefixes
 
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
             if not reply_to:
                 self._dropped_without_reply += 1
                 log.warning("request_without_reply_subject", subject=msg.subject)
+                return
+            if not reply_to.startswith(accepted) and not self._reply_allowed(reply_to, msg.subject):
                 return
             started = now()
             try:
@@ -526,13 +592,13 @@ class NatsGateway(Actor):
                     field=error.details.get("field"),
                 )
                 body, status = _reply_body(error, peek_nonce(msg.data))
-                await self._publish(reply_to, body)
+                await self._publish(reply_to, body, None, nc)
                 meter.record(status, now() - started)
                 return
             try:
                 self._registry.tell(
                     make_message(request, self._max_reply),
-                    _ReplyVia(self._self, reply_to, wrap, request.nonce, meter, started),
+                    _ReplyVia(self._self, reply_to, wrap, request.nonce, meter, started, nc),
                     lane=lane,
                 )
             except ActorDeadError as error:
@@ -543,14 +609,27 @@ class NatsGateway(Actor):
                     self._leave_writes()
                     return
                 body, status = _reply_body(error, request.nonce)
-                await self._publish(reply_to, body)
+                await self._publish(reply_to, body, None, nc)
                 meter.record(status, now() - started)
             except Exception as error:  # noqa: BLE001 - every request gets an answer
                 body, status = _reply_body(error, request.nonce)
-                await self._publish(reply_to, body)
+                await self._publish(reply_to, body, None, nc)
                 meter.record(status, now() - started)
 
         return on_request
+
+    def _reply_allowed(self, reply_to: str, subject: str) -> bool:
+        """Whether `reply_to` is under an inbox prefix this router answers on; if not,
+        the request is dropped and counted (logged once a second)."""
+        if reply_to.startswith(self._reply_prefixes):
+            return True
+        self._dropped_reply_subject += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._reply_logged_at >= 1.0:
+            self._reply_logged_at = now
+            log.warning("reply_subject_refused", subject=subject, reply_to=reply_to[:120],
+                        accepted=list(self._reply_prefixes), total=self._dropped_reply_subject)  # fmt: skip
+        return False
 
     def _leave_writes(self) -> None:
         """Leave the write subjects (the registry that took them is gone; one that leads
@@ -579,6 +658,22 @@ class NatsGateway(Actor):
 
     async def _on_reconnected(self) -> None:
         log.info("nats_reconnected", url=redact(self._url))
+
+    async def _on_beats_down(self) -> None:
+        if not self._stopping:
+            self._beats_down_since = asyncio.get_running_loop().time()
+            log.warning("nats_disconnected", url=redact(self._url), connection="heartbeats")
+
+    async def _on_beats_back(self) -> None:
+        """Heartbeats could not arrive while the connection was down: the router's own
+        gap, left out of lease time (as a stall of its event loop is)."""
+        since, self._beats_down_since = self._beats_down_since, None
+        if since is not None:
+            gap = asyncio.get_running_loop().time() - since
+            with contextlib.suppress(ActorDeadError, MailboxFullError):
+                self._registry.tell(ExcuseGap(gap), lane=Lane.URGENT)
+            log.info("nats_reconnected", url=redact(self._url), connection="heartbeats",
+                     excused_seconds=round(gap, 3))  # fmt: skip
 
     async def _on_closed(self) -> None:
         if not self._stopping:

@@ -28,6 +28,7 @@ from actors.registry_api import (
     WRITES,
     Deregister,
     EventBatch,
+    ExcuseGap,
     GetService,
     GetStatus,
     Heartbeat,
@@ -209,7 +210,10 @@ class RegistryActor(Actor):
                 return None
             case _Tick():
                 assert self._stream is not None
-                self._stream.step(rs.Tick(self.state.revision))
+                self._stream.tick(asyncio.get_running_loop().time())
+                return None
+            case ExcuseGap(seconds=seconds):
+                self._clock.excuse(seconds)
                 return None
             case GetStatus():
                 return self._status()
@@ -318,6 +322,12 @@ class RegistryActor(Actor):
             phase=None if role is None else role.phase,
             phase_reason=None if role is None else role.reason,
             leadership_events={} if role is None else dict(role.counts),
+            not_serving_reads=(
+                self._stream.not_serving_reads(asyncio.get_running_loop().time())
+                if self._stream else None
+            ),
+            records_skipped=self._stream.skipped if self._stream else 0,
+            skipped_recent=tuple(self._stream.skipped_recent) if self._stream else (),
         )
 
     async def _on_closed(self) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "UNCHANGED",
     "Deregister",
     "EventBatch",
+    "ExcuseGap",
     "GetService",
     "GetStatus",
     "Heartbeat",
@@ -39,6 +40,7 @@ __all__ = [
     "Register",
     "RegistryClient",
     "RegistryStatus",
+    "ServeReads",
     "ServeWrites",
     "Stamped",
 ]
@@ -111,6 +113,21 @@ class ServeWrites(Message, frozen=True):
     serve: bool
 
 
+class ExcuseGap(Message, frozen=True):
+    """From the NATS gateway: its heartbeat connection was down for `seconds` (a
+    reconnect, a slow-consumer drop): heartbeats could not arrive, so that time is left
+    out of lease time."""
+
+    seconds: float
+
+
+class ServeReads(Message, frozen=True):
+    """To the NATS gateway: answer queries (join the routers' queue group), or stop (the
+    registry's view may be behind: another router answers them)."""
+
+    serve: bool
+
+
 class RegistryStatus(msgspec.Struct, frozen=True):
     """What `/healthz` and the metrics report about the registry."""
 
@@ -137,6 +154,13 @@ class RegistryStatus(msgspec.Struct, frozen=True):
     leadership_events: dict[str, int] = {}
     """Stream mode: leadership events so far by kind (terms taken up, stand-downs,
     lapses, reloads, stream changes ...), the registry's and its elector's."""
+    not_serving_reads: str | None = None
+    """Stream mode: why this router answers no query now (its view is not known to be
+    current), or None when it does."""
+    records_skipped: int = 0
+    """Stream mode: stored records left out as invalid, since the router started."""
+    skipped_recent: tuple[str, ...] = ()
+    """The last of them: sequence, subject and why."""
 
 
 class Stamped(Message, frozen=True):

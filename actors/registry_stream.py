@@ -26,14 +26,13 @@ from actors.journal import (
     JournalError,
     StreamFacts,
     Write,
-    decode_or_none,
 )
 from actors.latency import LatencyHistogram
 from actors.nats_connection import connect_at_start
-from actors.registry_api import ServeWrites
+from actors.registry_api import ServeReads, ServeWrites
 from actors.registry_log import RegistryLog
 from actors.registry_state import RegistryState, Transition
-from protocol.stored import TermMarker, decode_stored_instance, parse_instance_subject
+from protocol.stored import InvalidRecord, TermMarker, parse_instance_subject, read_stored_instance
 from sdk.connection import GuardedClient, NatsAuth
 
 __all__ = ["WRITES_PER_APPEND", "RegistryStream", "StreamStore"]
@@ -86,6 +85,12 @@ class RegistryStream:
         self.reading = 0
         """+1 each time the follower starts or stops: entries of an earlier follower
         still in the mailbox are dropped."""
+        self._serving_reads: bool | None = None
+        """What the gateway was last told about queries."""
+        self.skipped = 0
+        """Stored records left out because they were not valid (since the start)."""
+        self.skipped_recent: deque[str] = deque(maxlen=10)
+        """The last of them: sequence, subject and why."""
 
     async def start(
         self, deliver: Callable[[Entry, int], Awaitable[None]], on_closed: Callable[[], Awaitable[None]]
@@ -121,6 +126,30 @@ class RegistryStream:
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
+    def tick(self, now: float) -> None:
+        """The clock moved: tell the machine (and the gateway, if it should now answer
+        queries or stop)."""
+        self.step(rs.Tick(self._view().revision))
+        self._tell_reads(now)
+
+    def _tell_reads(self, now: float) -> None:
+        serving = self.role.serving_reads(now)
+        if serving is not self._serving_reads:
+            self._serving_reads = serving
+            _tell(self.store.gateway, ServeReads(serving))
+            if not serving and self.role.ready:
+                self._log.log.warning("queries_left", reason=self.not_serving_reads(now))
+
+    def not_serving_reads(self, now: float) -> str | None:
+        """Why this router answers no query now (None: it does)."""
+        role = self.role
+        if role.serving_reads(now):
+            return None
+        if not role.ready:
+            return "it is reading the stream"
+        behind = now - role.lagging_since
+        return f"its view has not been known current for {behind:.1f} s (stream unreachable, or it lags)"
+
     def step(self, event: rs.Event) -> None:
         """Feed the role machine one event (its effects wait for `carry_out`)."""
         role = self.role
@@ -130,6 +159,7 @@ class RegistryStream:
             view = self._view()
             self._log.phase(before, role, now, revision=view.revision, instances=view.live,
                             offline=view.offline)  # fmt: skip
+            self._tell_reads(now)
 
     def apply(self, entry: Entry) -> None:
         """One entry of the current follower, in stream order."""
@@ -142,14 +172,23 @@ class RegistryStream:
             elif entry.forgotten:
                 view.apply(entry.sequence, key, None)
             else:
-                stored = decode_or_none(entry.data, decode_stored_instance)
-                if stored is None:
+                try:
+                    view.apply(entry.sequence, key, read_stored_instance(entry.data, key))
+                except InvalidRecord as error:
+                    self._skip(entry, str(error))
                     view.skip_to(entry.sequence)
-                else:
-                    view.apply(entry.sequence, key, stored)
         # (Else our own write coming back, or a repeat after the consumer restarted.)
         if entry.pending == 0:
             self.step(rs.CaughtUp())
+
+    def _skip(self, entry: Entry, reason: str) -> None:
+        """A record nobody should have stored (the stream is untrusted input): left out
+        of the view, logged, counted, and named in `/healthz`."""
+        self.skipped += 1
+        named = f"{entry.sequence} {entry.subject}: {reason}"[:300]
+        self.skipped_recent.append(named)
+        self._log.log.warning("stream_record_skipped", sequence=entry.sequence,
+                              subject=entry.subject[:200], reason=reason[:200])  # fmt: skip
 
     async def persist(self, transitions: list[Transition]) -> bool:
         """Store a drain's changes, in appends of at most `WRITES_PER_APPEND` writes;

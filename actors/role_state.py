@@ -139,6 +139,12 @@ class RoleTimers:
         return self.failover_after
 
     @property
+    def lagging_after(self) -> float:
+        """A standby whose view was not known current for this long (its stream checks
+        unanswered, its follower behind) stops answering queries until it catches up."""
+        return 3 * self.failover_after
+
+    @property
     def stale_after(self) -> float:
         """A view not known to be current for this long is read again."""
         return self.tombstone_ttl * 0.8
@@ -420,6 +426,19 @@ class RoleState:
         """Whether the view holds the whole stream (queries may be answered)."""
         return self.phase is not Phase.LOADING
 
+    def serving_reads(self, now: float) -> bool:
+        """Whether this router should answer queries now: it has read the stream, and
+        its view is known to be current (a leader's always is: it writes it), not
+        frozen behind a dead link."""
+        if self.phase is Phase.LOADING:
+            return False
+        return self.phase in _LED or now - self._current_at <= self.timers.lagging_after
+
+    @property
+    def lagging_since(self) -> float:
+        """When the view was last known current."""
+        return self._current_at
+
     # -- the transitions --------------------------------------------------------------
 
     def step(self, event: Event, now: float) -> list[Effect]:
@@ -460,10 +479,14 @@ class RoleState:
                 return []
             case Phase.LOADING, CaughtUp() if self._opened:
                 return self._check()
+            case Phase.LOADING, CaughtUp():
+                return []  # (of the view thrown away, before the new one began)
             case Phase.TAKING_UP, CaughtUp():
+                self._current_at = now
                 return self._check()
             case _, CaughtUp():
-                return []  # (loading: of the view thrown away, before the new one began)
+                self._current_at = now  # (all the stream held was delivered)
+                return []
 
             case _, Checked(head=head, revision=revision, records=records, marker=marker):
                 self._checking, self._stream_ok = None, True

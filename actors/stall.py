@@ -59,6 +59,14 @@ class StallClock:
         self._last = now
         return now - self.stalled
 
+    def excuse(self, seconds: float) -> None:
+        """Leave `seconds` more out of lease time: a gap in which heartbeats could not
+        arrive for a reason of the router's own (its connection was down)."""
+        if seconds > 0:
+            self.stalled += seconds
+            log.warning("lease_time_excused", seconds=round(seconds, 3),
+                        effect="lease deadlines moved later by the router's own gap")  # fmt: skip
+
     def to_monotonic(self, clock_time: float) -> float:
         """The `time.monotonic()` reading at which this clock will show `clock_time`
         (if no further stall happens): for arming timers."""

@@ -347,3 +347,10 @@ class Health(Base, frozen=True):
     lapsed: a leader not sure it still leads, silent until it knows; standing_down)."""
     phase_reason: str | None = None
     """Why it is there (the last change)."""
+    not_serving_queries: str | None = None
+    """Stream mode: why this router answers no query now (503): it is reading the
+    stream, or its view has not been known to be current for a while (its stream link
+    is down, or it lags); the routers' queue group then sends queries to the others."""
+    skipped_records: list[str] | None = None
+    """Stream mode, when there were some: the last stored records this router left out
+    as invalid (sequence, subject, why)."""

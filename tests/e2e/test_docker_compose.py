@@ -77,6 +77,7 @@ READY_TIMEOUT = 20.0
 ADMIN_TOKEN = "compose-admin-token"
 VARIABLES = {
     "ROUTER_NATS_PASSWORD": "router-compose-secret",
+    "ROUTER_STORE_NATS_PASSWORD": "router-store-compose-secret",
     "SERVICE_NATS_PASSWORD": "service-compose-secret",
     "ADMIN_NATS_PASSWORD": "admin-compose-secret",
     "IPC_ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -521,13 +522,20 @@ def test_every_router_command_is_accepted_by_our_parser_and_uses_the_cluster(
         assert args.store == "stream" and args.replicas == len(NODES), (args.store, args.replicas)
         assert sorted(_nats_urls(args.nats_url)) == [(node, NATS_CLIENT_PORT) for node in NODES]
         assert args.nats_user == "router" and args.nats_inbox_prefix == "_INBOX_router"
-        secret_flags = {"--nats-password", "--nats-token", "--admin-token"}
+        assert args.store_nats_user == "router-store"
+        assert args.store_nats_inbox_prefix == "_INBOX_router_store"
+        assert args.nats_reply_prefixes == "_INBOX_service,_INBOX_admin"
+        secret_flags = {"--nats-password", "--nats-token", "--admin-token",
+                        "--store-nats-password", "--store-nats-token"}  # fmt: skip
         assert not secret_flags & {part.split("=", 1)[0] for part in command}, (
             "secrets on a command line"
         )
         assert args.http_host == "0.0.0.0" and args.log_format == "json"
         environment = services[name]["environment"]
         assert environment["IPC_ROUTER_NATS_PASSWORD"].startswith("${ROUTER_NATS_PASSWORD")
+        assert environment["IPC_ROUTER_STORE_NATS_PASSWORD"].startswith(
+            "${ROUTER_STORE_NATS_PASSWORD"
+        )
         assert environment["IPC_ROUTER_ADMIN_TOKEN"].startswith("${IPC_ROUTER_ADMIN_TOKEN")
         commands.append(command)
     assert commands.count(commands[0]) == len(ROUTERS), "the three routers run alike"
@@ -541,9 +549,10 @@ def test_the_router_user_and_inbox_prefix_are_the_ones_the_nats_config_grants(
     example = _example_args(services)
     for user, prefix in (
         (args.nats_user, args.nats_inbox_prefix),
+        (args.store_nats_user, args.store_nats_inbox_prefix),
         ("service", example.inbox_prefix),
     ):
-        block = config[config.index(f"user: {user}") :]
+        block = config[config.index(f"user: {user}\n") :]
         block = block[: block.index("user:", 6)] if "user:" in block[6:] else block
         assert f'"{prefix}.>"' in block, (
             f"deploy/nats-server.conf does not let {user} read {prefix}.>"

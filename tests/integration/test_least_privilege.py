@@ -34,7 +34,12 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.timeout(60)
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats-server.conf"
-PASSWORDS = {"router": "router-secret-1", "service": "service-secret-2", "admin": "admin-secret-3"}
+PASSWORDS = {
+    "router": "router-secret-1",
+    "router-store": "router-store-secret-4",
+    "service": "service-secret-2",
+    "admin": "admin-secret-3",
+}
 STREAM = JournalConfig().stream
 """The registry's stream (the one deploy/nats-server.conf grants the router)."""
 BUCKET_STREAM = "KV_IPC_ROUTER_LEADER"
@@ -48,7 +53,7 @@ async def secured_nats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[NatsServerProcess]:
     for user, password in PASSWORDS.items():
-        monkeypatch.setenv(f"{user.upper()}_NATS_PASSWORD", password)
+        monkeypatch.setenv(f"{user.upper().replace('-', '_')}_NATS_PASSWORD", password)
     server = NatsServerProcess(
         port=free_port(),
         jetstream=False,
@@ -63,7 +68,8 @@ async def secured_nats(
 
 
 def auth(user: str) -> NatsAuth:
-    return NatsAuth(user=user, password=PASSWORDS[user], inbox_prefix=f"_INBOX_{user}")
+    prefix = f"_INBOX_{user.replace('-', '_')}"
+    return NatsAuth(user=user, password=PASSWORDS[user], inbox_prefix=prefix)
 
 
 async def connect_collecting_errors(url: str, user: str) -> tuple[Any, list[str], asyncio.Event]:
@@ -81,8 +87,13 @@ async def connect_collecting_errors(url: str, user: str) -> tuple[Any, list[str]
 def router_config(
     url: str, store: Literal["memory", "stream"] = "memory", **options: Any
 ) -> RouterConfig:
-    """A router as the `router` user (with its inbox prefix)."""
-    return RouterConfig(nats_url=url, http_port=0, nats_auth=auth("router"), store=store, **options)
+    """A router as deploy/nats-server.conf has it: the `router` user answers (on the
+    service's and the admin's inboxes), the `router-store` user keeps the stream."""
+    return RouterConfig(
+        nats_url=url, http_port=0, store=store, nats_auth=auth("router"),
+        store_auth=auth("router-store"), reply_prefixes=("_INBOX_service", "_INBOX_admin"),
+        **options,
+    )  # fmt: skip
 
 
 async def leader_among(routers: list[Router]) -> Router:
@@ -322,7 +333,8 @@ INSTANCE = "ipc.registry.state.orders.orders-1"
 ATTEMPTS = (
     # Reading the registry.
     Attempt("read the stream's subjects", "subscribe", "ipc.registry.state.>"),
-    Attempt("read what the stream delivers to the routers", "subscribe", "_INBOX_router.>"),
+    Attempt("read what the stream delivers to the routers", "subscribe", "_INBOX_router_store.>"),
+    Attempt("read the router's replies", "subscribe", "_INBOX_router.>"),
     Attempt("ask for the stream's info", "publish", f"{JS_API}.STREAM.INFO.{STREAM}"),
     Attempt("create a consumer", "publish", f"{JS_API}.CONSUMER.CREATE.{STREAM}", CONSUMER),
     Attempt("create a named consumer", "publish", f"{JS_API}.CONSUMER.CREATE.{STREAM}.spy"),
@@ -448,3 +460,75 @@ async def test_only_the_router_may_touch_the_stream_the_leadership_key_and_prese
     # Exactly one change (orders-2) since `before`: nothing forged was stored.
     assert after.revision == before.revision + 1, (before, after)
     assert after.instances == 2
+
+
+# -- a reply subject cannot turn a read into a write (issue 16) -------------------------
+
+
+HIJACKS = (LEADER_KEY, "ipc.registry.state.i.orders.orders-1", f"{JS_API}.STREAM.PURGE.{STREAM}")
+
+
+async def test_a_reply_subject_cannot_make_the_router_write_the_stream_or_the_key(
+    server_log: LogEntries, secured_nats: NatsServerProcess
+) -> None:
+    """The read-only admin user asks `ipc.service.get` with the leadership key, an
+    instance's stream subject or a JetStream API call as its reply subject, again and
+    again. Before, the router answered there, with its rights: the key was overwritten
+    (writes unavailable 9.9 s of 10), an acknowledged registration replaced. Now the
+    router answers only on inboxes (and its answering user could not write there
+    anyway): the key stays the leader's, the record stays, writes go on."""
+    routers = [Router(router_config(secured_nats.url, "stream")) for _ in range(2)]
+    started: list[Router] = []
+    try:
+        for router in routers:
+            await router.start()
+            started.append(router)
+        leader = await leader_among(routers)
+        async with ServiceClient(secured_nats.url, auth=auth("service")) as client:
+            await client.register("orders", "orders-1", {"zone": "a"})
+            before = await leader.registry.status()
+            assert before is not None
+            admin = await nats.connect(secured_nats.url, **auth("admin").connect_options())
+            try:
+                body = encode_msgpack({"service_name": "orders"})
+                for n in range(300):
+                    await admin.publish("ipc.service.get", body, reply=HIJACKS[n % len(HIJACKS)])
+                    if n % 50 == 0:
+                        await client.register("orders", f"during-{n}")  # writes go on
+                await admin.flush()
+            finally:
+                await admin.close()
+            await client.register("orders", "after")
+            stats = [await router.nats_gateway.stats() for router in started]
+            assert sum(s.dropped_reply_subject for s in stats if s) >= 300
+            assert await leader_among(routers) is leader  # the key was never taken
+            after = await leader.registry.status()
+            assert after is not None and after.role is Role.LEADER
+            detail = await leader.registry.get_service("orders")
+            kept = next(i for i in detail.instances if i.instance_id == "orders-1")
+            assert kept.metadata == {"zone": "a"}
+            assert after.instances == before.instances + 7  # six during, one after
+    finally:
+        for router in reversed(started):
+            await router.stop()
+    assert violations(server_log) == []
+
+
+async def test_the_answering_user_itself_cannot_write_the_stream_or_the_key(
+    secured_nats: NatsServerProcess,
+) -> None:
+    """Even a router bug that answered on any subject could not: the `router` user has
+    no JetStream rights and no allow_responses."""
+    nc, errors, _ = await connect_collecting_errors(secured_nats.url, "router")
+    try:
+        for subject in HIJACKS:
+            await nc.publish(subject, b"forged")
+        await nc.flush()
+        await eventually(lambda: len(errors) >= len(HIJACKS), timeout=5, what="every refusal")
+    finally:
+        await nc.close()
+    for subject in HIJACKS:
+        assert any(VIOLATION in e.lower() and subject.lower() in e.lower() for e in errors), (
+            subject,
+            errors,
+        )

@@ -198,7 +198,7 @@ def test_13_5_healthz_has_role_and_revision_and_no_max_request_bytes() -> None:
     """Section 13.5: the fields of the body."""
     assert [f.name for f in msgspec.structs.fields(Health)] == [
         "status", "nats_connected", "registry_running", "role", "revision", "lease_policy", "limits",
-        "phase", "phase_reason",
+        "phase", "phase_reason", "not_serving_queries", "skipped_records",
     ]  # fmt: skip
     assert [f.name for f in msgspec.structs.fields(RegistryLimits)] == [
         "max_instances", "max_instances_per_service", "max_metadata_bytes",
