@@ -288,6 +288,12 @@ def _unavailable(reason: str) -> ProtocolError:
     )
 
 
+_BEATS_SILENCE = 0.5
+"""When no heartbeat has come for this long, the gateway asks the server for an answer
+on the heartbeat link (within as long again), every so often: a dead link is found
+within about a second and a half, well within a lease (3 s by default)."""
+
+
 class NatsGateway(Actor):
     """Owns the router's NATS connection and the request subscriptions.
 
@@ -338,7 +344,13 @@ class NatsGateway(Actor):
         self._reply_prefixes = tuple(f"{prefix.rstrip('.')}." for prefix in accepted)
         self._dropped_reply_subject = 0
         self._reply_logged_at = float("-inf")
-        self._beats_down_since: float | None = None
+        self._beats_good_at = 0.0
+        """Loop time the heartbeat link last worked (a heartbeat came, or the server
+        answered on it)."""
+        self._beats_excused_to: float | None = None
+        """While the heartbeat link fails: lease time is excused up to here."""
+        self._beats_failed_at = 0.0
+        self._beats_watch: asyncio.Task[None] | None = None
         self._self: ActorRef = self.ref
         self._stopping = False
         self._presence_refused: str | None = None
@@ -381,6 +393,7 @@ class NatsGateway(Actor):
             reconnected_cb=self._on_beats_back,
             closed_cb=self._on_closed,
         )
+        self._beats_watch = asyncio.create_task(self._watch_beats(), name="heartbeat-link")
         await self._check_presence()
         status = None if self._presence.mode == "memory" else await self._registry.ask_or_none(GetStatus())
         if status is None or status.not_serving_reads is None:
@@ -479,12 +492,10 @@ class NatsGateway(Actor):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        for nc in (self._beats, self._nc):
-            if nc is not None and not nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.drain(), 2.0)
-                with contextlib.suppress(Exception):
-                    await nc.close()
+        if self._beats_watch is not None:
+            self._beats_watch.cancel()
+            await asyncio.gather(self._beats_watch, return_exceptions=True)
+        await asyncio.gather(*(_close(nc) for nc in (self._beats, self._nc) if nc is not None))
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
         # One loop over the drain rather than `handle` per message: replies are the
@@ -571,6 +582,7 @@ class NatsGateway(Actor):
         now = asyncio.get_running_loop().time
         nc = self._beats if route.beats else self._nc
         accepted = self._reply_prefixes
+        beats = route.beats
 
         async def on_request(msg: Msg) -> None:
             reply_to = msg.reply
@@ -581,6 +593,10 @@ class NatsGateway(Actor):
             if not reply_to.startswith(accepted) and not self._reply_allowed(reply_to, msg.subject):
                 return
             started = now()
+            if beats:
+                self._beats_good_at = started
+                if self._beats_excused_to is not None:
+                    self._beats_work(started)
             try:
                 request = decode(msg.data)
             except ProtocolError as error:
@@ -661,23 +677,72 @@ class NatsGateway(Actor):
 
     async def _on_beats_down(self) -> None:
         if not self._stopping:
-            self._beats_down_since = asyncio.get_running_loop().time()
             log.warning("nats_disconnected", url=redact(self._url), connection="heartbeats")
+            self._beats_failing(asyncio.get_running_loop().time())
 
     async def _on_beats_back(self) -> None:
-        """Heartbeats could not arrive while the connection was down: the router's own
-        gap, left out of lease time (as a stall of its event loop is)."""
-        since, self._beats_down_since = self._beats_down_since, None
-        if since is not None:
-            gap = asyncio.get_running_loop().time() - since
+        log.info("nats_reconnected", url=redact(self._url), connection="heartbeats")
+
+    def _beats_failing(self, now: float) -> None:
+        """The heartbeat link is down, or unanswering: from the last moment it worked,
+        no heartbeat could arrive. That is the router's own gap: it is left out of lease
+        time, as a stall of its event loop is, for as long as it lasts."""
+        if self._beats_excused_to is None:
+            self._beats_excused_to = self._beats_failed_at = self._beats_good_at or now
+            log.warning("heartbeat_link_failing", url=redact(self._url),
+                        effect="lease time stands still until it works again")  # fmt: skip
+        self._excuse_beats(now)
+
+    def _beats_work(self, now: float) -> None:
+        """The heartbeat link works again: lease time runs again."""
+        self._excuse_beats(now)
+        self._beats_excused_to = None
+        log.warning("heartbeat_link_back", url=redact(self._url),
+                    excused_seconds=round(now - self._beats_failed_at, 3))  # fmt: skip
+
+    def _excuse_beats(self, now: float) -> None:
+        since = self._beats_excused_to
+        if since is not None and now > since:
             with contextlib.suppress(ActorDeadError, MailboxFullError):
-                self._registry.tell(ExcuseGap(gap), lane=Lane.URGENT)
-            log.info("nats_reconnected", url=redact(self._url), connection="heartbeats",
-                     excused_seconds=round(gap, 3))  # fmt: skip
+                self._registry.tell(ExcuseGap(now - since), lane=Lane.URGENT)
+            self._beats_excused_to = now
+
+    async def _watch_beats(self) -> None:
+        """While no heartbeat comes, ask the server for an answer on their link now and
+        then: a link gone half-open says nothing by itself until its pings go
+        unanswered, seconds later, perhaps after a lease."""
+        loop = asyncio.get_running_loop()
+        beats = self._beats
+        assert beats is not None
+        self._beats_good_at = loop.time()
+        while True:
+            await asyncio.sleep(_BEATS_SILENCE)
+            now = loop.time()
+            if self._beats_excused_to is None and now - self._beats_good_at < _BEATS_SILENCE:
+                continue
+            self._excuse_beats(now)
+            try:
+                async with asyncio.timeout(_BEATS_SILENCE):
+                    await beats.flush()
+            except (nats.errors.Error, OSError, TimeoutError):
+                self._beats_failing(loop.time())
+                continue
+            self._beats_good_at = loop.time()
+            if self._beats_excused_to is not None:
+                self._beats_work(self._beats_good_at)
 
     async def _on_closed(self) -> None:
         if not self._stopping:
             self.crash(ConnectionError("NATS connection closed"))
+
+
+async def _close(nc: GuardedClient) -> None:
+    """Drain (at most 2 s: the server may be gone or wedged), then close."""
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), 2.0)
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 class NatsGatewayClient:

@@ -64,8 +64,6 @@ class StallClock:
         arrive for a reason of the router's own (its connection was down)."""
         if seconds > 0:
             self.stalled += seconds
-            log.warning("lease_time_excused", seconds=round(seconds, 3),
-                        effect="lease deadlines moved later by the router's own gap")  # fmt: skip
 
     def to_monotonic(self, clock_time: float) -> float:
         """The `time.monotonic()` reading at which this clock will show `clock_time`

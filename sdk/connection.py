@@ -41,6 +41,18 @@ class GuardedClient(NatsClient):
             self.dropped_malformed += 1
             log.warning("dropped a malformed NATS message: %r", error)
 
+    async def _process_pong(self) -> None:
+        # A flush that timed out leaves its cancelled future first in line; when its
+        # PONG comes after all, nats-py sets a result on it, which raises in the read
+        # loop and costs a reconnect. The PONG is that flush's: it is consumed here.
+        pongs = self._pongs
+        if pongs and pongs[0].done():
+            pongs.pop(0)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+            return
+        await super()._process_pong()
+
 
 @dataclass(frozen=True)
 class NatsAuth:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -25,7 +26,7 @@ from tests.support.processes import RouterLauncher
 pytestmark = pytest.mark.timeout(90)
 
 PREFIX = JournalConfig().subject_prefix
-POISON = {
+POISON: dict[str, dict[str, Any]] = {
     "huge": {"registered_at": 1e300},
     "nan": {"last_heartbeat": math.nan},
     "renamed": {"service_name": "elsewhere"},

@@ -125,14 +125,16 @@ async def test_sdk_raises_a_conflict_with_a_holder_that_keeps_renewing(
     router: Router, nats_server: NatsServerProcess, nc: NatsClient
 ) -> None:
     """The SDK asks once more, about one heartbeat later, in case the holder is a
-    previous run that stopped renewing; this one renewed meanwhile: 409."""
+    previous run that stopped renewing; this one renewed meanwhile: 409. (Its pause is
+    one heartbeat interval: when the holder's renewal lands just after it, the SDK asks
+    a third time, and then it has renewed.)"""
     requests = await listen(nc, REGISTER_SUBJECT)
     async with ServiceClient(nats_server.url) as owner, ServiceClient(nats_server.url) as other:
         await owner.register("orders", "orders-1")
         with pytest.raises(ConflictError):
             await other.register("orders", "orders-1")
         assert owner.registered == [("orders", "orders-1")]
-    assert len(requests) == 3
+    assert len(requests) in (3, 4)
 
 
 async def test_sdk_retry_after_lost_reply_is_idempotent(

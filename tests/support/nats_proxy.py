@@ -1,11 +1,13 @@
 """A TCP proxy in front of a nats-server that knows each connection by the name its
 client gives in `CONNECT`, and can cut the connections of one name: a half-open link
 (the sockets stay open, nothing passes any more, no FIN, no RST), as a partition or a
-dead switch makes it. One proxy per router: cutting `ipc-router-leadership` on a
-router's proxy cuts that router's election connection and no other.
+dead switch makes it. What is sent meanwhile is held, not lost, as TCP would
+retransmit it: a `heal` delivers it, in order (and closes what its peer closed). One
+proxy per router: cutting `ipc-router-leadership` on a router's proxy cuts that
+router's election connection and no other.
 
 New connections of a cut name complete their handshake (INFO, CONNECT, PING/PONG), so
-the client believes it is connected, and are cut right after: a requests that then
+the client believes it is connected, and are cut right after: requests that then
 get no answer, as from a JetStream that does not respond.
 """
 
@@ -26,6 +28,14 @@ class _Link:
     name: str | None = None
     handshake_done: bool = False
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    """To the client, to the server."""
+    held: dict[bool, bytearray] = field(default_factory=lambda: {True: bytearray(), False: bytearray()})
+    """Bytes sent while cut, by direction (True: toward the server)."""
+    ended: set[bool] = field(default_factory=set)
+    """Directions whose sender closed while cut."""
+
+    def writer(self, upward: bool) -> asyncio.StreamWriter:
+        return self.writers[1] if upward else self.writers[0]
 
 
 class NatsProxy:
@@ -62,7 +72,18 @@ class NatsProxy:
         self.cut_names.add(name)
 
     def heal(self, name: str) -> None:
+        """Connections named `name` pass again; what was held is delivered first."""
         self.cut_names.discard(name)
+        for link in self.links:
+            if link.name != name:
+                continue
+            for upward, held in link.held.items():
+                writer = link.writer(upward)
+                if held:
+                    writer.write(bytes(held))
+                    held.clear()
+                if upward in link.ended:
+                    writer.close()
 
     def names(self) -> list[str | None]:
         return [link.name for link in self.links]
@@ -99,13 +120,16 @@ class NatsProxy:
                     await writer.drain()
                     continue
                 if self._blocked(link):
-                    continue  # half-open: swallowed, nothing closed
+                    link.held[upward] += data  # half-open: nothing passes, nothing closes
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            if not self._blocked(link):
+            if self._blocked(link):
+                link.ended.add(upward)
+            else:
                 with contextlib.suppress(Exception):
                     writer.close()
 

@@ -15,7 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.registry_state import RegistryState
-from protocol import GetServiceRequest, InstanceStatus, ListServicesRequest, encode_json, encode_msgpack
+from protocol import (
+    GetServiceRequest,
+    InstanceStatus,
+    ListServicesRequest,
+    encode_json,
+    encode_msgpack,
+)
 from protocol.stored import MAX_STORED_BYTES, InvalidRecord, StoredInstance, read_stored_instance
 from tests.support.clock import FakeClock
 
@@ -31,7 +37,7 @@ GOOD: dict[str, Any] = {
 }
 
 EXTREME_FLOATS = [math.nan, math.inf, -math.inf, 1e300, -1.0, -1e-300, 5e-324, 1.8e308, 32_503_680_000.5]
-EXTREME_VALUES = st.one_of(
+EXTREME_VALUES: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([*EXTREME_FLOATS, None, True, "", "x" * 70_000, 2**64, -(2**63), b"", [], {}]),
     st.integers(),
     st.floats(),
@@ -41,7 +47,8 @@ EXTREME_VALUES = st.one_of(
 
 
 def record(**changes: Any) -> bytes:
-    return msgpack.packb({**GOOD, **changes}, use_bin_type=True)
+    data: bytes = msgpack.packb({**GOOD, **changes}, use_bin_type=True)
+    return data
 
 
 def test_a_valid_record_is_read_whole() -> None:
