@@ -27,7 +27,7 @@ from actors.http_gateway import (
 )
 from actors.journal import JournalConfig
 from actors.leadership import LeaderElector
-from actors.metrics import ConnectionStats, MetricsSources
+from actors.metrics import DEFAULT_MAX_SERVICES, ConnectionStats, MetricsSources
 from actors.nats_gateway import NatsGateway, NatsGatewayClient, Presence
 from actors.registry import RegistryActor, StreamStore
 from actors.registry_api import RegistryClient
@@ -91,6 +91,8 @@ class RouterConfig:
     """Seconds a starting router listens for other routers on the NATS system."""
     event_feed: EventFeedLimits = field(default_factory=EventFeedLimits)
     """Bounds of the admin event stream (`GET /api/v1/admin/events`) and its replay buffer."""
+    metrics_max_services: int = DEFAULT_MAX_SERVICES
+    """Services with per-service metric series of their own; the rest are summed."""
 
 
 class Router:
@@ -231,7 +233,9 @@ class Router:
                 event_feed=self.event_feed,
                 connections=self._admin_connections,
                 elector=self.supervisor.refs.get("leader-elector"),
+                max_services=self.config.metrics_max_services,
             ),
+            forward=self.nats_gateway.forward_admin,
         )
 
     async def _admin_connections(self) -> ConnectionStats | None:

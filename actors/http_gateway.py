@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from actors.actor import Actor, ActorDeadError, AskTimeoutError, MailboxFullError, Message
+from actors.admin_commands import AdminAction, AdminCommand
 from actors.errors import PortInUseError
 from actors.event_feed import (
     KEEPALIVE_FRAME,
@@ -30,6 +31,7 @@ from actors.metrics import ConnectionStats, MetricsSources, render
 from actors.openapi import ADMIN_BASE, EVENTS_PATH, METRICS_PATH, openapi_document
 from actors.registry_api import (
     UNCHANGED,
+    ForwardAdmin,
     GetService,
     ListServices,
     RegistryClient,
@@ -37,14 +39,17 @@ from actors.registry_api import (
 )
 from actors.version import package_version
 from protocol import (
+    INSTANCE_ID_MAX_LENGTH,
     NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
     ErrorCode,
     GetServiceRequest,
     Health,
+    InstanceReply,
     InstanceStatus,
     LeasePolicy,
     ListServicesRequest,
+    MaintenanceReason,
     ProtocolError,
     RegistryLimits,
     Status,
@@ -109,6 +114,11 @@ STREAMS = web.AppKey("streams", set[FeedSubscriber])
 METRICS = web.AppKey("metrics", MetricsSources)
 CONSOLE = web.AppKey("console", dict)
 """Path -> (body, content type) of the console's static files."""
+Forwarder = Callable[[bytes], Awaitable[InstanceReply]]
+FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
+"""Sends a sealed operator write to the leader (a router that does not lead has one)."""
+OPERATOR = "admin"
+"""Who an operator's write is logged and recorded as (the admin token has no name)."""
 
 
 def _json_response(body: Any, status: int = 200) -> web.Response:
@@ -129,7 +139,10 @@ _HTTP_CODES = {
     ),
     405: (
         ErrorCode.METHOD_NOT_ALLOWED,
-        "Method {method} is not allowed on {path}; the admin API is read-only (GET).",
+        (
+            "Method {method} is not allowed on {path} (see the Allow header, and "
+            f"{ADMIN_BASE}/openapi.json)."
+        ),
     ),
 }
 
@@ -179,6 +192,7 @@ async def _errors_as_json(
 
 
 _QUERY_KEYS = {"status", "limit", "cursor"}
+_BOOLEANS = {"true": True, "false": False}
 _STATUS_VALUES = ", ".join(s.value for s in InstanceStatus)
 
 
@@ -230,11 +244,22 @@ def _query(request: web.Request, target: type[T], **fixed: Any) -> T:
             fields["limit"] = _whole_number(key, value)
         elif key in _QUERY_KEYS:
             fields[key] = value
+        elif key == "include_maintenance" and target is GetServiceRequest:
+            if value.lower() not in _BOOLEANS:
+                raise ProtocolError(
+                    Status.BAD_REQUEST,
+                    ErrorCode.INVALID_FIELD,
+                    f"Query parameter include_maintenance={value[:64]!r} is not true or false.",
+                    {"field": "query.include_maintenance"},
+                )
+            fields[key] = _BOOLEANS[value.lower()]
         else:
+            extra = ", include_maintenance" if target is GetServiceRequest else ""
             raise ProtocolError(
                 Status.BAD_REQUEST,
                 ErrorCode.INVALID_FIELD,
-                f"Unknown query parameter {key[:64]!r}; use status, limit, cursor or meta.<key>.",
+                f"Unknown query parameter {key[:64]!r}; use status, limit, cursor{extra} or "
+                "meta.<key>.",
                 {"field": f"query.{key[:64]}"},
             )
     if metadata:
@@ -338,6 +363,7 @@ def cache_key(query: ListServices | GetService) -> bytes:
                 request.limit,
                 request.cursor,
                 sorted(request.metadata.items()),
+                request.include_maintenance,
             )
         )
     return encode_msgpack(("list", request.status, request.limit, request.cursor))
@@ -369,6 +395,118 @@ async def _get_service(request: web.Request) -> web.Response:
         )
     query = _query(request, GetServiceRequest, service_name=name, status=None)
     return await request.app[CACHE].read(request, GetService(query))
+
+
+# -- operator writes ----------------------------------------------------------------
+
+
+class MaintenanceBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of `PUT .../maintenance` (optional)."""
+
+    reason: MaintenanceReason = ""
+
+
+_maintenance_body_decoder = msgspec.json.Decoder(MaintenanceBody)
+_MAX_WRITE_BODY = 4096
+
+
+async def _enter_maintenance(request: web.Request) -> web.Response:
+    body = await _write_body(request)
+    return await _operator_write(request, AdminAction.MAINTENANCE_ON, body.reason)
+
+
+async def _leave_maintenance(request: web.Request) -> web.Response:
+    return await _operator_write(request, AdminAction.MAINTENANCE_OFF)
+
+
+async def _remove_instance(request: web.Request) -> web.Response:
+    return await _operator_write(request, AdminAction.DEREGISTER)
+
+
+async def _write_body(request: web.Request) -> MaintenanceBody:
+    """The JSON body of an operator write: `{}` when there is none; anything but
+    `application/json` is refused (a form posted from another site cannot be one)."""
+    data = await request.content.read(_MAX_WRITE_BODY + 1)
+    if len(data) > _MAX_WRITE_BODY:
+        raise ProtocolError(
+            Status.PAYLOAD_TOO_LARGE,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"The body is larger than {_MAX_WRITE_BODY} bytes.",
+            {"field": "body", "limit": _MAX_WRITE_BODY},
+        )
+    if not data.strip():
+        return MaintenanceBody()
+    if request.content_type != "application/json":
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_PAYLOAD,
+            "The body must be JSON, sent as Content-Type: application/json.",
+            {"field": "body"},
+        )
+    try:
+        return _maintenance_body_decoder.decode(data)
+    except msgspec.ValidationError as error:
+        path = validation_path(error)
+        raise ProtocolError(
+            Status.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            f"Invalid field {path}: {error}.",
+            {"field": path},
+        ) from None
+    except msgspec.DecodeError as error:
+        raise ProtocolError(
+            Status.BAD_REQUEST, ErrorCode.INVALID_PAYLOAD, f"The body is not JSON: {error}.",
+            {"field": "body"},
+        ) from None  # fmt: skip
+
+
+async def _operator_write(request: web.Request, action: AdminAction, reason: str = "") -> web.Response:
+    """Apply an operator's write (here if this router leads, else at the leader, through
+    NATS) and answer the instance as it is after it; log who did it either way."""
+    service, instance = request.match_info["service_name"], request.match_info["instance_id"]
+    if not (_is_service_name(service) and _is_instance_id(instance)):
+        raise ProtocolError(
+            Status.NOT_FOUND,
+            ErrorCode.INSTANCE_NOT_FOUND,
+            "No such instance: service names are 1-64 and instance ids 1-128 characters "
+            "from A-Z, a-z, 0-9, '_' and '-'.",
+            {"service_name": service[:80], "instance_id": instance[:80]},
+        )
+    command = AdminCommand(
+        action=action, service_name=service, instance_id=instance, reason=reason, by=OPERATOR
+    )
+    where = "here"
+    try:
+        answer = await request.app[REGISTRY].admin_write(command)
+        if isinstance(answer, ForwardAdmin):
+            where = "leader"
+            forward = request.app.get(FORWARD)
+            if forward is None:
+                raise ProtocolError(
+                    Status.SERVICE_UNAVAILABLE, ErrorCode.ROUTER_UNAVAILABLE,
+                    "This router does not lead and cannot reach the leader; retry shortly.",
+                )  # fmt: skip
+            answer = await forward(answer.sealed)
+    except ProtocolError as error:
+        _log_write(request, command, int(error.status), where, error.message)
+        raise
+    except (ActorDeadError, MailboxFullError, AskTimeoutError) as error:
+        _log_write(request, command, 503, where, repr(error))
+        raise
+    _log_write(request, command, answer.status, where, None)
+    return _json_response(answer, status=answer.status)
+
+
+def _log_write(
+    request: web.Request, command: AdminCommand, status: int, where: str, error: str | None
+) -> None:
+    log.info("operator_write", action=str(command.action), service_name=command.service_name,
+             instance_id=command.instance_id, reason=command.reason or None, by=command.by,
+             remote=request.remote, applied=where, status=status, error=error)  # fmt: skip
+
+
+def _is_instance_id(name: str) -> bool:
+    return len(name) <= INSTANCE_ID_MAX_LENGTH and _SERVICE_NAME.match(name) is not None
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -579,6 +717,7 @@ def build_admin_app(
     cache_bytes: int = 32 * 2**20,
     events: EventFeedClient | None = None,
     metrics: MetricsSources | None = None,
+    forward: Callable[[bytes], Awaitable[InstanceReply]] | None = None,
 ) -> web.Application:
     """The admin application: routes, error and token middlewares, OpenAPI document.
 
@@ -602,6 +741,12 @@ def build_admin_app(
     )
     app.router.add_get(f"{ADMIN_BASE}/services", _list_services)
     app.router.add_get(f"{ADMIN_BASE}/services/{{service_name}}", _get_service)
+    instance_path = f"{ADMIN_BASE}/services/{{service_name}}/instances/{{instance_id}}"
+    app.router.add_delete(instance_path, _remove_instance)
+    app.router.add_put(f"{instance_path}/maintenance", _enter_maintenance)
+    app.router.add_delete(f"{instance_path}/maintenance", _leave_maintenance)
+    if forward is not None:
+        app[FORWARD] = forward
     app.router.add_get(f"{ADMIN_BASE}/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if metrics is not None:

@@ -28,7 +28,7 @@ from actors.event_feed import EventFeedClient, EventFeedStats
 from actors.latency import HistogramSnapshot
 from actors.leadership import GetElection
 from actors.nats_gateway import NatsGatewayClient, NatsGatewayStats
-from actors.registry_api import RegistryClient, RegistryStatus
+from actors.registry_api import RegistryClient, RegistryStatus, ServiceCounts
 from actors.role_state import Phase, Role
 from protocol import InstanceStatus
 
@@ -43,6 +43,10 @@ __all__ = [
 
 _PREFIX = "ipc_router"
 _LANES = ("urgent", "normal", "low")
+OTHER_SERVICES = "(other)"
+"""The `service` label of the series that sums the services past the cap (no service
+can be called that: parentheses are not allowed in names)."""
+DEFAULT_MAX_SERVICES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,9 @@ class MetricsSources:
     """Reported in `ipc_router_build_info` (the admin app fills in the package's)."""
     elector: ActorRef | None = None
     """Stream mode: the leader elector, asked for its own leadership events."""
+    max_services: int = DEFAULT_MAX_SERVICES
+    """Services with series of their own in the per-service metrics (the first, by
+    name); the others are summed into `service="(other)"`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +93,19 @@ class MetricsSnapshot:
     gather_seconds: float = 0.0
     election: tuple[str, dict[str, int]] | None = None
     """Stream mode: the elector's phase and its events by kind."""
+    services: ServiceCounts | None = None
 
 
 async def gather(sources: MetricsSources) -> MetricsSnapshot:
     """Ask every source, at once; a source that does not answer is left out."""
     started = time.perf_counter()
-    registry_status, gateway, feed, connections, election = await asyncio.gather(
+    registry_status, gateway, feed, connections, election, services = await asyncio.gather(
         sources.registry.status(),
         sources.nats_gateway.stats(),
         sources.event_feed.stats() if sources.event_feed is not None else _none(),
         sources.connections() if sources.connections is not None else _none(),
         sources.elector.ask_or_none(GetElection()) if sources.elector is not None else _none(),
+        sources.registry.service_counts(sources.max_services),
     )
     mailboxes = {name: (ref.alive, ref.mailbox_stats()) for name, ref in sources.actors.items()}
     return MetricsSnapshot(
@@ -108,6 +117,7 @@ async def gather(sources: MetricsSources) -> MetricsSnapshot:
         version=sources.version,
         gather_seconds=time.perf_counter() - started,
         election=election,
+        services=services,
     )
 
 
@@ -147,6 +157,7 @@ class SnapshotCollector(Collector):
             snapshot.gather_seconds,
         )
         yield from _registry_metrics(snapshot)
+        yield from _service_metrics(snapshot.services)
         yield from _gateway_metrics(snapshot.gateway)
         yield from _mailbox_metrics(snapshot.mailboxes)
         yield from _feed_metrics(snapshot.feed)
@@ -261,6 +272,45 @@ def _registry_metrics(snapshot: MetricsSnapshot) -> Iterator[Metric]:
             [],
             {(): status.append_latency},
         )
+
+
+def _service_metrics(counts: ServiceCounts | None) -> Iterator[Metric]:
+    """Per service: instances by status, in maintenance, and usable (ONLINE, not in
+    maintenance: what discovery hands out; alert when it is 0)."""
+    if counts is None:
+        return
+    instances = GaugeMetricFamily(
+        f"{_PREFIX}_service_instances",
+        "Instances of a service by status (services past --metrics-max-services are summed "
+        f'into service="{OTHER_SERVICES}").',
+        labels=["service", "status"],
+    )
+    drained = GaugeMetricFamily(
+        f"{_PREFIX}_service_instances_in_maintenance",
+        "Instances of a service in maintenance (each also counted by its status).",
+        labels=["service"],
+    )
+    usable = GaugeMetricFamily(
+        f"{_PREFIX}_service_usable_instances",
+        "Instances of a service that discovery hands out: ONLINE and not in maintenance.",
+        labels=["service"],
+    )
+    rows = list(counts.services)
+    if counts.other is not None:
+        rows.append((OTHER_SERVICES, *counts.other))
+    for service, by_status, in_maintenance in rows:
+        for state in InstanceStatus:
+            instances.add_metric([service, state.value], by_status.get(state, 0))
+        drained.add_metric([service], sum(in_maintenance.values()))
+        online = by_status.get(InstanceStatus.ONLINE, 0)
+        usable.add_metric([service], online - in_maintenance.get(InstanceStatus.ONLINE, 0))
+    yield from (instances, drained, usable)
+    yield _gauge(
+        "metrics_services_folded",
+        f'Services summed into service="{OTHER_SERVICES}" because there are more than '
+        "--metrics-max-services of them (raise it to see each).",
+        counts.folded,
+    )
 
 
 def _gateway_metrics(stats: NatsGatewayStats | None) -> Iterator[Metric]:

@@ -28,6 +28,7 @@ from actors.registry_api import (
     Deregister,
     EventBatch,
     ExcuseGap,
+    ForwardAdmin,
     GetService,
     GetStatus,
     Heartbeat,
@@ -36,25 +37,32 @@ from actors.registry_api import (
     Register,
     ServeReads,
     ServeWrites,
+    SetMaintenance,
+    SignedAdminWrite,
 )
 from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
     HEARTBEAT_SUBJECT,
     LIST_SUBJECT,
+    MAINTENANCE_SUBJECT,
     REGISTER_SUBJECT,
+    ROUTER_ADMIN_SUBJECT,
     ROUTER_PRESENCE_SUBJECT,
     ROUTER_QUEUE_GROUP,
     ErrorCode,
     GetServiceReply,
+    InstanceReply,
     ListServicesReply,
     ProtocolError,
     RegistryLimits,
     Reply,
     Status,
     decode_get_request,
+    decode_instance_reply,
     decode_lease_request,
     decode_list_request,
+    decode_maintenance_request,
     decode_register_request,
     encode_msgpack,
     error_reply,
@@ -197,6 +205,20 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             DEREGISTER_SUBJECT, "deregistration", decode_lease_request, lambda r, _: Deregister(r)
         ),
         _Route(
+            MAINTENANCE_SUBJECT,
+            "maintenance",
+            decode_maintenance_request,
+            lambda r, _: SetMaintenance(r),
+            pending=(4_096, 8 * 2**20),
+        ),
+        _Route(
+            ROUTER_ADMIN_SUBJECT,
+            "operator_command",
+            _Sealed.read,
+            lambda r, _: SignedAdminWrite(r.data),
+            pending=(1_024, 4 * 2**20),
+        ),
+        _Route(
             LIST_SUBJECT,
             "list",
             decode_list_request,
@@ -219,6 +241,34 @@ def _routes(limits: RegistryLimits) -> tuple[_Route, ...]:
             pending=(4_096, 8 * 2**20),
         ),
     )
+
+
+class _Sealed:
+    """The body of a request on `ipc.router.admin`: a sealed operator command, opened
+    (and checked) by the registry."""
+
+    __slots__ = ("data",)
+    nonce = None
+    _MAX_BYTES = 4096
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def read(cls, data: bytes) -> _Sealed:
+        if len(data) > cls._MAX_BYTES:
+            raise ProtocolError(
+                Status.PAYLOAD_TOO_LARGE, ErrorCode.PAYLOAD_TOO_LARGE,
+                f"An operator command is at most {cls._MAX_BYTES} bytes.", {"field": "$"},
+            )  # fmt: skip
+        return cls(data)
+
+
+_FORWARD_PATIENCE = 8.0
+"""Seconds an operator's write taken by a router that does not lead waits for a leader
+to take it (a failover lasts about one second)."""
+_FORWARD_TIMEOUT = 5.0
+"""Seconds the leader has to answer it."""
 
 
 class _ReplyVia:
@@ -351,6 +401,8 @@ class NatsGateway(Actor):
         """While the heartbeat link fails: lease time is excused up to here."""
         self._beats_failed_at = 0.0
         self._beats_watch: asyncio.Task[None] | None = None
+        self._forwards: set[asyncio.Task[None]] = set()
+        """Operator writes on their way to the leader."""
         self._self: ActorRef = self.ref
         self._stopping = False
         self._presence_refused: str | None = None
@@ -492,9 +544,10 @@ class NatsGateway(Actor):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        if self._beats_watch is not None:
-            self._beats_watch.cancel()
-            await asyncio.gather(self._beats_watch, return_exceptions=True)
+        tasks = [*self._forwards, *([self._beats_watch] if self._beats_watch else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(_close(nc) for nc in (self._beats, self._nc) if nc is not None))
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
@@ -533,10 +586,57 @@ class NatsGateway(Actor):
             elif kind is ServeReads:
                 await self._serve_reads(message.serve)
                 self.resolve(envelope, None)
+            elif kind is ForwardAdmin:
+                task = asyncio.create_task(self._forward(envelope, message.sealed))
+                self._forwards.add(task)
+                task.add_done_callback(self._forwards.discard)
             else:
                 error = TypeError(f"nats gateway cannot handle {kind.__name__}")
                 self.reject(envelope, error)
                 raise error
+
+    async def _forward(self, envelope: Envelope, sealed: bytes) -> None:
+        """Send an operator's write to the leader and settle `envelope` with its answer.
+        No responders (no router leads right now: a failover) is waited out; a timeout is
+        not retried (the leader may have applied it, and would refuse the same command
+        again as a replay): the operator is told to look before trying again."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _FORWARD_PATIENCE
+        pause = 0.05
+        try:
+            while True:
+                nc = self._nc
+                try:
+                    if nc is None:
+                        raise nats.errors.ConnectionClosedError
+                    msg = await nc.request(ROUTER_ADMIN_SUBJECT, sealed, timeout=_FORWARD_TIMEOUT)
+                except nats.errors.NoRespondersError:
+                    if loop.time() + pause > give_up:
+                        envelope.reject(_unavailable("no router leads"))
+                        return
+                    await asyncio.sleep(pause)
+                    pause = min(2 * pause, 0.5)
+                    continue
+                except nats.errors.TimeoutError:
+                    envelope.reject(
+                        ProtocolError(
+                            Status.GATEWAY_TIMEOUT, ErrorCode.ROUTER_TIMEOUT,
+                            f"The leader did not answer within {_FORWARD_TIMEOUT:g} s; the change "
+                            "may have been applied: look at the instance before trying again.",
+                        )
+                    )  # fmt: skip
+                    return
+                except (nats.errors.Error, OSError) as error:
+                    envelope.reject(_unavailable(f"the NATS connection failed: {error!r}"))
+                    return
+                try:
+                    envelope.resolve(decode_instance_reply(msg.data))
+                except ProtocolError as error:
+                    envelope.reject(error)
+                return
+        except asyncio.CancelledError:
+            envelope.reject(ActorDeadError("the NATS gateway stopped"))
+            raise
 
     def _stats(self) -> NatsGatewayStats:
         nc = self._nc
@@ -763,3 +863,11 @@ class NatsGatewayClient:
         """True while the gateway runs and its NATS connection is up."""
         connected: bool | None = await self.ref.ask_or_none(IsConnected())
         return bool(connected)
+
+    async def forward_admin(self, sealed: bytes) -> InstanceReply:
+        """Send a sealed operator write to the leader; its answer (an error reply is
+        answered as it is). Raises `ProtocolError` 503/504 when none came."""
+        reply: InstanceReply = await self.ref.ask(
+            ForwardAdmin(sealed), _FORWARD_PATIENCE + _FORWARD_TIMEOUT + 1.0
+        )
+        return reply

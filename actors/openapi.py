@@ -7,10 +7,13 @@ from typing import Any
 import msgspec
 
 from protocol import (
+    INSTANCE_ID_MAX_LENGTH,
+    MAINTENANCE_REASON_MAX_LENGTH,
     NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
     ErrorReply,
     Health,
+    InstanceReply,
     RegistryEvent,
     ServiceDetail,
     ServiceList,
@@ -60,6 +63,102 @@ _LIMIT = _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximu
 _CURSOR = _query(
     "cursor", "The `next_cursor` of the previous page, unchanged.", {"type": "string", "maxLength": 256}
 )
+_INCLUDE_MAINTENANCE = _query(
+    "include_maintenance",
+    "Whether instances in maintenance are listed. Default: not with `status=online` (the "
+    "view discovery uses: they take no traffic), listed otherwise.",
+    {"type": "string", "enum": ["true", "false"]},
+)
+
+
+def _path_name(name: str, max_length: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": NAME_PATTERN.replace("(?!\\n)", ""),
+            "minLength": 1,
+            "maxLength": max_length,
+        },
+    }
+
+
+_INSTANCE_PATH = [
+    _path_name("service_name", SERVICE_NAME_MAX_LENGTH),
+    _path_name("instance_id", INSTANCE_ID_MAX_LENGTH),
+]
+_WRITES_DESCRIPTION = (
+    "An operator's write, applied by the router that leads (a router that does not "
+    "passes it on, signed, over NATS), logged with who made it (`operator_write`) and "
+    "published as a change event."
+)
+
+
+def _write_operations(errors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """DELETE an instance; PUT and DELETE its maintenance."""
+    write_errors = {
+        **errors,
+        "403": _error("Refused (`maintenance_held`, ...)"),
+        "404": _error("No such live instance (`instance_not_found`) or route"),
+        "504": _error("The leader did not answer in time: look before trying again"),
+    }
+    reply = _json("InstanceReply", "The instance as it is after the change")
+    base = f"{ADMIN_BASE}/services/{{service_name}}/instances/{{instance_id}}"
+    return {
+        base: {
+            "delete": {
+                "operationId": "removeInstance",
+                "summary": "Deregister an instance now (OFFLINE; the event's reason is `admin`)",
+                "description": _WRITES_DESCRIPTION + " Its client's next heartbeat is "
+                "answered 404 `instance_removed`, and the SDK does not register it again by "
+                "itself. Repeating it is harmless.",
+                "parameters": _INSTANCE_PATH,
+                "responses": {"200": reply, **write_errors},
+            }
+        },
+        f"{base}/maintenance": {
+            "put": {
+                "operationId": "enterMaintenance",
+                "summary": "Put an instance into maintenance (out of discovery, still registered)",
+                "description": _WRITES_DESCRIPTION + " Only an operator ends an operator's "
+                "maintenance. Repeating it is harmless; another reason replaces the reason.",
+                "parameters": _INSTANCE_PATH,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "reason": {
+                                        "type": "string",
+                                        "maxLength": MAINTENANCE_REASON_MAX_LENGTH,
+                                    }
+                                },
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": reply,
+                    **write_errors,
+                    "413": _error("The body is larger than 4096 bytes"),
+                },
+            },
+            "delete": {
+                "operationId": "leaveMaintenance",
+                "summary": "Take an instance out of maintenance",
+                "description": _WRITES_DESCRIPTION + " Repeating it is harmless.",
+                "parameters": _INSTANCE_PATH,
+                "responses": {"200": reply, **write_errors},
+            },
+        },
+    }
+
+
 _META_FILTERS = (
     "Metadata filters: `meta.<key>=<value>` (any number of them) keeps only instances whose "
     "metadata has that key with that value; a number, bool or null matches its JSON text, "
@@ -146,13 +245,20 @@ def openapi_document(
     """Build the document (once, at app start). `events` and `metrics`: the app also
     serves the event stream, and the Prometheus metrics."""
     _, components = msgspec.json.schema_components(
-        [ServiceList, ServiceDetail, ErrorReply, Health, *([RegistryEvent] if events else [])],
+        [
+            ServiceList,
+            ServiceDetail,
+            ErrorReply,
+            Health,
+            InstanceReply,
+            *([RegistryEvent] if events else []),
+        ],
         ref_template=_REF,
     )
     errors = {
         "400": _error("Invalid query parameter (`error.details.field` names it)"),
         "404": _error("No such route (`route_not_found`)"),
-        "405": _error("Method not allowed (the API is read-only; see the `Allow` header)"),
+        "405": _error("Method not allowed (see the `Allow` header)"),
         "500": _error("Unexpected error"),
         "503": _error("Registry unavailable (restarting or overloaded): retry"),
     }
@@ -163,8 +269,9 @@ def openapi_document(
         "info": {
             "title": "ipc-router admin API",
             "version": version,
-            "description": "Read-only view of the services registered with the router. Every "
-            "error has the body `{status, error: {code, message, details}}`.",
+            "description": "The services registered with the router, and an operator's "
+            "writes: maintenance and deregistration. Every error has the body "
+            "`{status, error: {code, message, details}}`.",
         },
         "paths": {
             f"{ADMIN_BASE}/services": {
@@ -194,6 +301,7 @@ def openapi_document(
                         _STATUS,
                         _LIMIT,
                         _CURSOR,
+                        _INCLUDE_MAINTENANCE,
                     ],
                     "responses": {
                         "200": _json("ServiceDetail", "A page of the service's instances"),
@@ -229,6 +337,7 @@ def openapi_document(
         },
         "components": {"schemas": components},
     }
+    document["paths"].update(_write_operations(errors))
     if events:
         document["paths"][EVENTS_PATH] = _events_operation(errors)
     if metrics:

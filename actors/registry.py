@@ -23,19 +23,33 @@ from typing import Any, Final
 
 from actors import role_state as rs
 from actors.actor import Actor, ActorDeadError, ActorRef, Envelope, Lane, MailboxFullError, Message
+from actors.admin_commands import (
+    AdminAction,
+    AdminCommand,
+    RecentNonces,
+    admin_key,
+    open_command,
+    seal_command,
+)
 from actors.journal import Entry, StreamFacts
 from actors.registry_api import (
     WRITES,
+    AdminWrite,
     Deregister,
     EventBatch,
     ExcuseGap,
+    ForwardAdmin,
     GetService,
+    GetServiceCounts,
     GetStatus,
     Heartbeat,
     ListServices,
     NotLeading,
     Register,
     RegistryStatus,
+    ServiceCounts,
+    SetMaintenance,
+    SignedAdminWrite,
     answer_if_changed,
 )
 from actors.registry_log import RegistryLog
@@ -43,7 +57,9 @@ from actors.registry_state import RegistryState, Transition
 from actors.registry_stream import RegistryStream, StreamStore
 from actors.stall import StallClock
 from protocol import (
+    OWNER,
     ErrorCode,
+    InstanceReply,
     LeasePolicy,
     ProtocolError,
     RegisterReply,
@@ -137,6 +153,12 @@ class RegistryActor(Actor):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._ticker: asyncio.TimerHandle | None = None
+        self._admin_key: bytes | None = None
+        """Stream mode: signs the operator writes passed on to the leader."""
+        self._commands_seen = RecentNonces()
+        self.commands_refused = 0
+        """Operator commands from the bus that were not signed, recent or new."""
+        self._refused_logged_at = float("-inf")
 
     def _new_state(self, cursor_secret: bytes | None) -> RegistryState:
         return RegistryState(
@@ -180,6 +202,19 @@ class RegistryActor(Actor):
             case Deregister(request=leaving):
                 self._check_leading()
                 return state.deregister(leaving)
+            case SetMaintenance(request=change):
+                self._check_leading()
+                return state.set_maintenance(
+                    change.service_name, change.instance_id, change.maintenance,
+                    reason=change.reason, by=OWNER, session_id=change.session_id,
+                )  # fmt: skip
+            case AdminWrite(command=command):
+                if self._may_write():
+                    return self._apply_command(command)
+                return self._seal(command)
+            case SignedAdminWrite(sealed=sealed):
+                self._check_leading()
+                return self._apply_command(self._open(sealed))
             case GetService(request=get, missing_ok=missing_ok, max_bytes=max_bytes, known=known):
                 self._check_ready()
                 return answer_if_changed(
@@ -217,6 +252,9 @@ class RegistryActor(Actor):
                 return None
             case GetStatus():
                 return self._status()
+            case GetServiceCounts(limit=limit):
+                shown, other, folded = state.service_counts(limit)
+                return ServiceCounts(shown, other, folded)
             case _:
                 raise TypeError(f"registry cannot handle {type(message).__name__}")
 
@@ -257,6 +295,7 @@ class RegistryActor(Actor):
         return self.state
 
     def _fresh_view(self, facts: StreamFacts) -> RegistryState:
+        self._admin_key = admin_key(facts.cursor_secret)
         self.state = self._new_state(facts.cursor_secret)
         self.state.epoch = facts.epoch
         return self.state
@@ -344,6 +383,43 @@ class RegistryActor(Actor):
         self._log.registration(request, reply)
         return reply
 
+    def _apply_command(self, command: AdminCommand) -> InstanceReply:
+        state = self.state
+        if command.action is AdminAction.DEREGISTER:
+            return state.remove(command.service_name, command.instance_id, by=command.by)
+        return state.set_maintenance(
+            command.service_name, command.instance_id, command.action is AdminAction.MAINTENANCE_ON,
+            reason=command.reason, by=command.by,
+        )  # fmt: skip
+
+    def _seal(self, command: AdminCommand) -> ForwardAdmin:
+        if self._admin_key is None:
+            raise ProtocolError(
+                Status.SERVICE_UNAVAILABLE,
+                ErrorCode.ROUTER_UNAVAILABLE,
+                "This router is still reading the registry; retry shortly.",
+            )
+        return ForwardAdmin(seal_command(command, self._admin_key))
+
+    def _open(self, sealed: bytes) -> AdminCommand:
+        """A command another router passed on, checked (403 when it is not one)."""
+        try:
+            if self._admin_key is None:
+                raise ProtocolError(
+                    Status.FORBIDDEN, ErrorCode.UNAUTHORIZED,
+                    "This router keeps its registry in memory: it takes no operator "
+                    "command from other routers.",
+                )  # fmt: skip
+            return open_command(sealed, self._admin_key, self._commands_seen)
+        except ProtocolError as error:
+            self.commands_refused += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._refused_logged_at >= 1.0:  # (at most once a second: a flood)
+                self._refused_logged_at = now
+                self._log.log.warning("operator_command_refused", reason=error.message,
+                                      total=self.commands_refused)  # fmt: skip
+            raise
+
     def _publish(self, transitions: list[Transition]) -> None:
         if self._events is None:
             return
@@ -402,7 +478,7 @@ def _not_stored(message: Any, outcome: Any) -> Any:
     who send again and get the stored outcome from the leader), queries a 503 (they
     may show changes that were not stored); the status describes the router rather
     than the registry's content, and is answered as it is."""
-    if type(message) is GetStatus:
+    if type(message) in (GetStatus, GetServiceCounts):
         return outcome
     if isinstance(message, WRITES):
         return _Failed(NotLeading("its changes may not have been stored"))

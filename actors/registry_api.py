@@ -9,15 +9,18 @@ from typing import Any, Final
 import msgspec
 
 from actors.actor import ActorRef, Lane, Message
+from actors.admin_commands import AdminCommand
 from actors.latency import HistogramSnapshot
 from actors.role_state import Role
 from protocol import (
     ErrorCode,
     GetServiceRequest,
+    InstanceReply,
     InstanceStatus,
     LeaseReply,
     LeaseRequest,
     ListServicesRequest,
+    MaintenanceRequest,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
@@ -29,10 +32,13 @@ from protocol import (
 
 __all__ = [
     "UNCHANGED",
+    "AdminWrite",
     "Deregister",
     "EventBatch",
     "ExcuseGap",
+    "ForwardAdmin",
     "GetService",
+    "GetServiceCounts",
     "GetStatus",
     "Heartbeat",
     "ListServices",
@@ -42,6 +48,9 @@ __all__ = [
     "RegistryStatus",
     "ServeReads",
     "ServeWrites",
+    "ServiceCounts",
+    "SetMaintenance",
+    "SignedAdminWrite",
     "Stamped",
 ]
 
@@ -67,8 +76,35 @@ class Deregister(Message, frozen=True):
     request: LeaseRequest
 
 
-WRITES: Final = (Register, Heartbeat, Deregister)
-"""The messages only a leader answers."""
+class SetMaintenance(Message, frozen=True):
+    """An instance's own client puts it into maintenance or out -> `InstanceReply`."""
+
+    request: MaintenanceRequest
+
+
+class SignedAdminWrite(Message, frozen=True):
+    """An operator's write passed on by another router, sealed (see
+    actors/admin_commands.py) -> `InstanceReply`."""
+
+    sealed: bytes
+
+
+WRITES: Final = (Register, Heartbeat, Deregister, SetMaintenance, SignedAdminWrite)
+"""The messages only a leader answers (the others' answer is silence)."""
+
+
+class AdminWrite(Message, frozen=True):
+    """An operator's write from this router's admin API -> `InstanceReply` when this
+    router leads (or keeps the registry in memory), else `ForwardAdmin`."""
+
+    command: AdminCommand
+
+
+class ForwardAdmin(msgspec.Struct, frozen=True):
+    """Answer to `AdminWrite` on a router that does not lead: the command, sealed, for
+    the leader (`ipc.router.admin`)."""
+
+    sealed: bytes
 
 
 class ListServices(Message, frozen=True):
@@ -95,6 +131,24 @@ class GetService(Message, frozen=True):
 
 class GetStatus(Message, frozen=True):
     """-> `RegistryStatus`."""
+
+
+class GetServiceCounts(Message, frozen=True):
+    """-> `ServiceCounts` of the first `limit` services by name."""
+
+    limit: int
+
+
+class ServiceCounts(msgspec.Struct, frozen=True):
+    """Instances per service (what the per-service metrics report), for at most a given
+    number of services; the others are folded into one total."""
+
+    services: list[tuple[str, dict[InstanceStatus, int], dict[InstanceStatus, int]]]
+    """(service, instances by status, instances in maintenance by status), by name."""
+    other: tuple[dict[InstanceStatus, int], dict[InstanceStatus, int]] | None = None
+    """The same counts, summed over the services left out (None: none was)."""
+    folded: int = 0
+    """How many services were left out."""
 
 
 # -- messages the registry sends or answers with -------------------------------------
@@ -246,6 +300,17 @@ class RegistryClient:
         reply: LeaseReply = await self.ref.ask(Deregister(request), self.timeout)
         return reply
 
+    async def set_maintenance(self, request: MaintenanceRequest) -> InstanceReply:
+        """An instance's own client changes its maintenance (403, 404)."""
+        reply: InstanceReply = await self.ref.ask(SetMaintenance(request), self.timeout)
+        return reply
+
+    async def admin_write(self, command: AdminCommand) -> InstanceReply | ForwardAdmin:
+        """An operator's write: applied here if this router leads, else sealed for the
+        leader (`ForwardAdmin`)."""
+        reply: InstanceReply | ForwardAdmin = await self.ref.ask(AdminWrite(command), self.timeout)
+        return reply
+
     async def list_services(self, request: ListServicesRequest | None = None) -> ServiceList:
         """A page of services with their instance counts."""
         query = ListServices(request or ListServicesRequest())
@@ -262,6 +327,14 @@ class RegistryClient:
         query = GetService(request, missing_ok=missing_ok)
         detail: ServiceDetail = await self.ref.ask(query, self.timeout, lane=Lane.LOW)
         return detail
+
+    async def service_counts(self, limit: int) -> ServiceCounts | None:
+        """Instances per service, for the first `limit` services by name and the rest
+        summed (None when the registry does not answer)."""
+        counts: ServiceCounts | None = await self.ref.ask_or_none(
+            GetServiceCounts(limit), self.timeout
+        )
+        return counts
 
     async def read_if_changed(self, query: ListServices | GetService) -> Any:
         """`UNCHANGED` when `query.known` is still current, else a new `Stamped` result.

@@ -30,15 +30,18 @@ from typing import Any, NoReturn
 import msgspec
 
 from protocol import (
+    OWNER,
     ErrorCode,
     EventType,
     GetServiceRequest,
     Instance,
+    InstanceReply,
     InstanceStatus,
     LeasePolicy,
     LeaseReply,
     LeaseRequest,
     ListServicesRequest,
+    Maintenance,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
@@ -53,7 +56,7 @@ from protocol import (
     encode_json,
     encode_msgpack,
 )
-from protocol.stored import StoredInstance
+from protocol.stored import StoredInstance, StoredMaintenance
 
 __all__ = ["FrozenMetadata", "RegistryState", "Transition", "frozen_metadata"]
 
@@ -95,9 +98,11 @@ class _Record:
         "generation",
         "instance_id",
         "last_heartbeat",
+        "maintenance",
         "metadata",
         "offline_at",
         "registered_at",
+        "removed_by",
         "renewed",
         "service_name",
         "session_hash",
@@ -133,8 +138,13 @@ class _Record:
         self.generation = 0
         self.size = 0
         """Encoded size bound of the view (0: not measured yet)."""
+        self.maintenance: _Maintenance | None = None
+        """Live records only: going OFFLINE ends it."""
+        self.removed_by: str | None = None
+        """OFFLINE records an operator deregistered: who."""
 
     def stored(self) -> StoredInstance:
+        maintenance = self.maintenance
         return StoredInstance(
             service_name=self.service_name,
             instance_id=self.instance_id,
@@ -144,20 +154,38 @@ class _Record:
             last_heartbeat=self.last_heartbeat,
             session_hash=self.session_hash,
             offline_at=self.offline_at,
+            maintenance=(
+                None
+                if maintenance is None
+                else StoredMaintenance(
+                    since=maintenance.since, by=maintenance.by, reason=maintenance.reason
+                )
+            ),
+            removed_by=self.removed_by,
         )
+
+
+class _Maintenance(msgspec.Struct, frozen=True):
+    """A record's maintenance: since when (wall clock), who asked, why."""
+
+    since: float
+    by: str
+    reason: str
 
 
 class _Service:
     """One service's instances, with what queries need kept up to date: the count per
     status, and the ids in sorted order (built on first use, then maintained)."""
 
-    __slots__ = ("_sorted_ids", "counts", "instances", "revision", "serial", "version")
+    __slots__ = ("_sorted_ids", "counts", "drained", "instances", "revision", "serial", "version")
 
     def __init__(self, serial: int, revision: int) -> None:
         self.serial = serial
         """Unique within the registry: a service emptied and created again is another."""
         self.instances: dict[str, _Record] = {}
         self.counts: dict[InstanceStatus, int] = {}
+        self.drained: dict[InstanceStatus, int] = {}
+        """Instances in maintenance, by status (each counted in `counts` too)."""
         self.version = 0
         """+1 with every change to any of its instances, heartbeats included."""
         self.revision = revision
@@ -194,7 +222,9 @@ class _Service:
 
 _VIEW_BYTES = 320
 """Upper bound of an instance view's msgpack size, metadata aside."""
-_SUMMARY_BYTES = 96
+_MAINTENANCE_BYTES = 64
+"""Upper bound of an instance view's maintenance part, its strings aside."""
+_SUMMARY_BYTES = 112
 """Upper bound of a service summary's msgpack size, its name aside."""
 SCAN_BUDGET = 1_000
 """Most entries one query page looks at. A filter that matches little ends the page
@@ -251,6 +281,8 @@ class RegistryState:
         """How many services have instances in each status."""
         self.instances_in: dict[InstanceStatus, int] = {}
         """How many instances are in each status."""
+        self.drained_in: dict[InstanceStatus, int] = {}
+        """How many instances in each status are in maintenance."""
         self.transitions: list[Transition] = []
         """Changes since the owner last took them (`take_transitions`)."""
         self._ttl_delta = timedelta(seconds=self.policy.lease_ttl)
@@ -287,7 +319,10 @@ class RegistryState:
             self._check_room(service, request)
         if service is None:  # only now: a refused registration leaves nothing behind
             service = self._add_service(request.service_name)
+        held = None
         if record is not None:  # an OFFLINE record, or an UNHEALTHY one taken over
+            if replaced and record.maintenance is not None and record.maintenance.by != OWNER:
+                held = record.maintenance  # an operator's hold outlives a restart
             self._drop(service, record)
         record = _Record(
             request.service_name,
@@ -299,6 +334,7 @@ class RegistryState:
             renewed=now,
             deadline=now + self.policy.lease_ttl,
         )
+        record.maintenance = held
         self._insert(service, record)
         self._push(record)
         if replaced:
@@ -328,7 +364,7 @@ class RegistryState:
             ProtocolError: 404 unknown or OFFLINE instance (register again), 403 when
                 another session owns it.
         """
-        record = self._owned(request, "renew")
+        record = self._owned(request.service_name, request.instance_id, request.session_id, "renew")
         self._renew(record, self._clock(), self._wall(), "heartbeat")
         return LeaseReply(
             status=Status.OK,
@@ -342,13 +378,85 @@ class RegistryState:
         """Take an instance OFFLINE at once. Idempotent: an unknown or already
         OFFLINE instance is a 200 too. Raises 403 when another session owns it."""
         try:
-            record = self._owned(request, "deregister")
+            record = self._owned(
+                request.service_name, request.instance_id, request.session_id, "deregister"
+            )
         except ProtocolError as error:
             if error.status == Status.NOT_FOUND:
                 return LeaseReply(status=Status.OK, instance_status=OFFLINE)
             raise
         self._go_offline(record, self._clock(), EventType.DEREGISTERED, "deregistered")
         return LeaseReply(status=Status.OK, instance_status=OFFLINE)
+
+    def set_maintenance(
+        self,
+        service_name: str,
+        instance_id: str,
+        maintenance: bool,
+        *,
+        reason: str = "",
+        by: str,
+        session_id: str | None = None,
+    ) -> InstanceReply:
+        """Put a live instance into maintenance, or take it out: `by` "owner" with the
+        registering `session_id`, or an operator's name (no session). Entering again
+        with another reason updates the reason; a change that changes nothing is a
+        200 without an event.
+
+        Raises:
+            ProtocolError: 404 unknown or OFFLINE instance, 403 `not_owner` (another
+                session), 403 `maintenance_held` (the owner may not end, nor change,
+                an operator's maintenance).
+        """
+        if session_id is not None:
+            record = self._owned(service_name, instance_id, session_id, "change the maintenance of")
+        else:
+            record = self._live(service_name, instance_id)
+        current = record.maintenance
+        held_by_operator = current is not None and current.by != OWNER
+        if by == OWNER and held_by_operator:
+            if maintenance:
+                return InstanceReply(status=Status.OK, instance=self._view(record))
+            raise ProtocolError(
+                Status.FORBIDDEN,
+                ErrorCode.MAINTENANCE_HELD,
+                f"An operator put instance {instance_id!r} of service {service_name!r} into "
+                "maintenance; only an operator can take it out (ipc-router maintenance ... off).",
+                {"service_name": service_name, "instance_id": instance_id},
+            )
+        if maintenance:
+            if current is not None and (current.by, current.reason) == (by, reason):
+                return InstanceReply(status=Status.OK, instance=self._view(record))
+            since = current.since if current is not None else self._wall()
+            self._drain(record, _Maintenance(since, by, reason))
+            view = self._note(record, record.status, EventType.MAINTENANCE_ON,
+                              f"into maintenance by {by}", event_reason=reason or None)  # fmt: skip
+        else:
+            if current is None:
+                return InstanceReply(status=Status.OK, instance=self._view(record))
+            self._drain(record, None)
+            view = self._note(record, record.status, EventType.MAINTENANCE_OFF,
+                              f"out of maintenance by {by}", event_reason=reason or None)  # fmt: skip
+        return InstanceReply(status=Status.OK, instance=view)
+
+    def remove(self, service_name: str, instance_id: str, *, by: str) -> InstanceReply:
+        """An operator's deregistration: OFFLINE now (the event's reason is "admin"),
+        and its client's next heartbeat is told that an operator removed it (404
+        `instance_removed`), so that it does not register again by itself. Idempotent
+        for an instance already OFFLINE.
+
+        Raises:
+            ProtocolError: 404 when the registry holds no such instance.
+        """
+        service = self._services.get(service_name)
+        record = service.instances.get(instance_id) if service is not None else None
+        if record is None:
+            raise _no_instance(service_name, instance_id)
+        if record.status is not OFFLINE:
+            record.removed_by = by
+            self._go_offline(record, self._clock(), EventType.DEREGISTERED,
+                             f"removed by {by}", event_reason="admin")  # fmt: skip
+        return InstanceReply(status=Status.OK, instance=self._view(record))
 
     def expire(self, limit: int | None = None) -> bool:
         """Apply the lease transitions that are due now, at most `limit` of them (a
@@ -403,6 +511,10 @@ class RegistryState:
                 deadline=math.inf,
                 offline_at=stored.offline_at,
             )
+            held = stored.maintenance
+            if held is not None and stored.status is not OFFLINE:
+                record.maintenance = _Maintenance(held.since, held.by, held.reason)
+            record.removed_by = stored.removed_by
             self._insert(service, record)
         self.revision = revision
 
@@ -457,6 +569,34 @@ class RegistryState:
         transitions, self.transitions = self.transitions, []
         return transitions
 
+    def service_counts(
+        self, limit: int
+    ) -> tuple[
+        list[tuple[str, dict[InstanceStatus, int], dict[InstanceStatus, int]]],
+        tuple[dict[InstanceStatus, int], dict[InstanceStatus, int]] | None,
+        int,
+    ]:
+        """Instance counts of the first `limit` services by name (by status, and in
+        maintenance by status); the counts of the others summed, when there are any;
+        and how many those are. Costs the `limit` services, not the registry."""
+        names = self._names()
+        services = self._services
+        shown = [
+            (name, dict(services[name].counts), dict(services[name].drained))
+            for name in names[:limit]
+        ]
+        folded = len(names) - len(shown)
+        if not folded:
+            return shown, None, 0
+        rest = {status: count for status, count in self.instances_in.items() if count}
+        drained = {status: count for status, count in self.drained_in.items() if count}
+        for _, counts, in_maintenance in shown:
+            for status, count in counts.items():
+                rest[status] -= count
+            for status, count in in_maintenance.items():
+                drained[status] -= count
+        return shown, (rest, drained), folded
+
     def next_deadline(self) -> float | None:
         """Monotonic time of the earliest pending transition, if any."""
         return self._deadlines[0][0] if self._deadlines else None
@@ -508,7 +648,10 @@ class RegistryState:
                     break
             page.append(
                 ServiceSummary(
-                    service_name=name, instance_count=count, status_counts=dict(service.counts)
+                    service_name=name,
+                    instance_count=count,
+                    status_counts=dict(service.counts),
+                    in_maintenance=sum(service.drained.values()),
                 )
             )
         else:
@@ -561,10 +704,15 @@ class RegistryState:
         next_cursor = None
         budget = max(max_bytes, 0) if max_bytes is not None else None
         status, wanted = request.status, request.metadata
+        drained = request.include_maintenance
+        if drained is None:
+            drained = status is not ONLINE  # (the ONLINE view is discovery's)
         end = min(len(ids), start + SCAN_BUDGET)
         for index in range(start, end):
             record = instances[ids[index]]
             if status is not None and record.status is not status:
+                continue
+            if not drained and record.maintenance is not None:
                 continue
             if wanted and not _metadata_matches(record.metadata, wanted):
                 continue
@@ -593,26 +741,49 @@ class RegistryState:
 
     # -- internals ---------------------------------------------------------------
 
-    def _owned(self, request: LeaseRequest, action: str) -> _Record:
-        service = self._services.get(request.service_name)
-        record = service.instances.get(request.instance_id) if service else None
+    def _owned(self, service_name: str, instance_id: str, session_id: str, action: str) -> _Record:
+        service = self._services.get(service_name)
+        record = service.instances.get(instance_id) if service else None
+        if record is not None and record.status is OFFLINE and record.removed_by is not None:
+            raise ProtocolError(
+                Status.NOT_FOUND,
+                ErrorCode.INSTANCE_REMOVED,
+                f"An operator ({record.removed_by}) removed instance {instance_id!r} of "
+                f"service {service_name!r}; it is not renewed. Register it again to come back.",
+                {"service_name": service_name, "instance_id": instance_id,
+                 "removed_by": record.removed_by},
+            )  # fmt: skip
         if record is None or record.status is OFFLINE:
             raise ProtocolError(
                 Status.NOT_FOUND,
                 ErrorCode.INSTANCE_NOT_FOUND,
-                f"Instance {request.instance_id!r} of service {request.service_name!r} is not "
+                f"Instance {instance_id!r} of service {service_name!r} is not "
                 "registered (the router restarted or its lease ran out); register it again.",
-                {"service_name": request.service_name, "instance_id": request.instance_id},
+                {"service_name": service_name, "instance_id": instance_id},
             )
-        if not _same(session_hash(request.session_id), record):
+        if not _same(session_hash(session_id), record):
             raise ProtocolError(
                 Status.FORBIDDEN,
                 ErrorCode.NOT_OWNER,
-                f"Only the client that registered instance {request.instance_id!r} may "
-                f"{action} it.",
-                {"service_name": request.service_name, "instance_id": request.instance_id},
+                f"Only the client that registered instance {instance_id!r} may {action} it.",
+                {"service_name": service_name, "instance_id": instance_id},
             )
         return record
+
+    def _live(self, service_name: str, instance_id: str) -> _Record:
+        service = self._services.get(service_name)
+        record = service.instances.get(instance_id) if service else None
+        if record is None or record.status is OFFLINE:
+            raise _no_instance(service_name, instance_id)
+        return record
+
+    def _drain(self, record: _Record, maintenance: _Maintenance | None) -> None:
+        """Set or clear a live record's maintenance, keeping the counts."""
+        service = self._services[record.service_name]
+        if (record.maintenance is None) != (maintenance is None):
+            self._count_drained(service, record.status, 1 if maintenance is not None else -1)
+        record.maintenance = maintenance
+        record.size = 0
 
     def _check_room(self, service: _Service | None, request: RegisterRequest) -> None:
         limits = self.limits
@@ -640,14 +811,29 @@ class RegistryState:
         if status is OFFLINE:
             self.live -= 1
         service = self._services[record.service_name]
-        self._count(service, record.status, -1)
-        self._count(service, status, +1)
+        self._count(service, record.status, -1, record.maintenance is not None)
+        if status is OFFLINE:
+            record.maintenance = None  # (an OFFLINE instance takes no traffic anyway)
+            record.size = 0
+        self._count(service, status, +1, record.maintenance is not None)
         record.status = status
 
-    def _count(self, service: _Service, status: InstanceStatus, delta: int) -> None:
+    def _count(
+        self, service: _Service, status: InstanceStatus, delta: int, drained: bool = False
+    ) -> None:
         self.instances_in[status] = self.instances_in.get(status, 0) + delta
         if service.count(status, delta):
             self._services_in[status] = self._services_in.get(status, 0) + delta
+        if drained:
+            self._count_drained(service, status, delta)
+
+    def _count_drained(self, service: _Service, status: InstanceStatus, delta: int) -> None:
+        left = service.drained.get(status, 0) + delta
+        if left:
+            service.drained[status] = left
+        else:
+            del service.drained[status]
+        self.drained_in[status] = self.drained_in.get(status, 0) + delta
 
     def _renew(self, record: _Record, now: float, wall: float, reason: str) -> None:
         self._services[record.service_name].version += 1
@@ -689,7 +875,7 @@ class RegistryState:
     def _insert(self, service: _Service, record: _Record) -> None:
         """Put a new record in every structure but the heap (`_drop` undoes it)."""
         service.add(record)
-        self._count(service, record.status, +1)
+        self._count(service, record.status, +1, record.maintenance is not None)
         if record.status is OFFLINE:
             self._offline[record] = None
         else:
@@ -703,9 +889,16 @@ class RegistryState:
         else:
             self.live -= 1
         service.remove(record)
-        self._count(service, record.status, -1)
+        self._count(service, record.status, -1, record.maintenance is not None)
 
-    def _go_offline(self, record: _Record, since: float, kind: EventType, reason: str) -> None:
+    def _go_offline(
+        self,
+        record: _Record,
+        since: float,
+        kind: EventType,
+        reason: str,
+        event_reason: str | None = None,
+    ) -> None:
         old = record.status
         record.offline_at = self._wall() - (self._clock() - since)
         self._set_status(record, OFFLINE)
@@ -717,7 +910,7 @@ class RegistryState:
         record.deadline = since + self.policy.offline_retention
         record.generation += 1
         self._push(record)
-        self._note(record, old, kind, reason)
+        self._note(record, old, kind, reason, event_reason)
 
     def _add_service(self, name: str) -> _Service:
         service = _Service(next(self._sequence), self._emptied.pop(name, 0))
@@ -750,7 +943,12 @@ class RegistryState:
             heapq.heapify(heap)
 
     def _note(
-        self, record: _Record, old: InstanceStatus | None, kind: EventType, reason: str
+        self,
+        record: _Record,
+        old: InstanceStatus | None,
+        kind: EventType,
+        reason: str,
+        event_reason: str | None = None,
     ) -> Instance:
         """Record a change: bump the revision, queue its event; returns the view."""
         self.revision += 1
@@ -761,6 +959,7 @@ class RegistryState:
             previous_revision=service.revision,
             type=kind,
             instance=self._view(record),
+            reason=event_reason,
         )
         service.revision = self.revision
         service.version += 1
@@ -781,6 +980,7 @@ class RegistryState:
         """The wire view (built afresh: keeping one per record would cost ~200 bytes
         of memory per instance for a small saving on queries)."""
         last = datetime.fromtimestamp(record.last_heartbeat, UTC)
+        maintenance = record.maintenance
         return Instance(
             service_name=record.service_name,
             instance_id=record.instance_id,
@@ -789,6 +989,15 @@ class RegistryState:
             registered_at=datetime.fromtimestamp(record.registered_at, UTC),
             last_heartbeat=last,
             lease_expires_at=None if record.status is OFFLINE else last + self._ttl_delta,
+            maintenance=(
+                None
+                if maintenance is None
+                else Maintenance(
+                    since=datetime.fromtimestamp(maintenance.since, UTC),
+                    by=maintenance.by,
+                    reason=maintenance.reason,
+                )
+            ),
         )
 
     def _register_reply(self, status: Status, view: Instance) -> RegisterReply:
@@ -853,8 +1062,22 @@ def _frozen(value: Any) -> Any:
 def _record_size(record: _Record) -> int:
     """Upper bound of the record's encoded view size (metadata measured once)."""
     if not record.size:
-        record.size = _VIEW_BYTES + len(record.instance_id) + len(encode_msgpack(record.metadata))
+        size = _VIEW_BYTES + len(record.instance_id) + len(encode_msgpack(record.metadata))
+        if record.maintenance is not None:
+            # (at most 4 bytes per character of UTF-8, plus keys and a timestamp)
+            size += _MAINTENANCE_BYTES + 4 * (len(record.maintenance.reason) + len(record.maintenance.by))
+        record.size = size
     return record.size
+
+
+def _no_instance(service_name: str, instance_id: str) -> ProtocolError:
+    return ProtocolError(
+        Status.NOT_FOUND,
+        ErrorCode.INSTANCE_NOT_FOUND,
+        f"The registry holds no live instance {instance_id!r} of service {service_name!r} "
+        f"(see ipc-router services {service_name}).",
+        {"service_name": service_name, "instance_id": instance_id},
+    )
 
 
 def _metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:

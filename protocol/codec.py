@@ -31,10 +31,12 @@ from protocol.models import (
     ErrorReply,
     GetServiceReply,
     GetServiceRequest,
+    InstanceReply,
     LeaseReply,
     LeaseRequest,
     ListServicesReply,
     ListServicesRequest,
+    MaintenanceRequest,
     Nonce,
     RegisterReply,
     RegisterRequest,
@@ -71,10 +73,14 @@ msgpack_encoder = msgspec.msgpack.Encoder()
 json_encoder = msgspec.json.Encoder()
 _register_request_decoder = msgspec.msgpack.Decoder(RegisterRequest, ext_hook=_reject_extension)
 _lease_request_decoder = msgspec.msgpack.Decoder(LeaseRequest, ext_hook=_reject_extension)
+_maintenance_request_decoder = msgspec.msgpack.Decoder(
+    MaintenanceRequest, ext_hook=_reject_extension
+)
 _list_request_decoder = msgspec.msgpack.Decoder(ListServicesRequest, ext_hook=_reject_extension)
 _get_request_decoder = msgspec.msgpack.Decoder(GetServiceRequest, ext_hook=_reject_extension)
 _register_reply_decoder = msgspec.msgpack.Decoder(RegisterReply)
 _lease_reply_decoder = msgspec.msgpack.Decoder(LeaseReply)
+_instance_reply_decoder = msgspec.msgpack.Decoder(InstanceReply)
 _list_reply_decoder = msgspec.msgpack.Decoder(ListServicesReply)
 _get_reply_decoder = msgspec.msgpack.Decoder(GetServiceReply)
 _event_decoder = msgspec.msgpack.Decoder(RegistryEvent)
@@ -170,6 +176,12 @@ def decode_lease_request(data: bytes) -> LeaseRequest:
     """Decode and validate a heartbeat or deregistration request (400 as above)."""
     check_payload_size(data)
     return _decode_request(_lease_request_decoder, data)
+
+
+def decode_maintenance_request(data: bytes) -> MaintenanceRequest:
+    """Decode and validate an `ipc.service.maintenance` request (400 as above)."""
+    check_payload_size(data)
+    return _decode_request(_maintenance_request_decoder, data)
 
 
 def decode_list_request(data: bytes) -> ListServicesRequest:
@@ -373,6 +385,11 @@ def decode_register_reply(data: bytes) -> RegisterReply:
 def decode_lease_reply(data: bytes) -> LeaseReply:
     """Decode a heartbeat or deregistration reply (500 as above when unreadable)."""
     return _decode_reply(_lease_reply_decoder, data)
+
+
+def decode_instance_reply(data: bytes) -> InstanceReply:
+    """Decode a maintenance or operator reply (500 when unreadable)."""
+    return _decode_reply(_instance_reply_decoder, data)
 
 
 def decode_list_reply(data: bytes) -> ListServicesReply:

@@ -43,6 +43,11 @@ class ErrorCode(StrEnum):
     """A heartbeat or deregistration from a session that does not own the instance."""
     INSTANCE_NOT_FOUND = "instance_not_found"
     """The router does not know the instance (any more): register again."""
+    INSTANCE_REMOVED = "instance_removed"
+    """404 on a heartbeat: an operator removed the instance. The SDK does not register
+    it again by itself."""
+    MAINTENANCE_HELD = "maintenance_held"
+    """403: an operator put the instance into maintenance; only an operator ends it."""
     SERVICE_NOT_FOUND = "service_not_found"
     ROUTE_NOT_FOUND = "route_not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -28,6 +28,9 @@ MAX_REQUEST_BYTES = 64 * 1024
 """Largest request the router decodes at all; anything bigger is a 413."""
 METADATA_MAX_DEPTH = 8
 """Deepest nesting of arrays and maps allowed inside metadata."""
+MAINTENANCE_REASON_MAX_LENGTH = 200
+OWNER = "owner"
+"""`Maintenance.by` when the instance's own client put it into maintenance."""
 
 ServiceName = Annotated[
     str,
@@ -87,6 +90,24 @@ Metadata = Annotated[
 ]
 
 
+MaintenanceReason = Annotated[
+    str,
+    Meta(
+        max_length=MAINTENANCE_REASON_MAX_LENGTH,
+        description=f"Why, in at most {MAINTENANCE_REASON_MAX_LENGTH} characters (shown to operators).",
+        examples=["deploying 1.4.3"],
+    ),
+]
+OperatorName = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=64,
+        description=f'Who made a change: "{OWNER}" (the instance\'s own client) or an operator ("admin").',
+    ),
+]
+
 T = TypeVar("T")
 
 
@@ -114,6 +135,18 @@ class RegisterRequest(Base, frozen=True):
     nonce: Nonce | None = None
 
 
+class Maintenance(Base, frozen=True):
+    """An instance taken out of rotation (a drain before a deploy, an operator's
+    hold): it stays registered and renews its lease, but default discovery leaves it
+    out. Not a status: ONLINE, UNHEALTHY and OFFLINE keep their meaning."""
+
+    since: datetime
+    by: OperatorName
+    """"owner" when the instance's own client asked; an operator otherwise (only an
+    operator may end an operator's maintenance)."""
+    reason: MaintenanceReason = ""
+
+
 class Instance(Base, frozen=True):
     """A registered service instance as the registry reports it."""
 
@@ -127,6 +160,8 @@ class Instance(Base, frozen=True):
     lease_expires_at: datetime | None = None
     """When the lease runs (or ran) out: ONLINE instances turn UNHEALTHY then unless
     renewed; absent for OFFLINE instances."""
+    maintenance: Maintenance | None = None
+    """Present while the instance is in maintenance: left out of default discovery."""
 
 
 class ErrorInfo(Base, frozen=True, omit_defaults=False):
@@ -182,6 +217,25 @@ class LeaseReply(Reply, frozen=True):
     lease_expires_at: datetime | None = None
 
 
+class MaintenanceRequest(Base, frozen=True):
+    """Sent on `ipc.service.maintenance` by the client that registered the instance:
+    into maintenance (`maintenance` true, with a `reason`) or back out of it."""
+
+    service_name: ServiceName
+    instance_id: InstanceId
+    session_id: SessionId
+    maintenance: bool
+    reason: MaintenanceReason = ""
+    nonce: Nonce | None = None
+
+
+class InstanceReply(Reply, frozen=True):
+    """Reply to a maintenance change or an operator's write: the instance as it is
+    after it, on 200; `error` otherwise."""
+
+    instance: Instance | None = None
+
+
 class ErrorReply(Reply, frozen=True):
     """Body of every HTTP error response and of every failed NATS reply."""
 
@@ -195,6 +249,8 @@ class ServiceSummary(Base, frozen=True):
     instance_count: int
     """Instances in the requested status (all instances when no status was asked)."""
     status_counts: dict[InstanceStatus, int]
+    in_maintenance: int = 0
+    """Instances in maintenance (not OFFLINE); each is also counted by its status."""
 
 
 class ServiceList(Base, frozen=True, omit_defaults=False):
@@ -258,6 +314,9 @@ class GetServiceRequest(Base, frozen=True):
     limit: QueryLimit = 100
     cursor: Cursor | None = None
     nonce: Nonce | None = None
+    include_maintenance: bool | None = None
+    """Whether instances in maintenance are listed. Absent or nil: not in the ONLINE
+    view (what discovery uses: they take no traffic), listed in any other."""
 
 
 class ResultReply(Reply, Generic[T], frozen=True):
@@ -290,6 +349,10 @@ class EventType(StrEnum):
     """OFFLINE because its lease ran out."""
     REMOVED = "removed"
     """An OFFLINE instance forgotten after the retention period."""
+    MAINTENANCE_ON = "maintenance_on"
+    """Put into maintenance (or its reason changed): left out of discovery."""
+    MAINTENANCE_OFF = "maintenance_off"
+    """Out of maintenance: back in discovery if ONLINE."""
 
 
 class RegistryEvent(Base, frozen=True, omit_defaults=False):
@@ -303,6 +366,9 @@ class RegistryEvent(Base, frozen=True, omit_defaults=False):
     type: EventType
     instance: Instance
     """The instance after the change."""
+    reason: str | None = None
+    """Why, when someone decided it: "admin" when an operator deregistered the
+    instance; the reason given for a maintenance change."""
 
 
 class LeasePolicy(Base, frozen=True, omit_defaults=False):

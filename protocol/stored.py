@@ -15,13 +15,21 @@ from msgspec import Meta
 
 from protocol.codec import check_metadata
 from protocol.errors import ProtocolError
-from protocol.models import MAX_REQUEST_BYTES, InstanceId, InstanceStatus, ServiceName
+from protocol.models import (
+    MAX_REQUEST_BYTES,
+    InstanceId,
+    InstanceStatus,
+    MaintenanceReason,
+    OperatorName,
+    ServiceName,
+)
 
 __all__ = [
     "FORGET_HEADER",
     "MAX_STORED_BYTES",
     "InvalidRecord",
     "StoredInstance",
+    "StoredMaintenance",
     "TermMarker",
     "decode_stored_instance",
     "instance_subject",
@@ -44,6 +52,14 @@ FORGET_HEADER = "Ipc-Forget"
 """Header of a tombstone: the instance was forgotten (its body is empty)."""
 
 
+class StoredMaintenance(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An instance's maintenance, as stored (see `protocol.Maintenance`)."""
+
+    since: Time
+    by: OperatorName
+    reason: MaintenanceReason = ""
+
+
 class StoredInstance(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One instance as the stream keeps it. Times are Unix seconds (wall clock):
     lease deadlines are not stored, a new leader grants fresh leases. The constraints
@@ -62,6 +78,10 @@ class StoredInstance(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     claim, useless to make one (whoever reads the stream cannot renew or deregister)."""
     offline_at: Time | None = None
     """When it went OFFLINE (retention runs from there)."""
+    maintenance: StoredMaintenance | None = None
+    removed_by: OperatorName | None = None
+    """The operator who deregistered it (OFFLINE records only): its client's next
+    heartbeat is told so, and the SDK does not register it again by itself."""
 
 
 class TermMarker(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,11 +9,17 @@ HEARTBEAT_SUBJECT = f"{SUBJECT_PREFIX}.heartbeat"
 """Request/reply subject on which instances renew their lease."""
 DEREGISTER_SUBJECT = f"{SUBJECT_PREFIX}.deregister"
 """Request/reply subject on which instances leave."""
+MAINTENANCE_SUBJECT = f"{SUBJECT_PREFIX}.maintenance"
+"""Request/reply subject on which an instance's client puts it into maintenance or
+takes it out."""
 
 ROUTER_QUEUE_GROUP = "ipc-router"
 """Queue group of the routers' request subscriptions: each request reaches one
 router. Every router answers queries from its view of the shared registry; only the
 leader subscribes to registrations, heartbeats and deregistrations."""
+ROUTER_ADMIN_SUBJECT = "ipc.router.admin"
+"""Request/reply among routers only: an operator's write, taken by a standby's admin
+API, signed, for the leader to apply."""
 ROUTER_PRESENCE_SUBJECT = "ipc.router.presence"
 """Request/reply among routers only: who else serves this NATS system, and how. A
 router keeping its registry in memory refuses to start beside another router."""

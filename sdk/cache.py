@@ -1,4 +1,5 @@
-"""`ServiceCache`: an always-fresh local view of one service's ONLINE instances.
+"""`ServiceCache`: an always-fresh local view of one service's usable instances (ONLINE,
+not in maintenance).
 
 It reads a snapshot, then applies the router's change events in revision order.
 Each event names the revision of the previous change to the same service, so a
@@ -39,7 +40,8 @@ class _Check:
 
 
 class ServiceCache:
-    """The ONLINE instances of one service, kept fresh by change events.
+    """The usable instances of one service (ONLINE, not in maintenance), kept fresh by
+    change events.
 
     Create it with `await client.discover(name)` (started) or use it as an async
     context manager. Read `instances` at any time (or `len(cache)`, `id in cache`,
@@ -78,7 +80,7 @@ class ServiceCache:
 
     @property
     def instances(self) -> list[Instance]:
-        """The ONLINE instances, sorted by instance id (each at most once)."""
+        """The usable instances, sorted by instance id (each at most once)."""
         if self._sorted is None:
             self._sorted = [self._view[key] for key in sorted(self._view)]
         return self._sorted
@@ -90,7 +92,7 @@ class ServiceCache:
         return instance_id in self._view
 
     def get(self, instance_id: str) -> Instance | None:
-        """The instance with this id, if it is ONLINE."""
+        """The instance with this id, if it is usable (ONLINE, not in maintenance)."""
         return self._view.get(instance_id)
 
     async def start(self) -> None:
@@ -203,7 +205,7 @@ class ServiceCache:
             return
         self.service_revision = event.revision
         instance = event.instance
-        if instance.status is InstanceStatus.ONLINE:
+        if instance.status is InstanceStatus.ONLINE and instance.maintenance is None:
             self._view[instance.instance_id] = instance
         else:
             self._view.pop(instance.instance_id, None)
@@ -224,7 +226,11 @@ class ServiceCache:
             return
         loop = asyncio.get_running_loop()
         self._lease_ttl = snapshot.lease_ttl or _DEFAULT_CHECK_INTERVAL
-        fresh = {instance.instance_id: instance for instance in snapshot.instances}
+        fresh = {
+            instance.instance_id: instance
+            for instance in snapshot.instances
+            if instance.maintenance is None  # (a router leaves them out already)
+        }
         restarted = self.epoch is not None and snapshot.epoch != self.epoch
         young = snapshot.router_uptime < snapshot.lease_ttl
         if restarted and young and self._view:

@@ -25,6 +25,7 @@ from protocol import (
     DEREGISTER_SUBJECT,
     GET_SUBJECT,
     LIST_SUBJECT,
+    MAINTENANCE_SUBJECT,
     MAX_REQUEST_BYTES,
     REGISTER_SUBJECT,
     ErrorCode,
@@ -34,6 +35,7 @@ from protocol import (
     LeaseReply,
     LeaseRequest,
     ListServicesRequest,
+    MaintenanceRequest,
     ProtocolError,
     RegisterReply,
     RegisterRequest,
@@ -44,8 +46,10 @@ from protocol import (
     Status,
     decode_event,
     decode_get_reply,
+    decode_instance_reply,
     decode_lease_reply,
     decode_list_reply,
+    decode_maintenance_request,
     decode_register_reply,
     decode_register_request,
     encode_msgpack,
@@ -138,9 +142,12 @@ class ServiceClient:
 
     After `register()`, a background task renews every registered instance at the
     interval the router asks for, and registers it again (with jitter) when the router
-    answers that it does not know it, after a router restart for instance. Leaving the
-    `async with` (or `close()`) deregisters the instances. With
-    `deregister_on_exit=True` a SIGTERM does the same before the process exits.
+    answers that it does not know it, after a router restart for instance. An instance
+    an operator removed is not registered again: its heartbeat is answered that an
+    operator removed it, the client stops renewing it, logs a warning and calls
+    `on_removed(service_name, instance_id)`. Leaving the `async with` (or `close()`)
+    deregisters the instances. With `deregister_on_exit=True` a SIGTERM does the same
+    before the process exits.
 
     Each client has its own random session id, sent with every request, so that its
     retries are idempotent and only it can renew or deregister its instances. Pass
@@ -169,6 +176,7 @@ class ServiceClient:
         auth: NatsAuth | None = None,
         stale_holder_wait: float = 10.0,
         dead_link_after: float = DEAD_LINK_AFTER,
+        on_removed: Callable[[str, str], None] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -193,6 +201,7 @@ class ServiceClient:
             send_request=self._request_once,
             register_again=self._register,
             deregister_once=self._deregister_once,
+            on_removed=on_removed,
         )
         self._exchange: Exchange | None = None
         self._sigterm_installed = False
@@ -328,6 +337,48 @@ class ServiceClient:
         if reply.status != Status.OK:
             raise error_from_reply(reply.status, reply.error)
 
+    async def set_maintenance(
+        self, service_name: str, instance_id: str, maintenance: bool, *, reason: str = ""
+    ) -> Instance:
+        """Put one of this client's instances into maintenance (`True`), or take it
+        out: in maintenance it stays registered and keeps renewing its lease, but
+        discovery (the ONLINE view, `ServiceCache`, `choose()`) leaves it out. For a
+        graceful drain: enter maintenance, wait for the callers' caches to drop it
+        (about one event's delivery), finish the work in flight, then deregister or
+        exit. Returns the instance as the router recorded it. Idempotent.
+
+        Raises:
+            InvalidRequestError: 400, bad name, or a reason longer than 200 characters.
+            RegistryError: 404 the router does not know the instance; 403 `not_owner`
+                (another client registered it), 403 `maintenance_held` (an operator put
+                it into maintenance: only an operator takes it out); 503/504 as for
+                `register`.
+        """
+        request = MaintenanceRequest(
+            service_name=service_name,
+            instance_id=instance_id,
+            session_id=self._session_id,
+            maintenance=maintenance,
+            reason=reason,
+        )
+        try:
+            decode_maintenance_request(encode_msgpack(request))
+        except ProtocolError as error:
+            raise InvalidRequestError(
+                error.message, status=error.status, code=error.code, details=error.details
+            ) from None
+        reply = await self._request(
+            MAINTENANCE_SUBJECT,
+            _with_nonce(request),
+            decode_instance_reply,
+            lambda reply: reply.instance is None
+            or (reply.instance.service_name, reply.instance.instance_id)
+            == (service_name, instance_id),
+        )
+        if reply.status != Status.OK or reply.instance is None:
+            raise error_from_reply(reply.status, reply.error)
+        return reply.instance
+
     # -- discovery ---------------------------------------------------------------
 
     async def get_instances(
@@ -335,12 +386,15 @@ class ServiceClient:
         service_name: str,
         status: InstanceStatus | None = InstanceStatus.ONLINE,
         metadata: dict[str, Any] | None = None,
+        *,
+        include_maintenance: bool | None = None,
     ) -> list[Instance]:
         """Every instance of `service_name` in `status` (None: any status) whose
         metadata has each key/value of `metadata`, sorted by instance id. An unknown
-        service has no instances."""
+        service has no instances. Instances in maintenance are left out of the ONLINE
+        view and listed in the others, unless `include_maintenance` says otherwise."""
         instances: list[Instance] = []
-        async for page in self._service_pages(service_name, status, metadata):
+        async for page in self._service_pages(service_name, status, metadata, include_maintenance):
             instances.extend(page.instances)
         return instances
 
@@ -354,7 +408,7 @@ class ServiceClient:
         `revision`, `service_revision`) that a cache needs. If the service changes
         while the pages are read, it reads them again so the result is consistent."""
         for _ in range(_CONSISTENT_READ_ATTEMPTS):
-            pages = [page async for page in self._service_pages(service_name, status, metadata)]
+            pages = [page async for page in self._service_pages(service_name, status, metadata, None)]
             first, last = pages[0], pages[-1]
             if (first.epoch, first.service_revision) == (last.epoch, last.service_revision):
                 break
@@ -370,6 +424,7 @@ class ServiceClient:
         service_name: str,
         status: InstanceStatus | None,
         metadata: dict[str, Any] | None,
+        include_maintenance: bool | None,
         limit: int = 1000,
     ) -> AsyncIterator[ServiceDetail]:
         cursor: str | None = None
@@ -380,6 +435,7 @@ class ServiceClient:
                 metadata=metadata or {},
                 limit=limit,
                 cursor=cursor,
+                include_maintenance=include_maintenance,
             )
             # status None is sent as nil ("any status"), not omitted: its default is ONLINE.
             reply = await self._request(
@@ -403,7 +459,7 @@ class ServiceClient:
         Raises:
             RegistryError: as for `get_service`.
         """
-        async for page in self._service_pages(service_name, InstanceStatus.ONLINE, None, limit=1):
+        async for page in self._service_pages(service_name, InstanceStatus.ONLINE, None, None, limit=1):
             return ServiceStamp(page.epoch, page.revision, page.service_revision)
         raise AssertionError("unreachable: _service_pages yields at least one page")
 
@@ -438,8 +494,9 @@ class ServiceClient:
                 await subscription.unsubscribe()
 
     async def discover(self, service_name: str, **options: Any) -> ServiceCache:
-        """A started `ServiceCache` of the ONLINE instances of `service_name`: close
-        it (or use `async with`) when done. `options` go to `ServiceCache`."""
+        """A started `ServiceCache` of the usable instances of `service_name` (ONLINE,
+        not in maintenance): close it (or use `async with`) when done. `options` go to
+        `ServiceCache`."""
         from sdk.cache import ServiceCache
 
         cache = ServiceCache(self, service_name, **options)

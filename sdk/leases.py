@@ -2,9 +2,11 @@
 
 One background task renews every held lease once per heartbeat interval, on a fixed
 schedule. The router's answers steer it: 404 (it does not know the instance, after a
-restart for instance) registers the instance again after a jittered pause; 403 (another
-client owns it) and 409 on that re-registration (another client took the id while the
-router had forgotten it) give the instance up with an error log.
+restart for instance) registers the instance again after a jittered pause; 404
+`instance_removed` (an operator removed it) gives it up with a warning and a call to
+`on_removed`; 403 (another client owns it) and 409 on that re-registration (another
+client took the id while the router had forgotten it) give the instance up with an
+error log.
 
 The keeper sends nothing by itself: its owner hands it three callables (send one
 request, register again, deregister once), so that it needs no NATS connection and
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from protocol import HEARTBEAT_SUBJECT, LeaseReply, LeaseRequest, Status
+from protocol import HEARTBEAT_SUBJECT, ErrorCode, LeaseReply, LeaseRequest, Status
 from sdk.errors import RegistryError
 
 __all__ = [
@@ -77,6 +79,7 @@ class LeaseKeeper:
         register_again: RegisterAgain,
         deregister_once: DeregisterOnce,
         interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        on_removed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.interval = interval
         """Seconds between heartbeats; takes effect from the next beat on."""
@@ -84,6 +87,7 @@ class LeaseKeeper:
         self._send_request = send_request
         self._register_again = register_again
         self._deregister_once = deregister_once
+        self._on_removed = on_removed
         self._leases: dict[tuple[str, str], _Lease] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -188,7 +192,22 @@ class LeaseKeeper:
             return
         if not self._holds(lease):
             return  # released (or closing) while the beat was in flight
-        if reply.status == Status.NOT_FOUND:
+        if reply.status == Status.NOT_FOUND and reply.error is not None and (
+            reply.error.code == ErrorCode.INSTANCE_REMOVED
+        ):
+            log.warning(
+                "an operator removed %s/%s; no longer renewing it, nor registering it again "
+                "(register it again to come back)",
+                lease.service_name,
+                lease.instance_id,
+            )
+            self._leases.pop((lease.service_name, lease.instance_id), None)
+            if self._on_removed is not None:
+                try:
+                    self._on_removed(lease.service_name, lease.instance_id)
+                except Exception:  # a user callback must not stop the heartbeats
+                    log.exception("on_removed callback failed")
+        elif reply.status == Status.NOT_FOUND:
             log.info(
                 "router does not know %s/%s; registering it again",
                 lease.service_name,

@@ -203,3 +203,31 @@ async def test_leader_and_standby_say_their_role(
     ):
         samples = parse(await response.text())
     assert value(samples, "ipc_router_stream_append_duration_seconds_count") >= 1
+
+
+async def test_per_service_metrics_count_by_status_and_fold_the_services_past_the_cap(
+    routers: InProcessRouters, nats_server: NatsServerProcess
+) -> None:
+    """Three services, a cap of two: alpha and beta get series of their own, gamma is
+    summed into service="(other)", and the folded gauge says one service was."""
+    router = await routers.start(lease_policy=POLICY, metrics_max_services=2)
+    async with (
+        aiohttp.ClientSession(f"http://127.0.0.1:{router.http_port}") as http,
+        ServiceClient(nats_server.url) as client,
+    ):
+        for service, count in (("alpha", 2), ("beta", 1), ("gamma", 3)):
+            for n in range(count):
+                await client.register(service, f"{service}-{n}")
+        await client.set_maintenance("alpha", "alpha-0", True, reason="deploy")
+        await client.set_maintenance("gamma", "gamma-0", True, reason="deploy")
+        await client.deregister("beta", "beta-0")
+        samples = await scrape(http)
+    assert value(samples, "ipc_router_service_instances", service="alpha", status="ONLINE") == 2
+    assert value(samples, "ipc_router_service_instances_in_maintenance", service="alpha") == 1
+    assert value(samples, "ipc_router_service_usable_instances", service="alpha") == 1
+    assert value(samples, "ipc_router_service_instances", service="beta", status="OFFLINE") == 1
+    assert value(samples, "ipc_router_service_usable_instances", service="beta") == 0  # alert!
+    assert value(samples, "ipc_router_service_instances", service="(other)", status="ONLINE") == 3
+    assert value(samples, "ipc_router_service_usable_instances", service="(other)") == 2
+    assert value(samples, "ipc_router_metrics_services_folded") == 1
+    assert not [key for key in samples if ("service", "gamma") in key[1]]

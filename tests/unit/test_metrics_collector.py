@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,7 +20,7 @@ from actors.latency import DEFAULT_BOUNDS, HistogramSnapshot, LatencyHistogram
 from actors.leadership import Role
 from actors.metrics import ConnectionStats, MetricsSnapshot, SnapshotCollector
 from actors.nats_gateway import NatsGatewayStats
-from actors.registry_api import RegistryStatus
+from actors.registry_api import RegistryStatus, ServiceCounts
 from protocol import InstanceStatus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,14 +156,15 @@ def test_histogram_bounds_must_ascend(bounds: tuple[float, ...]) -> None:
         LatencyHistogram(bounds)
 
 
-def test_every_metric_of_the_grafana_dashboard_is_one_the_router_exports() -> None:
+def test_every_metric_of_the_grafana_dashboard_and_alert_rules_is_one_the_router_exports() -> None:
     dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
-    wanted = {
-        name
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-        for name in re.findall(r"\bipc_router_[a-z_]+", target["expr"])
-    }
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus-alerts.yaml").read_text())
+    expressions = [
+        *(target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])),
+        *(rule["expr"] for group in rules["groups"] for rule in group["rules"]),
+    ]
+    wanted = {name for expr in expressions for name in re.findall(r"\bipc_router_[a-z_]+", expr)}
+    assert "ipc_router_service_usable_instances" in wanted
     snapshot = MetricsSnapshot(
         registry=RegistryStatus(
             role=Role.LEADER,
@@ -200,7 +202,27 @@ def test_every_metric_of_the_grafana_dashboard_is_one_the_router_exports() -> No
             buffered_bytes=0,
         ),
         connections=ConnectionStats(open=1, max_connections=512, evicted=0, refused=0, timed_out=0),
+        services=ServiceCounts([("orders", {InstanceStatus.ONLINE: 1}, {})]),
     )
     exported = set(render(snapshot))
     assert wanted, "no metric found in the dashboard"
     assert wanted <= exported, sorted(wanted - exported)
+
+
+def test_per_service_series_and_the_folded_rest() -> None:
+    counts = ServiceCounts(
+        [("orders", {InstanceStatus.ONLINE: 3, InstanceStatus.UNHEALTHY: 1}, {InstanceStatus.ONLINE: 1})],
+        other=({InstanceStatus.ONLINE: 5}, {}),
+        folded=4,
+    )
+    metrics = render(MetricsSnapshot(services=counts))
+    instances = metrics["ipc_router_service_instances"]
+    assert instances[(("service", "orders"), ("status", "ONLINE"))] == 3
+    assert instances[(("service", "orders"), ("status", "UNHEALTHY"))] == 1
+    assert instances[(("service", "orders"), ("status", "OFFLINE"))] == 0
+    assert instances[(("service", "(other)"), ("status", "ONLINE"))] == 5
+    usable = metrics["ipc_router_service_usable_instances"]
+    assert usable == {(("service", "orders"),): 2, (("service", "(other)"),): 5}
+    assert metrics["ipc_router_service_instances_in_maintenance"][(("service", "orders"),)] == 1
+    assert metrics["ipc_router_metrics_services_folded"] == {(): 4}
+    assert "ipc_router_service_instances" not in render(MetricsSnapshot())
