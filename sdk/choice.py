@@ -82,7 +82,10 @@ def matches_preference(metadata: Mapping[str, Any], prefer: Preference) -> bool:
 
 
 def _preference_key(prefer: Preference) -> _PreferenceKey:
-    return tuple(sorted((key, type(value), value) for key, value in prefer.items()))
+    if len(prefer) == 1:  # the usual case, three times faster without the sort
+        ((key, value),) = prefer.items()
+        return ((key, type(value), value),)
+    return tuple(sorted([(key, type(value), value) for key, value in prefer.items()]))
 
 
 def _matches(metadata: Mapping[str, Any], wanted: _PreferenceKey) -> bool:
