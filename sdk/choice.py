@@ -123,7 +123,8 @@ class _Pool:
 
     @property
     def last_chosen(self) -> str | None:
-        """Id of the instance round robin chose last (None before the first turn)."""
+        """Id of the instance just before round robin's next place (the one it chose
+        last, once it has chosen); None at the first place."""
         if not 0 < self.turn <= len(self.instances):
             return None
         return self.instances[self.turn - 1].instance_id
