@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from protocol import Instance, InstanceStatus, RegistryEvent, ServiceDetail
+from sdk.choice import InstanceChooser, Preference, Strategy
 
 if TYPE_CHECKING:
     from sdk.client import EventSubscription, ServiceClient
@@ -45,8 +47,10 @@ class ServiceCache:
 
     Create it with `await client.discover(name)` (started) or use it as an async
     context manager. Read `instances` at any time (or `len(cache)`, `id in cache`,
-    `cache.get(id)`); `wait_for()` waits for a condition; `on_change(cache)` is
-    called after every change.
+    `cache.get(id)`); `choose()` picks one instance to call; `wait_for()` waits for a
+    condition; `on_change(cache)` is called after every change.
+
+    `rng` (a `random.Random`) drives `choose()`'s random choices; tests seed one.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class ServiceCache:
         *,
         check_interval: float | None = None,
         on_change: Callable[[ServiceCache], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._client = client
         self.service_name = service_name
@@ -75,6 +80,7 @@ class ServiceCache:
         self._changed = asyncio.Event()
         self.resyncs = 0
         """Snapshots read after the first (gaps, restarts, failed checks)."""
+        self._chooser = InstanceChooser(lambda: self.instances, rng)
 
     # -- public ----------------------------------------------------------------------
 
@@ -94,6 +100,39 @@ class ServiceCache:
     def get(self, instance_id: str) -> Instance | None:
         """The instance with this id, if it is usable (ONLINE, not in maintenance)."""
         return self._view.get(instance_id)
+
+    def choose(
+        self, *, strategy: Strategy = "round_robin", prefer: Preference | None = None
+    ) -> Instance | None:
+        """One usable instance (ONLINE, not in maintenance) to send a request to, or
+        None when the view has none. Synchronous: it reads the local view, no I/O.
+
+        None rather than an exception: an empty view is an ordinary state (the service
+        is not up yet, or is between deploys) that the caller handles where it calls,
+        as it does `get()`'s None, and the `Instance | None` type makes mypy insist on
+        it. The SDK's exceptions stand for answers from the router; this asks none.
+
+        - `"round_robin"` (default): each instance in turn, in instance id order,
+          starting at a random place. A change to the view does not restart the cycle:
+          it goes on after the instance chosen last.
+        - `"random"`: uniformly at random.
+        - `"weighted"`: at random in proportion to `metadata["weight"]`, a finite
+          number >= 0 (int or float, not bool). A missing or invalid weight (a string,
+          a negative number, ...) counts as 1; an instance of weight 0 is never chosen,
+          unless all weigh 0, and then the choice is uniform.
+
+        `prefer={"zone": "a"}` chooses among the instances whose metadata has every
+        key with an equal value (as the router's metadata filter matches them, so
+        `{"replicas": "3"}` finds `{"replicas": 3}`), and among all usable instances
+        when none matches. Each preference has its own round robin.
+
+        Cheap: the tables are built when the view has changed, on the first call after
+        it; a call then allocates nothing beyond, with `prefer`, its lookup key (up to
+        `sdk.choice.MAX_PREFERENCES` distinct preferences are kept). Call it from the
+        event loop's thread only (it takes no lock: it never awaits, so the view cannot
+        change during a call). Raises ValueError for an unknown strategy.
+        """
+        return self._chooser.choose(strategy, prefer)
 
     async def start(self) -> None:
         """Subscribe to events, read the first snapshot, and keep the view fresh."""
@@ -254,6 +293,7 @@ class ServiceCache:
 
     def _publish(self) -> None:
         self._sorted = None  # sorted again on the next read, not on every event
+        self._chooser.invalidate()
         self._changed.set()
         if self._on_change is not None:
             try:

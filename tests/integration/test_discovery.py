@@ -350,3 +350,27 @@ async def test_cache_keeps_its_view_when_the_registry_restarts_empty(
             for service in services:
                 await service.close()
     assert 0 not in sizes
+
+
+async def test_cache_choose_alternates_between_instances_and_drops_a_deregistered_one(
+    router: Router, nats_server: NatsServerProcess, client: ServiceClient
+) -> None:
+    await client.register("orders", "a", {"zone": "a"})
+    await client.register("orders", "b", {"zone": "b"})
+    cache = await client.discover("orders")
+
+    def chosen(calls: int, **options: Any) -> list[str | None]:
+        return [i.instance_id if (i := cache.choose(**options)) else None for _ in range(calls)]
+
+    try:
+        picks = chosen(6)
+        assert set(picks) == {"a", "b"}
+        assert picks[0::2] == [picks[0]] * 3 and picks[1::2] == [picks[1]] * 3
+        assert chosen(4, prefer={"zone": "b"}) == ["b"] * 4
+        await client.deregister("orders", "a")
+        await cache.wait_for(lambda i: names(i) == ["b"], timeout=5)
+        for strategy in ("round_robin", "random", "weighted"):
+            assert chosen(10, strategy=strategy) == ["b"] * 10
+        assert chosen(2, prefer={"zone": "a"}) == ["b", "b"]  # no "a" left: any usable one
+    finally:
+        await cache.close()
