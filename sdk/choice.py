@@ -53,11 +53,8 @@ _UNSCALAR = (str, dict, list, tuple)
 
 
 def is_usable(instance: Instance) -> bool:
-    """ONLINE and not in maintenance (read with `getattr`: older `Instance`s have no
-    `maintenance` field)."""
-    return (
-        instance.status is InstanceStatus.ONLINE and getattr(instance, "maintenance", None) is None
-    )
+    """ONLINE and not in maintenance."""
+    return instance.status is InstanceStatus.ONLINE and instance.maintenance is None
 
 
 def weight_of(instance: Instance) -> float:

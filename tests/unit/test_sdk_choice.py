@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from actors.registry_state import _metadata_matches
-from protocol import EventType, Instance, InstanceStatus, RegistryEvent, ServiceDetail
+from protocol import EventType, Instance, InstanceStatus, Maintenance, RegistryEvent, ServiceDetail
 from sdk.cache import ServiceCache
 from sdk.choice import MAX_PREFERENCES, InstanceChooser, Strategy, matches_preference, weight_of
 from sdk.client import ServiceClient
@@ -37,18 +37,9 @@ def instance(
     )
 
 
-class _InstanceWithMaintenance(Instance, frozen=True):
-    """Stands in for `Instance` until its `maintenance` field lands (being added in
-    parallel): `choose()` reads the field with `getattr` either way."""
-
-    maintenance: str | None = None
-
-
 def in_maintenance(plain: Instance) -> Instance:
-    if "maintenance" in Instance.__struct_fields__:
-        # (replace() does not validate: any non-None value stands for a maintenance)
-        return msgspec.structs.replace(plain, maintenance="draining")
-    return _InstanceWithMaintenance(**msgspec.structs.asdict(plain), maintenance="draining")
+    drain = Maintenance(since=datetime(2024, 1, 1, tzinfo=UTC), by="owner", reason="draining")
+    return msgspec.structs.replace(plain, maintenance=drain)
 
 
 class Feed:
