@@ -741,10 +741,10 @@
     asOf.hidden = !stale;
     if (stale) {
       asOf.replaceChildren(
-        element("strong", { text: "Not live. " }),
-        "Showing the registry as of ",
+        element("strong", { text: "Not live." }),
+        " As of ",
         timeValue("as-of", new Date(state.currentAt).toISOString()),
-        ", the last word from the router; the view refreshes when the stream is back.",
+        ", the last word from the router. Refreshes when the stream is back.",
       );
     }
     tick();
