@@ -9,6 +9,12 @@
 // and from then on kept up to date from the events alone; an event whose
 // previous_revision does not follow the last one seen for its service means one was
 // missed, and that service is read again.
+//
+// How it stays honest: while the stream is down (or a resync is being read) the view is
+// stale: dimmed, its badges grey, its ages frozen at the last moment it was known
+// current, and "as of <that moment>" above it, until the stream is back and the view
+// is refreshed. Times are shown in the browser's time zone, 24-hour, with the zone
+// (2026-12-06 23:47:37 UTC+9); the exact UTC value is one click, tap or Enter away.
 "use strict";
 
 (() => {
@@ -38,6 +44,9 @@
     role: null,
     seen: 0, // the newest revision shown (snapshot or event)
     staleEpochs: new Set(),
+    live: false, // the stream is up and the view follows it
+    currentAt: null, // ms: the last moment the view was known current (null: none yet):
+    // the last chunk heard, read answered, or the end of a stream the server closed
   };
 
   class Unauthorized extends Error {}
@@ -180,6 +189,7 @@
       .then((detail) => {
         if (generation !== state.generation || state.services.get(service.name) !== service) return;
         service.loading = null;
+        if (state.live) state.currentAt = Date.now();
         service.detail = detail
           ? { revision: detail.revision, serviceRevision: detail.serviceRevision, instances: detail.instances }
           : { revision: -1, serviceRevision: null, instances: new Map() };
@@ -332,10 +342,14 @@
           if (done) break;
           heard();
           feed(value);
+          if (state.live) state.currentAt = Date.now();
         }
         throw new Error("the event stream ended");
       } catch (error) {
         clearTimeout(silence);
+        // Until an end or a failure that came from the other side, the view was current;
+        // after a silence (or a reconnect of ours), only until the last chunk heard.
+        if (state.live && !controller.signal.aborted) state.currentAt = Date.now();
         const wait = state.retryMs;
         state.retryMs = Math.min(state.retryMs * 2, MAX_RETRY_MS);
         showConnection("disconnected", `Disconnected — reconnecting in ${Math.round(wait / 1000)} s`);
@@ -412,11 +426,57 @@
     stream();
   });
 
+  // -- time -----------------------------------------------------------------------------
+
+  // One convention for every time shown: the browser's time zone, 24-hour, an ISO-like
+  // date and the zone's offset from UTC ("2026-12-06 23:47:37 UTC+9"), whatever the
+  // browser's locale would make of toLocaleString(). The exact UTC value (ISO 8601) is
+  // in the title and one click away (see timeValue).
+  const LOCAL_TIME = new Intl.DateTimeFormat("en-US", {
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    hourCycle: "h23",
+    timeZoneName: "shortOffset",
+    numberingSystem: "latn",
+  });
+
+  function timeParts(date) {
+    const parts = {};
+    for (const { type, value } of LOCAL_TIME.formatToParts(date)) parts[type] = value;
+    // "GMT+9", "GMT-3:30"; UTC itself is "GMT" or "GMT+0" depending on the ICU data.
+    // Said with UTC, the name used everywhere else.
+    const name = parts.timeZoneName || "";
+    const offset = /^GMT([+-]\d{1,2}(?::\d\d)?)?$/.exec(name);
+    if (!offset) parts.zone = name; // not what en-US gives: shown as it comes
+    else parts.zone = offset[1] && !/^[+-]0$/.test(offset[1]) ? `UTC${offset[1]}` : "UTC";
+    return parts;
+  }
+
+  function localTime(date) {
+    const p = timeParts(date);
+    return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.zone}`;
+  }
+
+  function clockTime(date) {
+    const p = timeParts(date);
+    return `${p.hour}:${p.minute}:${p.second}`;
+  }
+
   // -- rendering ------------------------------------------------------------------------
 
   function showConnection(kind, text) {
     $("connection").dataset.state = kind;
     $("connection-text").textContent = text;
+    const live = kind === "live";
+    if (live) state.currentAt = Date.now();
+    if (live !== state.live) {
+      state.live = live;
+      renderStale();
+    }
   }
 
   function scheduleRender() {
@@ -437,7 +497,7 @@
         else node.setAttribute(key, value);
       }
     }
-    for (const child of children || []) node.append(child);
+    for (const child of children || []) if (child !== null) node.append(child);
     return node;
   }
 
@@ -453,24 +513,94 @@
     }
   }
 
+  // A value that may not fit: one line, never broken inside, cut with an ellipsis when it
+  // is too long; its full text is in `title` (hover) and a click, tap, Enter or Space on
+  // it expands it in place (aria-expanded; the CSS lets an expanded value wrap). `key`
+  // names it among re-renders, so that an expanded value stays expanded and a focused
+  // one focused. Screen readers always read the full text: the cut is only drawn.
+  const revealed = new Set();
+
+  function reveal(key, className, title, children) {
+    const options = {
+      type: "button",
+      className: `reveal ${className}`,
+      title,
+      "aria-expanded": revealed.has(key) ? "true" : "false",
+      "data-reveal": key,
+    };
+    return element("button", options, children);
+  }
+
+  function clipped(text, className) {
+    return element("span", { className: `clip ${className || ""}`.trim(), text });
+  }
+
+  document.addEventListener("click", (clicked) => {
+    const button = clicked.target instanceof Element ? clicked.target.closest("button.reveal") : null;
+    if (!button) return;
+    const open = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(open));
+    if (open) revealed.add(button.dataset.reveal);
+    else revealed.delete(button.dataset.reveal);
+  });
+
+  // A time: local (see LOCAL_TIME), and once expanded also the exact UTC value.
+  function timeValue(key, iso, className) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return clipped(iso, className);
+    const utc = date.toISOString();
+    return reveal(key, `time ${className || ""}`.trim(), `UTC ${utc}`, [
+      element("time", { className: "clip", datetime: utc, text: localTime(date) }),
+      element("span", { className: "utc", text: `UTC ${utc}` }),
+    ]);
+  }
+
+  // Rebuilds `row`'s cells, giving the focus back to the control that had it (by its
+  // data-reveal key or its class).
+  function replaceCells(row, cells) {
+    const focused = row.contains(document.activeElement) ? document.activeElement : null;
+    const wanted = focused && focused.dataset.reveal;
+    row.replaceChildren(...cells);
+    if (!wanted) return;
+    for (const button of row.querySelectorAll("button.reveal")) {
+      if (button.dataset.reveal === wanted) button.focus();
+    }
+  }
+
+  function cell(label, className, children) {
+    return element("td", { "data-label": label, className: className || "" }, children);
+  }
+
   const serviceRows = new Map();
-  const instanceRows = new Map();
+  const instanceRows = new Map(); // instance id -> {row, age, shown}
 
   function serviceRow(name) {
     let row = serviceRows.get(name);
     if (!row) {
-      const button = element("button", { type: "button", className: "service-button", text: name });
+      const button = element("button", { type: "button", className: "service-button", title: name }, [
+        clipped(name),
+      ]);
       button.addEventListener("click", () => select(name, true));
       row = element("tr", { "data-service": name }, [
-        element("td", { "data-label": "Service" }, [button]),
-        element("td", { className: "num", "data-label": "Instances" }),
-        element("td", { className: "num", "data-label": "Online" }),
-        element("td", { className: "num", "data-label": "Unhealthy" }),
-        element("td", { className: "num", "data-label": "Offline" }),
+        cell("Service", "name", [element("div", { className: "name-box" }, [button])]),
+        cell("Instances", "num"),
+        cell("Online", "num"),
+        cell("Unhealthy", "num"),
+        cell("Offline", "num"),
       ]);
       serviceRows.set(name, row);
     }
     return row;
+  }
+
+  const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+  // "3 instances: 2 online, 1 unhealthy, 0 offline": instances only, never mixed with
+  // services.
+  function instanceSummary(counts) {
+    const total = STATUSES.reduce((sum, status) => sum + (counts[status] || 0), 0);
+    const each = STATUSES.map((status) => `${counts[status] || 0} ${status.toLowerCase()}`);
+    return `${plural(total, "instance")}: ${each.join(", ")}`;
   }
 
   function render() {
@@ -504,9 +634,7 @@
       : names.length
         ? "No service matches the filter."
         : "No services registered.";
-    $("totals").textContent =
-      `${names.length} service${names.length === 1 ? "" : "s"} · ${totals.ONLINE} online · ` +
-      `${totals.UNHEALTHY} unhealthy · ${totals.OFFLINE} offline`;
+    $("totals").textContent = `${plural(names.length, "service")} · ${instanceSummary(totals)}`;
     renderMeta();
     renderDetail();
   }
@@ -515,44 +643,53 @@
     return element("span", { className: `badge badge-${status.toLowerCase()}`, text: status });
   }
 
-  function metadataList(metadata) {
+  function metadataList(instanceKey, metadata) {
     const list = element("ul", { className: "metadata" });
     const keys = Object.keys(metadata || {}).sort();
-    if (!keys.length) list.append(element("li", { text: "—" }));
+    if (!keys.length) list.append(element("li", { className: "none", text: "—" }));
     for (const key of keys) {
       const value = metadata[key];
       const shown = typeof value === "string" ? value : JSON.stringify(value);
       list.append(
-        element("li", {}, [element("span", { className: "key", text: key + "=" }), document.createTextNode(shown)]),
+        element("li", {}, [
+          reveal(`${instanceKey}\nmetadata\n${key}`, "chip", `${key}=${shown}`, [
+            element("span", { className: "clip" }, [
+              element("span", { className: "key", text: key + "=" }),
+              document.createTextNode(shown),
+            ]),
+          ]),
+        ]),
       );
     }
     return list;
   }
 
+  // One instance's row: the one place that decides what a row shows. A changed instance
+  // (a new object, from a read or an event) gets its cells built anew; between changes
+  // tick() updates its age in place. A badge or a button for another state of an
+  // instance belongs in here, beside the status badge.
   function instanceRow(instance) {
-    const key = instance.instance_id;
-    let entry = instanceRows.get(key);
+    const id = instance.instance_id;
+    let entry = instanceRows.get(id);
     if (!entry) {
-      const age = element("span", { className: "age" });
-      const heartbeatAt = element("span", { className: "sub" });
-      const row = element("tr", {}, [
-        element("td", { "data-label": "Instance" }, [element("span", { className: "mono instance-id", text: key })]),
-        element("td", { "data-label": "Status" }),
-        element("td", { "data-label": "Last heartbeat" }, [element("span", {}, [age, heartbeatAt])]),
-        element("td", { "data-label": "Registered" }),
-        element("td", { "data-label": "Metadata" }),
-      ]);
-      entry = { row, age, heartbeatAt, shown: null };
-      instanceRows.set(key, entry);
+      entry = { row: element("tr", { "data-instance": id }), age: null, shown: null };
+      instanceRows.set(id, entry);
     }
     if (entry.shown !== instance) {
-      const cells = entry.row.children;
+      const key = `${instance.service_name}\n${id}`;
+      const age = element("span", { className: "age" });
+      const heartbeat = instance.last_heartbeat
+        ? timeValue(`${key}\nheartbeat`, instance.last_heartbeat, "sub")
+        : null;
       entry.row.className = `status-${instance.status.toLowerCase()}`;
-      cells[1].replaceChildren(badge(instance.status));
-      entry.age.dataset.ts = instance.last_heartbeat || "";
-      entry.heartbeatAt.textContent = instance.last_heartbeat ? formatTime(instance.last_heartbeat) : "";
-      cells[3].textContent = formatTime(instance.registered_at);
-      cells[4].replaceChildren(metadataList(instance.metadata));
+      replaceCells(entry.row, [
+        cell("Instance", "id", [reveal(`${key}\nid`, "mono instance-id", id, [clipped(id)])]),
+        cell("Status", "status", [badge(instance.status)]),
+        cell("Last heartbeat", "heartbeat", [element("span", { className: "stack" }, [age, heartbeat])]),
+        cell("Registered", "registered", [timeValue(`${key}\nregistered`, instance.registered_at)]),
+        cell("Metadata", "metadata-cell", [metadataList(key, instance.metadata)]),
+      ]);
+      entry.age = age;
       entry.shown = instance;
     }
     return entry.row;
@@ -562,14 +699,19 @@
     const name = state.selected;
     const service = name ? state.services.get(name) : null;
     const table = $("instances");
+    const title = $("detail-title");
     if (!name) {
       table.hidden = true;
       $("detail-hint").hidden = false;
-      $("detail-title").textContent = "Instances";
+      title.replaceChildren("Instances");
+      delete title.dataset.service;
       $("detail-totals").textContent = "";
       return;
     }
-    $("detail-title").textContent = `Instances of ${name}`;
+    if (title.dataset.service !== name) {
+      title.dataset.service = name;
+      title.replaceChildren("Instances of ", reveal(`service\n${name}`, "service-name", name, [clipped(name)]));
+    }
     if (!service || !service.detail) {
       table.hidden = true;
       $("detail-hint").hidden = false;
@@ -587,32 +729,49 @@
     table.hidden = rows.length === 0;
     $("detail-hint").hidden = rows.length > 0;
     $("detail-hint").textContent = "This service has no instances any more.";
-    const counts = countsOf(service);
-    $("detail-totals").textContent = STATUSES.map((s) => `${counts[s] || 0} ${s.toLowerCase()}`).join(" · ");
+    $("detail-totals").textContent = instanceSummary(countsOf(service));
     tick();
   }
 
-  function formatTime(iso) {
-    const date = new Date(iso);
-    return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+  // Live or stale: see the comment at the top. Called when the stream goes up or down.
+  function renderStale() {
+    const stale = !state.live && state.currentAt !== null;
+    $("console").classList.toggle("stale", stale);
+    const asOf = $("as-of");
+    asOf.hidden = !stale;
+    if (stale) {
+      asOf.replaceChildren(
+        element("strong", { text: "Not live." }),
+        " As of ",
+        timeValue("as-of", new Date(state.currentAt).toISOString()),
+        ", the last word from the router. Refreshes when the stream is back.",
+      );
+    }
+    tick();
   }
 
   function formatAge(seconds) {
-    if (seconds < 60) return `${seconds} s ago`;
-    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s ago`;
-    return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min ago`;
+    if (seconds < 60) return `${seconds} s`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+    return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
   }
 
   // The ages tick every second from the timestamps already shown (no request). Lease
   // renewals are no change events: while an instance is ONLINE its last heartbeat is
   // only known to be within the lease TTL (it would be UNHEALTHY otherwise), so the
-  // age shown is a bound; once UNHEALTHY or OFFLINE it is exact.
+  // age shown is a bound; once UNHEALTHY or OFFLINE it is exact. While the view is
+  // stale they stop at the moment it was last current, and say so ("before 23:47:37"):
+  // "≤ 1 s ago" would claim news the console does not have.
   function tick() {
-    const now = Date.now();
+    const stale = !state.live && state.currentAt !== null;
+    const now = stale ? state.currentAt : Date.now();
+    const when = stale ? ` before ${clockTime(new Date(now))}` : " ago";
     const ttl = state.policy ? state.policy.lease_ttl : null;
     for (const entry of instanceRows.values()) {
       const instance = entry.shown;
       const at = instance && instance.last_heartbeat;
+      if (!entry.age) continue;
+      entry.age.classList.toggle("age-frozen", stale);
       if (!at) {
         entry.age.textContent = "never";
         continue;
@@ -620,16 +779,18 @@
       const seconds = Math.max(0, Math.floor((now - Date.parse(at)) / 1000));
       if (instance.status === "ONLINE") {
         const bound = ttl === null ? seconds : Math.min(seconds, Math.ceil(ttl));
-        entry.age.textContent = bound === 0 ? "just now" : `≤ ${formatAge(bound)}`;
+        if (bound > 0) entry.age.textContent = `≤ ${formatAge(bound)}${when}`;
+        else entry.age.textContent = stale ? `just${when}` : "just now";
         entry.age.title =
           "Heartbeats renew the lease without a change event: the last one came within " +
           (ttl === null ? "the lease TTL" : `the lease TTL (${ttl} s)`) +
-          ", or the instance would be UNHEALTHY.";
-        entry.age.classList.remove("age-stale");
+          ", or the instance would be UNHEALTHY." +
+          (stale ? ` As of ${localTime(new Date(now))}: the stream is down.` : "");
+        entry.age.classList.remove("age-late");
       } else {
-        entry.age.textContent = formatAge(seconds);
-        entry.age.title = "No heartbeat since.";
-        entry.age.classList.add("age-stale");
+        entry.age.textContent = formatAge(seconds) + when;
+        entry.age.title = "No heartbeat since." + (stale ? ` As of ${localTime(new Date(now))}.` : "");
+        entry.age.classList.add("age-late");
       }
     }
   }
@@ -638,6 +799,7 @@
     state.selected = name;
     for (const entry of instanceRows.values()) entry.row.remove();
     instanceRows.clear();
+    revealed.clear();
     if (history.replaceState) history.replaceState(null, "", "#service=" + encodeURIComponent(name));
     const service = state.services.get(name);
     if (service && state.synced) ensureLoaded(service);
