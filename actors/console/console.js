@@ -15,6 +15,11 @@
 // current, and "as of <that moment>" above it, until the stream is back and the view
 // is refreshed. Times are shown in the browser's time zone, 24-hour, with the zone
 // (2026-12-06 23:47:37 UTC+9); the exact UTC value is one click, tap or Enter away.
+//
+// What an operator can do: put an instance into maintenance (out of discovery, still
+// registered) and back, or deregister it, with the buttons of its row (PUT and DELETE
+// on the admin API, with the token). The view changes when the event comes, as for any
+// change; while the view is stale the buttons are off: nobody acts on old news.
 "use strict";
 
 (() => {
@@ -121,7 +126,9 @@
   function newService(name, summary) {
     return {
       name,
-      counts: summary ? Object.assign({}, summary.status_counts) : {},
+      counts: summary
+        ? Object.assign({ MAINTENANCE: summary.in_maintenance || 0 }, summary.status_counts)
+        : {},
       detail: null, // {revision, serviceRevision, instances: Map} once read
       loading: null,
       queued: [],
@@ -129,11 +136,14 @@
     };
   }
 
+  // Instances by status, and MAINTENANCE: those in maintenance (each also counted by
+  // its status).
   function countsOf(service) {
     if (!service.detail) return service.counts;
     const counts = {};
     for (const instance of service.detail.instances.values()) {
       counts[instance.status] = (counts[instance.status] || 0) + 1;
+      if (instance.maintenance) counts.MAINTENANCE = (counts.MAINTENANCE || 0) + 1;
     }
     return counts;
   }
@@ -595,18 +605,19 @@
 
   const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
 
-  // "3 instances: 2 online, 1 unhealthy, 0 offline": instances only, never mixed with
-  // services.
+  // "3 instances: 2 online, 1 unhealthy, 0 offline · 1 in maintenance": instances only,
+  // never mixed with services.
   function instanceSummary(counts) {
     const total = STATUSES.reduce((sum, status) => sum + (counts[status] || 0), 0);
     const each = STATUSES.map((status) => `${counts[status] || 0} ${status.toLowerCase()}`);
-    return `${plural(total, "instance")}: ${each.join(", ")}`;
+    const drained = counts.MAINTENANCE ? ` · ${counts.MAINTENANCE} in maintenance` : "";
+    return `${plural(total, "instance")}: ${each.join(", ")}${drained}`;
   }
 
   function render() {
     const names = Array.from(state.services.keys()).sort();
     const filter = state.filter.toLowerCase();
-    const totals = { ONLINE: 0, UNHEALTHY: 0, OFFLINE: 0 };
+    const totals = { ONLINE: 0, UNHEALTHY: 0, OFFLINE: 0, MAINTENANCE: 0 };
     const rows = [];
     for (const name of names) {
       const counts = countsOf(state.services.get(name));
@@ -615,6 +626,7 @@
         totals[status] += counts[status] || 0;
         total += counts[status] || 0;
       }
+      totals.MAINTENANCE += counts.MAINTENANCE || 0;
       if (filter && !name.toLowerCase().includes(filter)) continue;
       const row = serviceRow(name);
       const cells = row.children;
@@ -664,33 +676,152 @@
     return list;
   }
 
+  // An instance in maintenance: a badge (since when, on hover), and who put it there and
+  // why (cut like any value, whole on demand).
+  function maintenanceBadge(key, maintenance) {
+    if (!maintenance) return null;
+    const since = new Date(maintenance.since);
+    const why = `by ${maintenance.by}${maintenance.reason ? ": " + maintenance.reason : ""}`;
+    return element("span", { className: "stack" }, [
+      element("span", {
+        className: "badge badge-maintenance",
+        text: "MAINTENANCE",
+        title: `In maintenance since ${localTime(since)} (UTC ${since.toISOString()})`,
+      }),
+      reveal(`${key}\nmaintenance`, "sub maintenance-why", why, [clipped(why)]),
+    ]);
+  }
+
+  // The operator's buttons of a row. Drain and remove ask first, in the row itself: a
+  // reason to give, or "yes" to say; the question survives the row being redrawn.
+  const asking = new Map(); // instance key -> {kind: "drain" | "remove", reason}
+
+  function actionButton(text, className, onClick) {
+    const button = element("button", { type: "button", className: `action ${className}`, text });
+    button.disabled = !state.live;
+    if (!state.live) button.title = "Not live: wait until the stream is back";
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  function actions(instance, key) {
+    if (instance.status === "OFFLINE") return [element("span", { className: "none", text: "—" })];
+    const question = asking.get(key);
+    const again = () => {
+      scheduleRender();
+      instanceRows.get(instance.instance_id).shown = null; // redrawn with the question
+    };
+    const close = () => {
+      asking.delete(key);
+      again();
+    };
+    if (question && question.kind === "drain") {
+      const input = element("input", {
+        type: "text",
+        maxlength: "200",
+        placeholder: "reason (optional)",
+        "aria-label": `Why ${instance.instance_id} goes into maintenance`,
+        className: "reason",
+      });
+      input.value = question.reason;
+      input.addEventListener("input", () => (question.reason = input.value));
+      const form = element("form", { className: "ask" }, [
+        input,
+        element("button", { type: "submit", className: "action", text: "Drain" }),
+        actionButton("Cancel", "quiet", close),
+      ]);
+      form.addEventListener("submit", (submitted) => {
+        submitted.preventDefault();
+        asking.delete(key);
+        operate(instance, "PUT", "/maintenance", { reason: question.reason.trim() });
+      });
+      return [form];
+    }
+    if (question && question.kind === "remove") {
+      return [
+        element("span", { className: "ask" }, [
+          element("span", { text: `Deregister ${instance.instance_id}?` }),
+          actionButton("Yes, deregister", "danger", () => {
+            asking.delete(key);
+            operate(instance, "DELETE", "");
+          }),
+          actionButton("Cancel", "quiet", close),
+        ]),
+      ];
+    }
+    const ask = (kind) => () => {
+      asking.set(key, { kind, reason: "" });
+      again();
+    };
+    return [
+      instance.maintenance
+        ? actionButton("End maintenance", "", () => operate(instance, "DELETE", "/maintenance"))
+        : actionButton("Drain…", "", ask("drain")),
+      actionButton("Deregister…", "danger", ask("remove")),
+    ];
+  }
+
+  // One operator write; what came of it goes in the status line above the instances.
+  async function operate(instance, method, suffix, body) {
+    const id = instance.instance_id;
+    const path = `${API}/services/${encodeURIComponent(instance.service_name)}/instances/${encodeURIComponent(id)}${suffix}`;
+    const [doing, done, failed] =
+      method === "PUT"
+        ? [`Putting ${id} into maintenance…`, `${id} is in maintenance.`, `Could not put ${id} into maintenance`]
+        : suffix
+          ? [`Ending the maintenance of ${id}…`, `${id} is out of maintenance.`, `Could not end the maintenance of ${id}`]
+          : [`Deregistering ${id}…`, `${id} is deregistered (OFFLINE).`, `Could not deregister ${id}`];
+    const status = $("action-status");
+    status.classList.remove("error");
+    status.textContent = doing;
+    try {
+      const response = await fetch(path, {
+        method,
+        headers: authHeaders(body ? { "Content-Type": "application/json" } : {}),
+        body: body ? JSON.stringify(body) : undefined,
+        cache: "no-store",
+      });
+      if (response.status === 401) return askForToken("The admin token was refused.");
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
+      status.textContent = done;
+    } catch (error) {
+      status.textContent = `${failed}: ${error.message}`;
+      status.classList.add("error");
+    }
+  }
+
   // One instance's row: the one place that decides what a row shows. A changed instance
-  // (a new object, from a read or an event) gets its cells built anew; between changes
-  // tick() updates its age in place. A badge or a button for another state of an
-  // instance belongs in here, beside the status badge.
+  // (a new object, from a read or an event) gets its cells built anew, and so does each
+  // row when the stream goes up or down (its buttons); between changes tick() updates
+  // its age in place.
   function instanceRow(instance) {
     const id = instance.instance_id;
     let entry = instanceRows.get(id);
     if (!entry) {
-      entry = { row: element("tr", { "data-instance": id }), age: null, shown: null };
+      entry = { row: element("tr", { "data-instance": id }), age: null, shown: null, live: null };
       instanceRows.set(id, entry);
     }
-    if (entry.shown !== instance) {
+    if (entry.shown !== instance || entry.live !== state.live) {
       const key = `${instance.service_name}\n${id}`;
       const age = element("span", { className: "age" });
       const heartbeat = instance.last_heartbeat
         ? timeValue(`${key}\nheartbeat`, instance.last_heartbeat, "sub")
         : null;
-      entry.row.className = `status-${instance.status.toLowerCase()}`;
+      entry.row.className = `status-${instance.status.toLowerCase()}${instance.maintenance ? " in-maintenance" : ""}`;
       replaceCells(entry.row, [
         cell("Instance", "id", [reveal(`${key}\nid`, "mono instance-id", id, [clipped(id)])]),
-        cell("Status", "status", [badge(instance.status)]),
+        cell("Status", "status", [
+          element("span", { className: "stack" }, [badge(instance.status), maintenanceBadge(key, instance.maintenance)]),
+        ]),
         cell("Last heartbeat", "heartbeat", [element("span", { className: "stack" }, [age, heartbeat])]),
         cell("Registered", "registered", [timeValue(`${key}\nregistered`, instance.registered_at)]),
         cell("Metadata", "metadata-cell", [metadataList(key, instance.metadata)]),
+        cell("Actions", "actions", actions(instance, key)),
       ]);
       entry.age = age;
       entry.shown = instance;
+      entry.live = state.live;
     }
     return entry.row;
   }
@@ -735,6 +866,7 @@
 
   // Live or stale: see the comment at the top. Called when the stream goes up or down.
   function renderStale() {
+    scheduleRender(); // (the rows' buttons are off while not live)
     const stale = !state.live && state.currentAt !== null;
     $("console").classList.toggle("stale", stale);
     const asOf = $("as-of");
@@ -800,6 +932,8 @@
     for (const entry of instanceRows.values()) entry.row.remove();
     instanceRows.clear();
     revealed.clear();
+    asking.clear();
+    $("action-status").textContent = "";
     if (history.replaceState) history.replaceState(null, "", "#service=" + encodeURIComponent(name));
     const service = state.services.get(name);
     if (service && state.synced) ensureLoaded(service);

@@ -38,6 +38,7 @@ from sdk import ServiceClient
 from tests.support.nats_requests import nats_request
 from tests.support.processes import REPO, ServiceLauncher
 from tests.support.routers import InProcessRouters
+from tests.support.waiting import eventually
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -324,7 +325,8 @@ PAYMENTS_METADATA = {
 }
 LONG_NAME = "a-service-with-a-rather-long-name-for-a-phone"
 LONG_ID = "instance-with-a-long-identifier-0123456789"
-FLEET_SUMMARY = "5 services · 12 instances: 9 online, 2 unhealthy, 1 offline"
+FLEET_SUMMARY = "5 services · 12 instances: 9 online, 2 unhealthy, 1 offline · 1 in maintenance"
+DRAIN_REASON = "deploying 2.14.4 to the eu-west fleet before the evening peak, then checking the dashboards"
 
 
 @pytest.fixture
@@ -337,6 +339,7 @@ async def register_fleet(client: ServiceClient, nc: NatsClient) -> None:
     (registered once over plain NATS, never renewed) and 1 OFFLINE (deregistered)."""
     for instance in ("payments-0", "payments-1", "payments-2"):
         await client.register("payments", instance, PAYMENTS_METADATA)
+    await client.set_maintenance("payments", "payments-1", True, reason=DRAIN_REASON)
     for instance in ("orders-1", "orders-2"):
         await client.register("orders", instance, {"version": "5.0.1", "zone": "eu-west-1a"})
     await client.register("inventory", "inventory-0", {"version": "1.0.0"})
@@ -401,7 +404,15 @@ async def test_no_word_or_id_is_broken_and_a_long_value_is_cut_with_its_whole_on
         rows = page.locator("#instances-body tr")
         await expect(rows).to_have_count(4)
         await expect(page.locator("#detail-totals")).to_have_text(
-            "4 instances: 3 online, 1 unhealthy, 0 offline"
+            "4 instances: 3 online, 1 unhealthy, 0 offline · 1 in maintenance"
+        )
+        drained = page.locator("tr[data-instance='payments-1']")
+        await expect(drained.locator(".badge-maintenance")).to_have_text("MAINTENANCE")
+        await expect(drained.locator(".maintenance-why")).to_have_attribute(
+            "title", f"by owner: {DRAIN_REASON}"
+        )
+        await expect(drained.locator(".badge-maintenance")).to_have_attribute(
+            "title", re.compile(r"^In maintenance since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+9 \(UTC .*Z\)$")
         )
         await screenshot(page, tmp_path, f"console-{width}.png")
         await assert_laid_out(page)
@@ -558,6 +569,8 @@ async def test_a_console_without_its_stream_shows_its_data_as_stale_until_it_is_
             re.compile(r"As of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+9")
         )
         await expect(row.locator(".age")).to_have_text(re.compile(r"before \d\d:\d\d:\d\d$"))
+        # Nobody acts on old news: the operator's buttons are off.
+        await expect(row.get_by_role("button", name="Drain…")).to_be_disabled()
         await expect(badge).not_to_have_css("background-color", live_colour)
         opacity = await page.locator("#detail").evaluate("p => getComputedStyle(p).opacity")
         assert float(opacity) < 1
@@ -586,8 +599,71 @@ async def test_a_console_without_its_stream_shows_its_data_as_stale_until_it_is_
         await expect(as_of).to_be_hidden()
         await expect(after.locator(".age")).to_have_text(re.compile(r"( ago|just now)$"))
         await expect(after.locator(".badge")).to_have_css("background-color", live_colour)
+        await expect(after.get_by_role("button", name="Drain…")).to_be_enabled()
         await expect(page.locator("#detail")).to_have_css("opacity", "1")
         await screenshot(page, tmp_path, "console-live-again.png", full_page=False)
+
+async def test_an_operator_drains_ends_the_drain_and_deregisters_from_the_console(
+    browser: Browser, console_router: Router, nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    """With the token: "Drain…" asks for a reason in the row, and the instance is in
+    maintenance (by admin, with that reason), out of discovery; "End maintenance" puts it
+    back; "Deregister…" asks again, and the instance is OFFLINE, and its client told so
+    on its next heartbeat (it does not register it again).
+
+    Screenshots: console-drain-asked.png, console-maintenance.png, console-390-maintenance.png."""
+    from playwright.async_api import expect
+
+    removed: list[tuple[str, str]] = []
+    async with (
+        ServiceClient(nats_server.url, on_removed=lambda *key: removed.append(key)) as owner,
+        ServiceClient(nats_server.url) as caller,
+    ):
+        await owner.register("orders", "orders-1", {"zone": "a"})
+        await owner.register("orders", "orders-2", {"zone": "b"})
+        page, watch = await open_console(browser, console_router, 1280, 800)
+        await enter_token(page)
+        await page.get_by_role("button", name="orders", exact=True).click()
+        row = page.locator("tr[data-instance='orders-1']")
+        await expect(row.locator(".badge-online")).to_have_text("ONLINE")
+
+        await row.get_by_role("button", name="Drain…").click()
+        reason = row.get_by_role("textbox", name="Why orders-1 goes into maintenance")
+        await reason.fill("bad disk")
+        await screenshot(page, tmp_path, "console-drain-asked.png", full_page=False)
+        await row.get_by_role("button", name="Drain", exact=True).click()
+        await expect(row.locator(".badge-maintenance")).to_have_text("MAINTENANCE")
+        await expect(row.locator(".maintenance-why")).to_have_text("by admin: bad disk")
+        await expect(page.locator("#action-status")).to_have_text("orders-1 is in maintenance.")
+        await expect(page.locator("#detail-totals")).to_have_text(
+            "2 instances: 2 online, 0 unhealthy, 0 offline · 1 in maintenance"
+        )
+        held = [(i.instance_id, i.maintenance) for i in await caller.get_instances("orders", status=None)]
+        assert [(name, m.by, m.reason) for name, m in held if m] == [("orders-1", "admin", "bad disk")]
+        assert [i.instance_id for i in await caller.get_instances("orders")] == ["orders-2"]
+        await screenshot(page, tmp_path, "console-maintenance.png", full_page=False)
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await assert_laid_out(page)
+        await screenshot(page, tmp_path, "console-390-maintenance.png")
+        await page.set_viewport_size({"width": 1280, "height": 800})
+
+        await row.get_by_role("button", name="End maintenance").click()
+        await expect(row.locator(".badge-maintenance")).to_have_count(0)
+        assert [i.instance_id for i in await caller.get_instances("orders")] == ["orders-1", "orders-2"]
+
+        await row.get_by_role("button", name="Deregister…").click()
+        await row.get_by_role("button", name="Yes, deregister").click()
+        await expect(row.locator(".badge-offline")).to_have_text("OFFLINE")
+        await expect(row.get_by_role("button")).not_to_have_count(0)  # (the id, no actions)
+        await expect(row.get_by_role("button", name="Drain…")).to_have_count(0)
+
+        async def told() -> bool:
+            return removed == [("orders", "orders-1")]
+
+        await eventually(told, timeout=10, what="its client to be told an operator removed it")
+        assert owner.registered == [("orders", "orders-2")]
+    assert watch.errors == []
+
 
 async def test_the_console_files_are_served_with_their_types_and_a_strict_policy(
     console_router: Router,
