@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
@@ -192,14 +193,28 @@ def render_services(body: dict[str, Any], out: TextIO) -> None:
     out.write(f"{len(rows)} service(s)\n")
 
 
+def render_time(text: str | None) -> str:
+    """An API time for the table: ISO 8601 in UTC to the millisecond, with its zone
+    (`2026-12-06T22:47:37.712Z`); "-" for none; as it came if it is no such time."""
+    if not text:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text  # no zone to keep: shown as it came, not taken for UTC
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def render_instances(body: dict[str, Any], out: TextIO) -> None:
     """One service's instances as a table."""
     rows = [
         [
             i["instance_id"],
             i["status"],
-            (i.get("last_heartbeat") or "-")[:23],
-            (i.get("lease_expires_at") or "-")[:23],
+            render_time(i.get("last_heartbeat")),
+            render_time(i.get("lease_expires_at")),
             json.dumps(i["metadata"], separators=(",", ":"), sort_keys=True),
         ]
         for i in body["instances"]
