@@ -1,13 +1,13 @@
 # `make run` starts the router and `make test` runs the suite. Each creates .venv if it
-# is missing and installs what it needs: `run` only the router's extra,
-# so that a first `make run` is quick; `test`, `lint`, `bench` and `install` everything.
+# is missing and installs what it needs: `run` and `cluster` only the router's
+# extra, so that a first `make run` is quick; `test`, `lint`, `bench` and `install` everything.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ROUTER_STAMP := $(VENV)/.installed-router
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run cluster test lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ install: $(STAMP)
 
 run: $(ROUTER_STAMP)
 	$(BIN)/ipc-router serve
+
+# Three nats-servers and three routers on loopback until Ctrl-C (docs/cluster.md).
+cluster: $(ROUTER_STAMP)
+	$(BIN)/python -m actors.local_cluster
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=80
