@@ -228,12 +228,22 @@ def admin_ports(first: int) -> list[int]:
     return ports
 
 
-async def run_cluster(http_port_base: int) -> int:
-    """Start the cluster, watch it until SIGINT or SIGTERM, stop it; the exit code."""
+async def run_until_signalled(http_port_base: int) -> int:
+    """`run_cluster` until SIGINT (Ctrl-C) or SIGTERM; the exit code."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_cluster(http_port_base, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_cluster(http_port_base: int, stop: asyncio.Event) -> int:
+    """Start the cluster, watch it until `stop` is set, stop it; the exit code (1 when
+    it did not come up, said in one line on stderr)."""
     workdir = Path(tempfile.mkdtemp(prefix="ipc-router-cluster-"))
     cluster = NatsCluster(ROUTERS, name="nats", store_root=workdir)
     routers: list[RouterChild] = []
@@ -289,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # This process's own log is the nats-servers' (warnings and worse); the routers
     # log to their files.
     configure_logging("console", "warning")
-    return asyncio.run(run_cluster(args.http_port_base))
+    return asyncio.run(run_until_signalled(args.http_port_base))
 
 
 if __name__ == "__main__":

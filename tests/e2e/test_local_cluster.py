@@ -5,6 +5,7 @@ started and removes its directory (issue 17)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.local_cluster import run_cluster
 from tests.support.http import healthz
 from tests.support.network import occupied_port
 from tests.support.processes import REPO, process_exists, wait_gone
@@ -135,3 +137,38 @@ def test_an_admin_port_in_use_is_one_line_and_exit_1() -> None:
             "--http-port-base (0: any free ports)"
         )
     ]
+
+
+async def test_in_process_a_killed_leader_is_reported_and_another_router_takes_over(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same program in this process (its coverage counts): kill the leader as
+    docs/cluster.md says, and watch what it prints."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_cluster(0, stop))
+    out: list[str] = []
+
+    def printed(text: str) -> bool:
+        out.extend(capsys.readouterr().out.splitlines())
+        assert not running.done(), out
+        return any(text in line for line in out)
+
+    try:
+        await eventually(lambda: printed("Ctrl-C stops everything."), timeout=90,
+                         what="the cluster to be ready")  # fmt: skip
+        ready = Printed(list(out))
+        [leader] = [m for m in ready.matches(ROUTER_LINE) if m.group(4) == "leader"]
+        os.kill(int(leader.group(3)), signal.SIGKILL)
+        killed = f"{leader.group(1)} (pid {leader.group(3)}) exited: killed by SIGKILL"
+        await eventually(lambda: printed(killed), what="the exit to be reported")
+        await eventually(lambda: printed(f"{leader.group(1)} is down (was leader)"),
+                         what="the leader to be reported down")  # fmt: skip
+        await eventually(lambda: printed("is leader (was standby)"), timeout=20,
+                         what="another router to lead")  # fmt: skip
+        children = {int(m.group(3)) for m in [*ready.matches(NATS_LINE), *ready.matches(ROUTER_LINE)]}
+    finally:
+        stop.set()
+        code = await asyncio.wait_for(running, 40)
+    assert code == 0
+    for pid in children:
+        await wait_gone(pid)

@@ -111,3 +111,20 @@ def test_services_says_in_one_line_when_the_router_cannot_be_reached(tmp_path: P
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ipc-router: error: cannot reach the admin API at http://127.0.0.1:1")
+
+
+def test_the_sdk_only_commands_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sdk_only_main` itself, here (its coverage counts), with the router importable."""
+    from actors.entry import sdk_only_main
+
+    assert sdk_only_main(["serve"], missing="aiohttp") == 2
+    assert capsys.readouterr().err == (
+        "ipc-router serve: error: needs the router's dependencies (aiohttp is not installed): "
+        "pip install 'ipc-router[router]'\n"
+    )
+    with pytest.raises(SystemExit) as exited:
+        sdk_only_main(["--version"], missing="aiohttp")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"ipc-router {importlib.metadata.version('ipc-router')}\n"
+    assert sdk_only_main(["services", "--admin-url", "http://127.0.0.1:1"], missing="aiohttp") == 1
+    assert capsys.readouterr().err.startswith("ipc-router: error: cannot reach the admin API")
