@@ -143,19 +143,19 @@ class NatsUrl(ValueType):
 
 
 class HttpUrl(ValueType):
-    """An admin API base URL: http(s)://host[:port]."""
+    """An admin API base URL: http(s)://host[:port][/path] (a path: behind a proxy)."""
 
     accepted = "an http:// or https:// URL such as http://127.0.0.1:8080"
 
     def __call__(self, text: str) -> str:
-        if not _is_server_url(text, ("http", "https")):
+        if not _is_server_url(text, ("http", "https"), path_allowed=True):
             self.reject(text)
         return text
 
 
-def _is_server_url(text: str, schemes: Sequence[str]) -> bool:
-    """Whether `text` is `scheme://[user[:password]@]host[:port][/]` with one of
-    `schemes`, a host, and a port (if any) from 1 to 65535."""
+def _is_server_url(text: str, schemes: Sequence[str], path_allowed: bool = False) -> bool:
+    """Whether `text` is `scheme://[user[:password]@]host[:port][/]` (any path, with
+    `path_allowed`) with one of `schemes`, a host, and a port (if any) from 1 to 65535."""
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -165,7 +165,7 @@ def _is_server_url(text: str, schemes: Sequence[str]) -> bool:
         parts.scheme in schemes
         and bool(parts.hostname)
         and (port is None or port > 0)
-        and parts.path in ("", "/")
+        and (path_allowed or parts.path in ("", "/"))
         and not parts.query
         and not parts.fragment
     )

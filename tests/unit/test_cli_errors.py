@@ -264,3 +264,28 @@ def test_every_case_names_an_option_of_its_command() -> None:
         if flag.startswith("--") and "is not an option" not in message:
             assert flag in commands[argv[0]]._option_string_actions, (argv, flag)
 
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--nats-url", "nats://127.0.0.1:4222"],
+        ["serve", "--nats-url", "nats://router:secret@a:4222,tls://b,nats://[::1]:4223"],
+        ["serve", "--nats-url", "ws://a:8080,wss://b/"],
+        ["serve", "--http-host", "0.0.0.0"],
+        ["serve", "--http-host", "::"],
+        ["serve", "--http-host", "router-0.internal"],
+        ["serve", "--heartbeat-interval", "0.1", "--lease-ttl", "86400", "--offline-after", "1e3"],
+        ["serve", "--replicas", "5", "--max-metadata-bytes", "65536", "--http-port", "0"],
+        ["serve", "--stream", "IPC_REGISTRY_2", "--nats-inbox-prefix", "_INBOX_router.a"],
+        ["serve", "--nats-reply-prefixes", "_INBOX_service., _INBOX_admin"],
+        ["serve", "--admin-token", "prod-admin-token_0123456789~!"],
+        ["services", "orders", "--admin-url", "https://proxy.example/ipc-router/"],
+        ["services", "--status", "online"],
+        ["bench", "--nats-url", "nats://127.0.0.1:4222", "-n", "1", "-d", "0.5"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_values_of_the_accepted_forms_are_taken(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.command == argv[0]
