@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
-from actors.cli_parsing import HttpUrl, Option, ServiceName, Token, add_options
+from actors.cli_parsing import Option, add_options
+from actors.cli_values import HttpUrl, ServiceName, Token
 from actors.openapi import ADMIN_BASE
 
 __all__ = [

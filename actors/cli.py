@@ -29,18 +29,16 @@ from pathlib import Path
 from actors.admin_cli import SERVICES_OPTIONS, add_services_command, services_command
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.cli_output import EXIT_BROKEN_PIPE, ending_quietly_on_a_closed_stdout
-from actors.cli_parsing import (
-    CommandLineParser,
+from actors.cli_parsing import CommandLineParser, Option, add_options
+from actors.cli_values import (
     HostName,
     InboxPrefix,
     InboxPrefixList,
     NatsUrl,
-    Option,
     Seconds,
     StreamName,
     Token,
     WholeNumber,
-    add_options,
 )
 from actors.errors import StartupError
 from actors.http_gateway import AdminLimits

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from actors.admin_cli import AdminApiError, get_json
-from actors.cli_parsing import CommandLineParser, WholeNumber
+from actors.cli_parsing import CommandLineParser
+from actors.cli_values import WholeNumber
 from actors.embedded_nats import NatsServerError, die_with_parent, free_port
 from actors.logs import configure_logging
 from actors.nats_cluster import NatsCluster

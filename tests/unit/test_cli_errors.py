@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from actors.cli import build_parser, main
-from actors.cli_parsing import ValueType
+from actors.cli_values import ValueType
 
 pytestmark = pytest.mark.timeout(10)
 
