@@ -1,41 +1,152 @@
 """`ipc-router services`: the admin API as a readable table (or JSON), so an admin
-needs no curl."""
+needs no curl.
+
+Standard library only (HTTP with `urllib`, in a thread), so that the command works
+in an install without the router's extra: `pip install ipc-router` alone."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import http.client
 import json
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import aiohttp
-
+from actors.cli_parsing import Option, add_options
+from actors.cli_values import HttpUrl, ServiceName, Token
 from actors.openapi import ADMIN_BASE
 
-__all__ = ["AdminApiError", "fetch_all", "render_instances", "render_services", "run_services"]
+__all__ = [
+    "SERVICES_OPTIONS",
+    "AdminApiError",
+    "add_services_command",
+    "fetch_all",
+    "get_json",
+    "render_instances",
+    "render_services",
+    "run_services",
+    "services_command",
+]
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds one admin API request may take."""
+
+SERVICES_OPTIONS = (
+    Option("services", "--admin-token", "the router's admin token", parse=Token()),
+    Option("services", "--admin-url", "the router's admin API", "http://127.0.0.1:8080", HttpUrl()),
+)
+"""The options of `services` that an IPC_ROUTER_* variable sets too."""
 
 
 class AdminApiError(RuntimeError):
     """The admin API could not be reached or answered with an error."""
 
 
-async def fetch_all(
-    session: aiohttp.ClientSession, base_url: str, path: str, params: dict[str, str], key: str
+# -- the command line -------------------------------------------------------------------------
+
+
+def add_services_command(
+    add_parser: Callable[..., argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add the `services` command with `add_parser` (a subparsers' `add_parser`);
+    returns its parser."""
+    services = add_parser(
+        "services",
+        help="list registered services, or one service's instances",
+        description="Print what the router knows, from its admin API.",
+        subcommand=True,
+    )
+    services.add_argument(
+        "service_name", nargs="?", metavar="NAME", type=ServiceName(), help="one service's instances"
+    )
+    services.add_argument(
+        "--status",
+        type=str.upper,
+        choices=["ONLINE", "UNHEALTHY", "OFFLINE"],
+        help="only instances in this status",
+    )
+    services.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    add_options(services, SERVICES_OPTIONS)
+    return services
+
+
+def services_command(args: argparse.Namespace) -> int:
+    """Run `ipc-router services` as parsed; returns the exit code (1 when the API
+    cannot be reached or answers an error, said in one line on stderr)."""
+    try:
+        asyncio.run(
+            run_services(
+                args.admin_url, args.service_name, args.status, args.json, args.admin_token or None
+            )
+        )
+    except AdminApiError as error:
+        print(f"ipc-router: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- the admin API ----------------------------------------------------------------------------
+
+# No proxy from the environment (http_proxy): the admin API is reached directly, as
+# curl --noproxy would.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get_json(url: str, token: str | None = None, timeout: float = REQUEST_TIMEOUT) -> tuple[int, Any]:
+    """GET `url`; its status and its JSON body (None when the body is not JSON).
+    Blocking: call it in a thread from async code.
+
+    Raises:
+        AdminApiError: the URL cannot be reached, or did not answer within `timeout`
+            (its message is the reason alone: the caller names what it tried).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status, _json_or_none(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, _json_or_none(error.read())
+    except urllib.error.URLError as error:
+        raise AdminApiError(str(error.reason)) from None
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        raise AdminApiError(str(error) or repr(error)) from None
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def fetch_all(
+    base_url: str, path: str, params: dict[str, str], key: str, token: str | None = None
 ) -> dict[str, Any]:
     """GET every page of a paginated admin endpoint; returns the first page's body
-    with `key` holding the items of all pages."""
+    with `key` holding the items of all pages. Blocking.
+
+    Raises:
+        AdminApiError: unreachable API or an error answer (its message is for humans).
+    """
     url = f"{base_url.rstrip('/')}{ADMIN_BASE}{path}"
     body: dict[str, Any] | None = None
     items: list[Any] = []
     query = {**params, "limit": "1000"}
     while True:
         try:
-            async with session.get(url, params=query) as response:
-                page = await response.json(content_type=None)
-        except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as error:
+            status, page = get_json(f"{url}?{urlencode(query)}", token)
+        except AdminApiError as error:
             raise AdminApiError(f"cannot reach the admin API at {base_url}: {error}") from None
-        if response.status != 200:
-            raise AdminApiError(_error_message(response.status, page, url))
+        if status != 200 or not isinstance(page, dict) or not isinstance(page.get(key), list):
+            raise AdminApiError(_error_message(status, page, url))
         body = body or page
         items.extend(page[key])
         if not page.get("next_cursor"):
@@ -59,6 +170,9 @@ def _error_message(status: int, body: Any, url: str) -> str:
     return str(error.get("message") or f"HTTP {status} from {url}")
 
 
+# -- output -----------------------------------------------------------------------------------
+
+
 def _table(headers: list[str], rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
@@ -80,14 +194,28 @@ def render_services(body: dict[str, Any], out: TextIO) -> None:
     out.write(f"{len(rows)} service(s)\n")
 
 
+def render_time(text: str | None) -> str:
+    """An API time for the table: ISO 8601 in UTC to the millisecond, with its zone
+    (`2026-12-06T22:47:37.712Z`); "-" for none; as it came if it is no such time."""
+    if not text:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text  # no zone to keep: shown as it came, not taken for UTC
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def render_instances(body: dict[str, Any], out: TextIO) -> None:
     """One service's instances as a table."""
     rows = [
         [
             i["instance_id"],
             i["status"],
-            (i.get("last_heartbeat") or "-")[:23],
-            (i.get("lease_expires_at") or "-")[:23],
+            render_time(i.get("last_heartbeat")),
+            render_time(i.get("lease_expires_at")),
             json.dumps(i["metadata"], separators=(",", ":"), sort_keys=True),
         ]
         for i in body["instances"]
@@ -105,21 +233,19 @@ async def run_services(
     out: TextIO | None = None,
 ) -> None:
     """Print services (or one service's instances) from the admin API on `out`
-    (default: stdout as it is when called).
+    (default: stdout as it is when called). The requests run in a thread: the event
+    loop (a router's, in tests) goes on meanwhile.
 
     Raises:
         AdminApiError: unreachable API or an error answer (its message is for humans).
     """
     out = sys.stdout if out is None else out
     params = {"status": status} if status else {}
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-        if service_name is None:
-            body = await fetch_all(session, base_url, "/services", params, "services")
-        else:
-            path = f"/services/{quote(service_name, safe='')}"
-            body = await fetch_all(session, base_url, path, params, "instances")
+    if service_name is None:
+        path, key = "/services", "services"
+    else:
+        path, key = f"/services/{quote(service_name, safe='')}", "instances"
+    body = await asyncio.to_thread(fetch_all, base_url, path, params, key, token)
     if as_json:
         json.dump(body, out, indent=2)
         out.write("\n")

@@ -20,18 +20,26 @@ import argparse
 import asyncio
 import gc
 import importlib.util
-import math
 import os
-import select
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from actors.admin_cli import AdminApiError, run_services
+from actors.admin_cli import SERVICES_OPTIONS, add_services_command, services_command
 from actors.app import Router, RouterConfig, run_until_stopped
+from actors.cli_output import EXIT_BROKEN_PIPE, ending_quietly_on_a_closed_stdout
+from actors.cli_parsing import CommandLineParser, Option, add_options
+from actors.cli_values import (
+    HostName,
+    InboxPrefix,
+    InboxPrefixList,
+    NatsUrl,
+    Seconds,
+    StreamName,
+    Token,
+    WholeNumber,
+)
 from actors.errors import StartupError
 from actors.http_gateway import AdminLimits
 from actors.journal import JournalConfig
@@ -40,37 +48,16 @@ from actors.version import package_version
 from protocol import MAX_REQUEST_BYTES, LeasePolicy, RegistryLimits
 from sdk.connection import NatsAuth
 
-if TYPE_CHECKING:
-    from _typeshed import SupportsWrite
-
 __all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_BROKEN_PIPE = 141
-"""The reader of stdout went away (`| head`): 128 + SIGPIPE, what a shell reports for a
-tool that SIGPIPE ended."""
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if math.isnan(value) or not 0 < value < 86_400:
-        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 86400: {text}")
-    return value
+PORT = WholeNumber(0, 65535, "a port number")
+SECONDS = Seconds()
+AT_LEAST_ONE = WholeNumber(1)
 
 
 def _default_data_dir() -> str:
@@ -86,55 +73,7 @@ def _data_dir(given: str | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
 # -- options backed by the environment --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option of a command that also reads `IPC_ROUTER_<FLAG>` (`--lease-ttl` reads
-    `IPC_ROUTER_LEASE_TTL`): the command line wins over the environment, which wins
-    over `default`.
-
-    The help is `help`, the variable in brackets, `note`, then "(default: ...)" when
-    there is a default. Defaults are strings, parsed by `parse` like the command line
-    and the environment, so a bad environment value is a usage error naming the flag.
-    """
-
-    command: str
-    flag: str
-    help: str = ""
-    default: str | None = None
-    parse: Callable[[str], object] = str
-    choices: tuple[str, ...] | None = None
-    note: str = ""
-    switch: bool = False
-    """A flag without a value; its variable turns it on unless empty, "0" or "false"."""
-    group: str | None = None
-    """The title of the help section (`GROUPS`) it is listed under, if not "options"."""
-
-    @property
-    def env_var(self) -> str:
-        """The environment variable that sets it."""
-        return "IPC_ROUTER_" + self.flag.removeprefix("--").replace("-", "_").upper()
-
-    @property
-    def help_text(self) -> str:
-        """Its argparse help (with `%(default)s` for argparse to fill in)."""
-        text = f"{self.help} [{self.env_var}]" if self.help else f"[{self.env_var}]"
-        text += self.note
-        if self.default is not None and not self.switch:
-            text += " (default: %(default)s)"
-        return text
 
 
 NATS_AUTH = "NATS authentication"
@@ -148,12 +87,15 @@ _JOURNAL = JournalConfig()
 _ROUTER = RouterConfig()
 
 OPTIONS: tuple[Option, ...] = (
-    Option("serve", "--nats-url", "NATS server URL", note="; default: start the bundled nats-server"),
-    Option("serve", "--http-host", "admin API bind address", "127.0.0.1"),
-    Option("serve", "--http-port", "admin API port", "8080", _port),
+    Option(
+        "serve", "--nats-url", "NATS server URL, or several comma-separated", parse=NatsUrl(),
+        note="; default: start the bundled nats-server",
+    ),
+    Option("serve", "--http-host", "admin API bind address", "127.0.0.1", HostName()),
+    Option("serve", "--http-port", "admin API port", "8080", PORT),
     Option(
         "serve", "--embedded-nats-port",
-        "port of the bundled nats-server on 127.0.0.1 (0: any free port)", "4222", _port,
+        "port of the bundled nats-server on 127.0.0.1 (0: any free port)", "4222", PORT,
     ),
     Option(
         "serve", "--store",
@@ -167,22 +109,25 @@ OPTIONS: tuple[Option, ...] = (
         # Read when serve starts, not when this module is imported.
         note=" (default: $XDG_DATA_HOME/ipc-router or ~/.local/share/ipc-router)",
     ),
-    Option("serve", "--stream", "name of the registry's JetStream stream", _JOURNAL.stream),
+    Option(
+        "serve", "--stream", "name of the registry's JetStream stream", _JOURNAL.stream,
+        StreamName(),
+    ),
     Option(
         "serve", "--replicas",
         "copies of the stream and the leadership key (3 on a 3-node NATS cluster)",
-        str(_JOURNAL.replicas), _positive,
+        str(_JOURNAL.replicas), WholeNumber(1, 5, "a number of copies"),
     ),
     Option(
         "serve", "--failover-after",
         "seconds without the leader's renewal before a standby takes over",
-        str(_ROUTER.failover_after), _seconds,
+        str(_ROUTER.failover_after), SECONDS,
     ),
     Option(
         "serve", "--tombstone-ttl",
         "seconds a forgotten instance's tombstone stays in the stream (a router that "
         "falls behind for most of this reads the whole stream again)",
-        f"{_JOURNAL.tombstone_ttl:g}", _seconds,
+        f"{_JOURNAL.tombstone_ttl:g}", SECONDS,
     ),
     Option("serve", "--nats-user", group=NATS_AUTH),
     Option("serve", "--nats-password", note=_PREFER_ENV, group=NATS_AUTH),
@@ -193,13 +138,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "--nats-tls-key", "client key", group=NATS_AUTH),
     Option(
         "serve", "--nats-inbox-prefix",
-        "where this user's replies arrive (a prefix only it may read)", group=NATS_AUTH,
+        "where this user's replies arrive (a prefix only it may read)", parse=InboxPrefix(),
+        group=NATS_AUTH,
     ),
     Option(
         "serve", "--nats-reply-prefixes",
         "inbox prefixes, comma-separated, of the users whose requests the router answers "
         "(besides _INBOX and its own); a request naming any other reply subject is dropped",
-        group=NATS_AUTH,
+        parse=InboxPrefixList(), group=NATS_AUTH,
     ),
     Option(
         "serve", "--store-nats-user",
@@ -211,64 +157,65 @@ OPTIONS: tuple[Option, ...] = (
     Option("serve", "--store-nats-creds", "a .creds file for the store user", group=NATS_AUTH),
     Option(
         "serve", "--store-nats-inbox-prefix",
-        "where the store user's replies arrive", group=NATS_AUTH,
+        "where the store user's replies arrive", parse=InboxPrefix(), group=NATS_AUTH,
     ),
     Option(
         "serve", "--admin-token",
         "require 'Authorization: Bearer TOKEN' on the admin API, /healthz aside",
-        note=_PREFER_ENV + " (command lines are visible)",
+        parse=Token(), note=_PREFER_ENV + " (command lines are visible)",
     ),
     Option(
         "serve", "--heartbeat-interval", "how often clients renew, in seconds",
-        str(_POLICY.heartbeat_interval), _seconds,
+        str(_POLICY.heartbeat_interval), SECONDS,
     ),
     Option(
         "serve", "--lease-ttl", "seconds without a heartbeat before an instance is UNHEALTHY",
-        str(_POLICY.lease_ttl), _seconds,
+        str(_POLICY.lease_ttl), SECONDS,
     ),
     Option(
         "serve", "--offline-after",
         "further seconds UNHEALTHY before an instance is OFFLINE (then listed "
         "--offline-retention seconds more, then forgotten)",
-        str(_POLICY.offline_after), _seconds,
+        str(_POLICY.offline_after), SECONDS,
     ),
     Option(
         "serve", "--offline-retention", "seconds an OFFLINE instance stays visible to admins",
-        str(_POLICY.offline_retention), _seconds,
+        str(_POLICY.offline_retention), SECONDS,
     ),
     Option(
         "serve", "--max-instances", "live instances the registry holds before 507 registry_full",
-        str(_LIMITS.max_instances), _positive,
+        str(_LIMITS.max_instances), AT_LEAST_ONE,
     ),
     Option(
         "serve", "--max-instances-per-service",
         "live instances of one service before 507 service_full",
-        str(_LIMITS.max_instances_per_service), _positive,
+        str(_LIMITS.max_instances_per_service), AT_LEAST_ONE,
     ),
     Option(
         "serve", "--max-metadata-bytes",
         "encoded metadata size per instance before 400 metadata_too_large",
-        str(_LIMITS.max_metadata_bytes), _positive,
+        str(_LIMITS.max_metadata_bytes),
+        WholeNumber(1, MAX_REQUEST_BYTES, "a number of bytes"),
     ),
     Option(
         "serve", "--mailbox-size",
         "requests queued for the registry before 503 router_unavailable",
-        str(_ROUTER.registry_mailbox_size), _positive,
+        str(_ROUTER.registry_mailbox_size), AT_LEAST_ONE,
     ),
     Option(
         "serve", "--admin-max-connections",
         "admin API connections at once (fewer if the descriptor limit leaves less room)",
-        str(_ADMIN.max_connections), _positive,
+        str(_ADMIN.max_connections), AT_LEAST_ONE,
     ),
     Option(
         "serve", "--admin-head-timeout",
         "seconds a new admin connection has to send its request head",
-        str(_ADMIN.head_timeout), _seconds,
+        str(_ADMIN.head_timeout), SECONDS,
     ),
     Option(
         "serve", "--admin-idle-timeout",
         "seconds an admin connection may sit idle between requests",
-        str(_ADMIN.idle_timeout), _seconds,
+        str(_ADMIN.idle_timeout), SECONDS,
     ),
     Option("serve", "--uvloop", "run on uvloop (pip install 'ipc-router[speed]')", switch=True),
     Option("serve", "--log-format", "log output", "console", choices=("console", "json")),
@@ -276,53 +223,22 @@ OPTIONS: tuple[Option, ...] = (
         "serve", "--log-level", "log level", "info",
         choices=("debug", "info", "warning", "error"),
     ),
-    Option("services", "--admin-token", "the router's admin token"),
-    Option("services", "--admin-url", "the router's admin API", "http://127.0.0.1:8080"),
+    *SERVICES_OPTIONS,
 )  # fmt: skip
 """Every environment-backed option, in the order `--help` lists them."""
 
 
-def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add the `OPTIONS` of `command` to its parser, reading the environment now."""
-    mine = [option for option in OPTIONS if option.command == command]
-    groups = {
-        title: parser.add_argument_group(title, description)
-        for title, description in GROUPS.items()
-        if any(option.group == title for option in mine)
-    }
-    for option in mine:
-        target = parser if option.group is None else groups[option.group]
-        if option.switch:
-            target.add_argument(
-                option.flag,
-                action="store_true",
-                default=os.environ.get(option.env_var, "") not in ("", "0", "false"),
-                help=option.help_text,
-            )
-        else:
-            target.add_argument(
-                option.flag,
-                type=option.parse,
-                choices=option.choices,
-                default=os.environ.get(option.env_var, option.default),
-                help=option.help_text,
-            )
+ROUTER_COMMANDS = {
+    "serve": "run the router",
+    "bench": "load-test a router against the raw NATS round trip",
+}
+"""The commands that need the router's extra, and their one-line help."""
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse, except that it does not ignore a closed stdout (`--help | head -1`):
-    the command then ends like any other whose reader went away."""
-
-    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        if message and file is sys.stdout:
-            file.write(message)
-            return
-        super()._print_message(message, file)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to check docker-compose.yaml)."""
-    parser = _ArgumentParser(
+def top_level_parser() -> CommandLineParser:
+    """`ipc-router` with `--version`, before its commands are added (an install
+    without the router's extra adds only `services`)."""
+    parser = CommandLineParser(
         prog="ipc-router",
         description="Service registration and discovery router over NATS.",
         epilog="Exit codes: 0 done, 1 failed, 2 usage error or port in use, 141 output "
@@ -331,30 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {package_version('unknown')}"
     )
+    return parser
+
+
+def build_parser() -> CommandLineParser:
+    """The argument parser (also used to check docker-compose.yaml)."""
+    parser = top_level_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="run the router",
+        help=ROUTER_COMMANDS["serve"],
         description="Run the router. Without --nats-url it starts the bundled nats-server.",
+        subcommand=True,
     )
-    _add_options(serve, "serve")
-    services = commands.add_parser(
-        "services",
-        help="list registered services, or one service's instances",
-        description="Print what the router knows, from its admin API.",
-    )
-    services.add_argument("service_name", nargs="?", metavar="NAME", help="one service's instances")
-    services.add_argument(
-        "--status",
-        type=str.upper,
-        choices=["ONLINE", "UNHEALTHY", "OFFLINE"],
-        help="only instances in this status",
-    )
-    services.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
-    _add_options(services, "services")
+    add_options(serve, [option for option in OPTIONS if option.command == "serve"], GROUPS)
+    services = add_services_command(commands.add_parser)
     bench = commands.add_parser(
         "bench",
-        help="load-test a router against the raw NATS round trip",
+        help=ROUTER_COMMANDS["bench"],
         description="Register N instances across S services with C requests in flight, "
         "heartbeat them for D seconds, then query; each phase beside a raw nats-py echo "
         "baseline measured in the same run. Without --nats-url it starts its own "
@@ -362,15 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
         "ids of their own run and are deregistered at the end. A row with errors gets no "
         "ratio, and the command exits 1. Needs the bench extra: "
         "pip install 'ipc-router[bench]'.",
-    )
-    bench.add_argument("--nats-url", default=None, help="bench the router on this NATS server")
-    bench.add_argument("--instances", "-n", type=_positive, default=10_000, help="(default: %(default)s)")
-    bench.add_argument("--services", "-s", type=_positive, default=100, help="(default: %(default)s)")
-    bench.add_argument(
-        "--concurrency", "-c", type=_positive, default=64, help="requests in flight (default: %(default)s)"
+        subcommand=True,
     )
     bench.add_argument(
-        "--heartbeat-seconds", "-d", type=_seconds, default=5.0, help="(default: %(default)s)"
+        "--nats-url", type=NatsUrl(), default=None, help="bench the router on this NATS server"
+    )
+    bench.add_argument("--instances", "-n", type=AT_LEAST_ONE, default=10_000, help="(default: %(default)s)")
+    bench.add_argument("--services", "-s", type=AT_LEAST_ONE, default=100, help="(default: %(default)s)")
+    bench.add_argument(
+        "--concurrency", "-c", type=AT_LEAST_ONE, default=64, help="requests in flight (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--heartbeat-seconds", "-d", type=SECONDS, default=5.0, help="(default: %(default)s)"
     )
     bench.add_argument("--raw", action="store_true", help="register with raw nats-py instead of the SDK")
     bench.add_argument("--uvloop", action="store_true", help="start the router with --uvloop")
@@ -383,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.commands = {"serve": serve, "services": services, "bench": bench}
     return parser
 
 
@@ -391,6 +305,16 @@ def _nats_auth(
 ) -> NatsAuth:
     """The credentials of the `--nats-*` options (`prefix="store_nats"`: of the
     `--store-nats-*` ones, with the TLS files of `--nats-tls-*`)."""
+    flag = "--" + prefix.replace("_", "-")
+    if getattr(args, f"{prefix}_password") is not None and getattr(args, f"{prefix}_user") is None:
+        parser.error(f"{flag}-password needs {flag}-user")
+    if (args.nats_tls_cert is None) != (args.nats_tls_key is None):
+        given, missing = (
+            ("--nats-tls-cert", "--nats-tls-key")
+            if args.nats_tls_key is None
+            else ("--nats-tls-key", "--nats-tls-cert")
+        )
+        parser.error(f"{given} needs {missing} (a client certificate and its key go together)")
     try:
         return NatsAuth(
             user=getattr(args, f"{prefix}_user"),
@@ -402,28 +326,22 @@ def _nats_auth(
             tls_key=args.nats_tls_key,
             inbox_prefix=getattr(args, f"{prefix}_inbox_prefix"),
         )
-    except ValueError as error:
+    except ValueError as error:  # pragma: no cover - the checks above and the types catch it
         parser.error(str(error))
 
 
 def _store_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NatsAuth | None:
-    given = (args.store_nats_user, args.store_nats_token, args.store_nats_creds)
+    given = (
+        args.store_nats_user, args.store_nats_password, args.store_nats_token, args.store_nats_creds
+    )
     if not any(given):
         return None
     return _nats_auth(args, parser, "store_nats")
 
 
-def _reply_prefixes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, ...]:
-    given = [p.strip() for p in (args.nats_reply_prefixes or "").split(",") if p.strip()]
-    for prefix in given:
-        try:
-            NatsAuth(inbox_prefix=prefix.rstrip("."))
-        except ValueError:
-            parser.error(
-                f"argument --nats-reply-prefixes: {prefix!r} is not an inbox prefix "
-                "(subject tokens without wildcards, such as _INBOX_service)"
-            )
-    return tuple(given)
+def _reply_prefixes(args: argparse.Namespace) -> tuple[str, ...]:
+    """--nats-reply-prefixes, each as given (their form was checked when parsed)."""
+    return tuple(p.strip() for p in (args.nats_reply_prefixes or "").split(",") if p.strip())
 
 
 BENCH_EXTRA_MISSING = "bench needs the bench extra: pip install 'ipc-router[bench]'"
@@ -478,29 +396,11 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
-def _services(args: argparse.Namespace) -> int:
-    try:
-        asyncio.run(
-            run_services(
-                args.admin_url, args.service_name, args.status, args.json, args.admin_token
-            )
-        )
-    except AdminApiError as error:
-        print(f"ipc-router: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
 def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RouterConfig:
     if args.heartbeat_interval >= args.lease_ttl:
         parser.error(
             f"--heartbeat-interval ({args.heartbeat_interval:g} s) must be shorter than "
             f"--lease-ttl ({args.lease_ttl:g} s), or every instance would flap UNHEALTHY"
-        )
-    if args.max_metadata_bytes > MAX_REQUEST_BYTES:
-        parser.error(
-            f"--max-metadata-bytes ({args.max_metadata_bytes}) cannot exceed the request size "
-            f"limit of {MAX_REQUEST_BYTES} bytes"
         )
     if args.store == "stream" and args.failover_after * 4 > args.lease_ttl * 5:
         parser.error(
@@ -533,7 +433,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
         registry_mailbox_size=args.mailbox_size,
         nats_auth=_nats_auth(args, parser),
         store_auth=_store_auth(args, parser),
-        reply_prefixes=_reply_prefixes(args, parser),
+        reply_prefixes=_reply_prefixes(args),
         admin_token=args.admin_token or None,
         admin_limits=AdminLimits(
             max_connections=args.admin_max_connections,
@@ -571,43 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A reader that closes stdout early (`ipc-router services | head -3`) ends the
     command quietly with `EXIT_BROKEN_PIPE`, whatever it was printing."""
-    try:
-        try:
-            return _run(argv)
-        finally:
-            # Flush here, where a closed pipe can still be handled, rather than at
-            # interpreter shutdown, where it would print a traceback. (Also after
-            # argparse's --help and --version, which exit through SystemExit.)
-            sys.stdout.flush()
-    except BrokenPipeError:
-        if not _stdout_gone():
-            raise  # a broken pipe of something else: not ours to hide
-        _discard_stdout()
-        return EXIT_BROKEN_PIPE
-
-
-def _stdout_gone() -> bool:
-    """Whether stdout is a pipe (or socket) whose reader went away; also True when
-    stdout is no file at all (nothing to ask)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation)
-        return True
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
-
-
-def _discard_stdout() -> None:
-    """Send stdout to the null device, so that what is still buffered is dropped at
-    exit instead of failing again when the interpreter flushes it."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (AttributeError, OSError, ValueError):  # not a file (io.UnsupportedOperation)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - open until exit
-    finally:
-        os.close(devnull)
+    return ending_quietly_on_a_closed_stdout(lambda: _run(argv))
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -620,20 +484,18 @@ def _run(argv: Sequence[str] | None) -> int:
         secrets=[secret for secret in secrets if secret],
     )
     if args.command == "services":
-        return _services(args)
+        return services_command(args)
     if args.command == "bench":
         return _bench(args)
-    if args.command == "serve":
-        config = _config(args, parser)
-        if args.uvloop:
-            try:
-                import uvloop
-            except ImportError:
-                parser.error("--uvloop needs uvloop: pip install 'ipc-router[speed]'")
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return asyncio.run(_serve(config))
-    parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it
-    return EXIT_USAGE  # pragma: no cover
+    serve = parser.commands["serve"]
+    config = _config(args, serve)
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            serve.error("--uvloop needs uvloop: pip install 'ipc-router[speed]'")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(_serve(config))
 
 
 if __name__ == "__main__":  # pragma: no cover

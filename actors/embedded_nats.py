@@ -34,6 +34,7 @@ __all__ = [
     "EmbeddedNats",
     "NatsServerError",
     "NatsServerProcess",
+    "die_with_parent",
     "free_port",
     "nats_server_binary",
     "reap_stale_run_dirs",
@@ -76,10 +77,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: have the kernel SIGKILL the server if the router dies, even by SIGKILL,
-    so that no orphan nats-server is left behind (a SIGTERM can be ignored by a wedged
-    server; what JetStream stored is on disk either way)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel SIGKILL this child (run it as a `preexec_fn`) if its
+    parent dies, even by SIGKILL, so that no orphan (a nats-server, a router) is left
+    behind (a SIGTERM can be ignored by a wedged server; what JetStream stored is on
+    disk either way)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
@@ -264,7 +266,7 @@ class NatsServerProcess:
                 # Own process group: a Ctrl-C in the terminal reaches only the router,
                 # which then stops the server after its clients, in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
             (self._run_dir / _SERVER_FILE).write_text(str(self._process.pid))
             await asyncio.wait_for(self._wait_ready(), timeout)

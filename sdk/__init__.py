@@ -13,6 +13,7 @@ from sdk.errors import (
     RouterUnavailableError,
 )
 from sdk.retry import Backoff
+from sdk.running import run
 
 __all__ = [
     "Backoff",
@@ -31,4 +32,5 @@ __all__ = [
     "ServiceCache",
     "ServiceClient",
     "ServiceSummary",
+    "run",
 ]

@@ -165,6 +165,47 @@ async def test_an_unknown_service_is_named_in_cli_words(admin_url: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["serve", "--nats-url", "foo"],
+            ("ipc-router serve: error: --nats-url must be a NATS URL, nats://host:port (or tls://, "
+            "ws://, wss://), several comma-separated for a cluster (got foo)"),
+        ),
+        (
+            ["serve", "--heartbeat-interval", "0"],
+            ("ipc-router serve: error: --heartbeat-interval must be more than 0 and at most 86400 "
+            "seconds (got 0)"),
+        ),
+        (
+            ["serve", "--bogus"],
+            ("ipc-router serve: error: --bogus is not an option of ipc-router serve "
+            "(see ipc-router serve --help)"),
+        ),
+        (
+            ["services", "--admin-url", "localhost"],
+            ("ipc-router services: error: --admin-url must be an http:// or https:// URL such as "
+            "http://127.0.0.1:8080 (got localhost)"),
+        ),
+    ],
+    ids=["nats-url", "heartbeat-interval", "unknown-option", "admin-url"],
+)
+def test_a_usage_error_is_one_line_after_the_commands_usage_and_exits_2(
+    args: list[str], message: str
+) -> None:
+    """Before anything starts: `--nats-url foo` is refused, not retried as a host name."""
+    done = subprocess.run(
+        [*router_command(), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    *usage, last = done.stderr.splitlines()
+    assert usage[0].startswith(f"usage: ipc-router {args[0]} ")
+    assert last == message
+    assert "Traceback" not in done.stderr and "nats_server" not in done.stderr
+
+
 # -- run directories of embedded nats-servers ------------------------------------------
 
 

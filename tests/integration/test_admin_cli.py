@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 
 import pytest
 
@@ -43,6 +44,8 @@ async def test_one_service_as_table_and_as_json(router: Router, nats_server: Nat
         await run_services(base, "orders", None, True, out=raw)
     row = table.getvalue().splitlines()[1].split()
     assert row[0:2] == ["orders-1", "ONLINE"]
+    for time in row[2:4]:  # ISO 8601 in UTC to the millisecond: 2026-12-06T22:47:37.712Z
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", time), time
     assert row[-1] == '{"zone":"a"}'
     body = json.loads(raw.getvalue())
     assert body["instances"][0]["instance_id"] == "orders-1"

@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import ast
 import importlib
-import re
-from pathlib import Path
 
 import pytest
 
+from tests.support.doc_snippets import DOCUMENTS, python_blocks
+
 pytestmark = pytest.mark.timeout(10)
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 PROJECT = ("sdk", "protocol", "actors", "benchmarks")
-
-
-def python_blocks(path: Path) -> list[tuple[str, str]]:
-    """(name, code) of each ```python block of a document."""
-    text = path.read_text()
-    found = []
-    for match in PYTHON_BLOCK.finditer(text):
-        line = text.count("\n", 0, match.start()) + 2
-        found.append((f"{path.relative_to(ROOT)}:{line}", match.group(1)))
-    return found
 
 
 SNIPPETS = [snippet for path in DOCUMENTS for snippet in python_blocks(path)]
