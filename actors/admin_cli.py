@@ -19,29 +19,42 @@ from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
 from actors.cli_parsing import Option, add_options
-from actors.cli_values import HttpUrl, ServiceName, Token
+from actors.cli_values import HttpUrl, InstanceId, Reason, ServiceName, Token
 from actors.openapi import ADMIN_BASE
 
 __all__ = [
+    "OPERATOR_COMMANDS",
     "SERVICES_OPTIONS",
     "AdminApiError",
+    "add_operator_commands",
     "add_services_command",
     "fetch_all",
     "get_json",
+    "operator_command",
     "render_instances",
     "render_services",
     "run_services",
+    "send_json",
     "services_command",
 ]
 
 REQUEST_TIMEOUT = 10.0
 """Seconds one admin API request may take."""
 
-SERVICES_OPTIONS = (
-    Option("services", "--admin-token", "the router's admin token", parse=Token()),
-    Option("services", "--admin-url", "the router's admin API", "http://127.0.0.1:8080", HttpUrl()),
-)
+def _admin_options(command: str) -> tuple[Option, ...]:
+    return (
+        Option(command, "--admin-token", "the router's admin token", parse=Token()),
+        Option(command, "--admin-url", "the router's admin API", "http://127.0.0.1:8080", HttpUrl()),
+    )
+
+
+SERVICES_OPTIONS = _admin_options("services")
 """The options of `services` that an IPC_ROUTER_* variable sets too."""
+OPERATOR_COMMANDS = {
+    "maintenance": "put an instance into maintenance (out of discovery) or back",
+    "deregister": "deregister an instance now, as an operator",
+}
+"""The commands that write through the admin API, and their one-line help."""
 
 
 class AdminApiError(RuntimeError):
@@ -76,6 +89,73 @@ def add_services_command(
     return services
 
 
+def add_operator_commands(
+    add_parser: Callable[..., argparse.ArgumentParser],
+) -> dict[str, argparse.ArgumentParser]:
+    """Add `maintenance` and `deregister` with `add_parser`; returns their parsers."""
+    maintenance = add_parser(
+        "maintenance",
+        help=OPERATOR_COMMANDS["maintenance"],
+        description="Put an instance into maintenance (it stays registered and renewing, "
+        "but discovery leaves it out) or take it out of maintenance, as an operator (only an "
+        "operator ends an operator's maintenance). Prints the instance after the change.",
+        subcommand=True,
+    )
+    _instance_arguments(maintenance)
+    maintenance.add_argument("state", choices=("on", "off"), help="into maintenance, or out of it")
+    maintenance.add_argument("--reason", type=Reason(), default="", help="why (kept with it)")
+    add_options(maintenance, _admin_options("maintenance"))
+    deregister = add_parser(
+        "deregister",
+        help=OPERATOR_COMMANDS["deregister"],
+        description="Deregister an instance now (OFFLINE; the event's reason is \"admin\"). "
+        "Its client is told on its next heartbeat and does not register it again by itself.",
+        subcommand=True,
+    )
+    _instance_arguments(deregister)
+    add_options(deregister, _admin_options("deregister"))
+    return {"maintenance": maintenance, "deregister": deregister}
+
+
+def _instance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service_name", metavar="SERVICE", type=ServiceName(), help="its service")
+    parser.add_argument("instance_id", metavar="INSTANCE", type=InstanceId(), help="the instance")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+
+
+def operator_command(args: argparse.Namespace) -> int:
+    """Run `ipc-router maintenance` or `deregister` as parsed; returns the exit code (1
+    when the API cannot be reached or refuses, said in one line on stderr)."""
+    path = (
+        f"{ADMIN_BASE}/services/{quote(args.service_name, safe='')}"
+        f"/instances/{quote(args.instance_id, safe='')}"
+    )
+    body: dict[str, Any] | None = None
+    if args.command == "maintenance":
+        path += "/maintenance"
+        method = "PUT" if args.state == "on" else "DELETE"
+        body = {"reason": args.reason} if args.state == "on" and args.reason else None
+    else:
+        method = "DELETE"
+    url = f"{args.admin_url.rstrip('/')}{path}"
+    try:
+        status, answer = send_json(method, url, body, args.admin_token or None)
+    except AdminApiError as error:
+        print(f"ipc-router: error: cannot reach the admin API at {args.admin_url}: {error}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    instance = answer.get("instance") if isinstance(answer, dict) else None
+    if status != 200 or not isinstance(instance, dict):
+        print(f"ipc-router: error: {_error_message(status, answer, url)}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(answer, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_instances({"service_name": args.service_name, "instances": [instance]}, sys.stdout)
+    return 0
+
+
 def services_command(args: argparse.Namespace) -> int:
     """Run `ipc-router services` as parsed; returns the exit code (1 when the API
     cannot be reached or answers an error, said in one line on stderr)."""
@@ -106,8 +186,24 @@ def get_json(url: str, token: str | None = None, timeout: float = REQUEST_TIMEOU
         AdminApiError: the URL cannot be reached, or did not answer within `timeout`
             (its message is the reason alone: the caller names what it tried).
     """
+    return send_json("GET", url, None, token, timeout)
+
+
+def send_json(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    token: str | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> tuple[int, Any]:
+    """`method` `url` with `body` as JSON (none: no body); its status and its JSON
+    body (None when it is not JSON). Blocking. Raises `AdminApiError` as `get_json`."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, headers=headers)
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             return response.status, _json_or_none(response.read())
@@ -187,10 +283,11 @@ def render_services(body: dict[str, Any], out: TextIO) -> None:
             s["service_name"],
             str(s["instance_count"]),
             *(str(s["status_counts"].get(status, 0)) for status in ("ONLINE", "UNHEALTHY", "OFFLINE")),
+            str(s.get("in_maintenance", 0)),
         ]
         for s in body["services"]
     ]
-    _table(["SERVICE", "INSTANCES", "ONLINE", "UNHEALTHY", "OFFLINE"], rows, out)
+    _table(["SERVICE", "INSTANCES", "ONLINE", "UNHEALTHY", "OFFLINE", "IN MAINTENANCE"], rows, out)
     out.write(f"{len(rows)} service(s)\n")
 
 
@@ -208,6 +305,15 @@ def render_time(text: str | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def render_maintenance(maintenance: Any) -> str:
+    """An instance's maintenance for the table: `since by who: why`, or "-"."""
+    if not isinstance(maintenance, dict):
+        return "-"
+    reason = maintenance.get("reason") or ""
+    shown = f"since {render_time(maintenance.get('since'))} by {maintenance.get('by')}"
+    return f"{shown}: {reason}" if reason else shown
+
+
 def render_instances(body: dict[str, Any], out: TextIO) -> None:
     """One service's instances as a table."""
     rows = [
@@ -216,11 +322,12 @@ def render_instances(body: dict[str, Any], out: TextIO) -> None:
             i["status"],
             render_time(i.get("last_heartbeat")),
             render_time(i.get("lease_expires_at")),
+            render_maintenance(i.get("maintenance")),
             json.dumps(i["metadata"], separators=(",", ":"), sort_keys=True),
         ]
         for i in body["instances"]
     ]
-    _table(["INSTANCE", "STATUS", "LAST HEARTBEAT", "LEASE EXPIRES", "METADATA"], rows, out)
+    _table(["INSTANCE", "STATUS", "LAST HEARTBEAT", "LEASE EXPIRES", "MAINTENANCE", "METADATA"], rows, out)
     out.write(f"{len(rows)} instance(s) of {body['service_name']}\n")
 
 

@@ -26,7 +26,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from actors.admin_cli import SERVICES_OPTIONS, add_services_command, services_command
+from actors.admin_cli import (
+    SERVICES_OPTIONS,
+    add_operator_commands,
+    add_services_command,
+    operator_command,
+    services_command,
+)
 from actors.app import Router, RouterConfig, run_until_stopped
 from actors.cli_output import EXIT_BROKEN_PIPE, ending_quietly_on_a_closed_stdout
 from actors.cli_parsing import CommandLineParser, Option, add_options
@@ -217,6 +223,12 @@ OPTIONS: tuple[Option, ...] = (
         "seconds an admin connection may sit idle between requests",
         str(_ADMIN.idle_timeout), SECONDS,
     ),
+    Option(
+        "serve", "--metrics-max-services",
+        "services with per-service metric series of their own (the first by name); the "
+        'rest are summed into service="(other)"',
+        str(_ROUTER.metrics_max_services), WholeNumber(0, 100_000, "a number of services"),
+    ),
     Option("serve", "--uvloop", "run on uvloop (pip install 'ipc-router[speed]')", switch=True),
     Option("serve", "--log-format", "log output", "console", choices=("console", "json")),
     Option(
@@ -262,6 +274,7 @@ def build_parser() -> CommandLineParser:
     )
     add_options(serve, [option for option in OPTIONS if option.command == "serve"], GROUPS)
     services = add_services_command(commands.add_parser)
+    operators = add_operator_commands(commands.add_parser)
     bench = commands.add_parser(
         "bench",
         help=ROUTER_COMMANDS["bench"],
@@ -296,7 +309,7 @@ def build_parser() -> CommandLineParser:
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.commands = {"serve": serve, "services": services, "bench": bench}
+    parser.commands = {"serve": serve, "services": services, "bench": bench, **operators}
     return parser
 
 
@@ -440,6 +453,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             head_timeout=args.admin_head_timeout,
             idle_timeout=args.admin_idle_timeout,
         ),
+        metrics_max_services=args.metrics_max_services,
     )
 
 
@@ -485,6 +499,8 @@ def _run(argv: Sequence[str] | None) -> int:
     )
     if args.command == "services":
         return services_command(args)
+    if args.command in ("maintenance", "deregister"):
+        return operator_command(args)
     if args.command == "bench":
         return _bench(args)
     serve = parser.commands["serve"]

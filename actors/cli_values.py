@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from protocol import NAME_PATTERN, SERVICE_NAME_MAX_LENGTH
+from protocol import (
+    INSTANCE_ID_MAX_LENGTH,
+    MAINTENANCE_REASON_MAX_LENGTH,
+    NAME_PATTERN,
+    SERVICE_NAME_MAX_LENGTH,
+)
 
 __all__ = [
     "MAX_SECONDS",
@@ -22,7 +27,9 @@ __all__ = [
     "HttpUrl",
     "InboxPrefix",
     "InboxPrefixList",
+    "InstanceId",
     "NatsUrl",
+    "Reason",
     "Seconds",
     "ServiceName",
     "StreamName",
@@ -216,6 +223,30 @@ class ServiceName(ValueType):
     def __call__(self, text: str) -> str:
         if len(text) > SERVICE_NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, text):
             self.reject(text)
+        return text
+
+
+class InstanceId(ValueType):
+    """An instance id as the registry accepts it."""
+
+    accepted = f"an instance id of 1-{INSTANCE_ID_MAX_LENGTH} letters, digits, _ or -"
+
+    def __call__(self, text: str) -> str:
+        if len(text) > INSTANCE_ID_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, text):
+            self.reject(text)
+        return text
+
+
+class Reason(ValueType):
+    """Why an operator did something: free text the registry keeps (a maintenance's)."""
+
+    accepted = f"a text of at most {MAINTENANCE_REASON_MAX_LENGTH} characters"
+
+    def __call__(self, text: str) -> str:
+        if len(text) > MAINTENANCE_REASON_MAX_LENGTH:
+            raise argparse.ArgumentTypeError(
+                f"must be {self.accepted} (got {len(text)} characters)"
+            )
         return text
 
 

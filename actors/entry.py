@@ -28,7 +28,12 @@ def sdk_only_main(argv: list[str], missing: str | None) -> int:
     """`ipc-router` where the router's dependencies are not installed (`missing` is
     the first that was not found): `--version`, `services`, `--help`; any other
     command exits 2 with one line naming what to install."""
-    from actors.admin_cli import add_services_command, services_command
+    from actors.admin_cli import (
+        add_operator_commands,
+        add_services_command,
+        operator_command,
+        services_command,
+    )
     from actors.cli_output import ending_quietly_on_a_closed_stdout
     from actors.cli_parsing import CommandLineParser
     from actors.version import package_version
@@ -44,6 +49,7 @@ def sdk_only_main(argv: list[str], missing: str | None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_services_command(commands.add_parser)
+    add_operator_commands(commands.add_parser)
     for name in ("serve", "bench"):
         commands.add_parser(name, help=f"(not installed: {ROUTER_EXTRA})", add_help=False)
     # Top-level options take no value: the first word that is not one is the command.
@@ -53,6 +59,7 @@ def sdk_only_main(argv: list[str], missing: str | None) -> int:
         return 2
 
     def run() -> int:
-        return services_command(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        return operator_command(args) if args.command in ("maintenance", "deregister") else services_command(args)
 
     return ending_quietly_on_a_closed_stdout(run)

@@ -96,8 +96,12 @@ async def test_services_lists_a_real_routers_services(
         listed = await asyncio.to_thread(run_sdk_only, ["services", *admin], tmp_path / "1")
         one = await asyncio.to_thread(run_sdk_only, ["services", "orders", *admin], tmp_path / "2")
         unknown = await asyncio.to_thread(run_sdk_only, ["services", "nosuch", *admin], tmp_path / "3")
+        drain = ["maintenance", "orders", "orders-1", "on", "--reason", "deploy", *admin]
+        drained = await asyncio.to_thread(run_sdk_only, drain, tmp_path / "4")
     assert (listed.returncode, listed.stderr) == (0, "")
-    assert listed.stdout.splitlines()[1].split() == ["orders", "1", "1", "0", "0"]
+    assert listed.stdout.splitlines()[1].split() == ["orders", "1", "1", "0", "0", "0"]
+    assert (drained.returncode, drained.stderr) == (0, "")  # an operator's tool too
+    assert drained.stdout.splitlines()[1].split()[-4:-1] == ["by", "admin:", "deploy"]
     assert (one.returncode, one.stderr) == (0, "")
     assert one.stdout.splitlines()[1].split()[:2] == ["orders-1", "ONLINE"]
     assert unknown.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 
 import pytest
@@ -15,6 +16,10 @@ from actors.cli import main
 from actors.embedded_nats import NatsServerProcess
 from sdk import ServiceClient
 from tests.support.network import free_port
+from tests.support.routers import InProcessRouters
+from tests.support.waiting import eventually
+
+TOKEN = "cli-admin-token-0123456789abcdef"
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,9 +34,9 @@ async def test_services_table_lists_every_service_with_counts(
         out = io.StringIO()
         await run_services(f"http://127.0.0.1:{router.http_port}", None, None, False, out=out)
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["SERVICE", "INSTANCES", "ONLINE", "UNHEALTHY", "OFFLINE"]
-    assert lines[1].split() == ["orders", "3", "3", "0", "0"]
-    assert lines[2].split() == ["payments", "1", "1", "0", "0"]
+    assert lines[0].split() == ["SERVICE", "INSTANCES", "ONLINE", "UNHEALTHY", "OFFLINE", "IN", "MAINTENANCE"]
+    assert lines[1].split() == ["orders", "3", "3", "0", "0", "0"]
+    assert lines[2].split() == ["payments", "1", "1", "0", "0", "0"]
     assert lines[-1] == "2 service(s)"
 
 
@@ -90,3 +95,55 @@ def test_cli_prints_one_line_and_exits_1_when_the_api_is_unreachable(
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ipc-router: error: cannot reach the admin API")
+
+
+async def test_an_operator_drains_and_deregisters_from_the_command_line(
+    routers: InProcessRouters, nats_server: NatsServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ipc-router maintenance ... on|off` and `ipc-router deregister`, with the token
+    from the environment, as an operator types them; without it, one line and exit 1."""
+    router = await routers.start(admin_token=TOKEN)
+    admin = ["--admin-url", f"http://127.0.0.1:{router.http_port}"]
+    removed: list[tuple[str, str]] = []
+    async with ServiceClient(nats_server.url, on_removed=lambda *key: removed.append(key)) as owner:
+        await owner.register("orders", "orders-1")
+        refused = await asyncio.to_thread(main, ["maintenance", "orders", "orders-1", "on", *admin])
+        assert refused == 1
+        # (the router in this process logs to stderr too: the command's line is the last)
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "ipc-router: error: The admin API needs the header 'Authorization: Bearer <token>' "
+            "with the router's admin token (--admin-token / IPC_ROUTER_ADMIN_TOKEN)."
+        )
+        os.environ["IPC_ROUTER_ADMIN_TOKEN"] = TOKEN
+        try:
+            argv = ["maintenance", "orders", "orders-1", "on", "--reason", "bad disk", *admin]
+            assert await asyncio.to_thread(main, argv) == 0
+            [row] = _rows(capsys.readouterr().out, "orders-1")
+            assert re.search(r"ONLINE .* since \S+Z by admin: bad disk", row), row
+            assert [i.instance_id for i in await owner.get_instances("orders")] == []
+            table = io.StringIO()
+            await run_services(admin[1], None, None, False, TOKEN, out=table)
+            assert table.getvalue().splitlines()[1].split() == ["orders", "1", "1", "0", "0", "1"]
+
+            argv = ["maintenance", "orders", "orders-1", "off", "--json", *admin]
+            assert await asyncio.to_thread(main, argv) == 0
+            answer = capsys.readouterr().out
+            assert "maintenance" not in json.loads(answer[answer.index("{\n") :])["instance"]
+
+            assert await asyncio.to_thread(main, ["deregister", "orders", "orders-1", *admin]) == 0
+            [row] = _rows(capsys.readouterr().out, "orders-1")
+            assert row.split()[1] == "OFFLINE"
+            assert await asyncio.to_thread(main, ["deregister", "orders", "nobody", *admin]) == 1
+            assert "no live instance 'nobody'" in capsys.readouterr().err
+        finally:
+            del os.environ["IPC_ROUTER_ADMIN_TOKEN"]
+
+        async def told() -> bool:
+            return removed == [("orders", "orders-1")]
+
+        await eventually(told, timeout=10, what="the owner to be told on its next heartbeat")
+
+
+def _rows(out: str, instance: str) -> list[str]:
+    """The table rows of `instance` in `out` (the router in this process logs there too)."""
+    return [line for line in out.splitlines() if line.startswith(instance + " ")]

@@ -146,8 +146,8 @@ CASES: list[tuple[list[str], str]] = [
 ]
 
 TOP_LEVEL_CASES: list[tuple[list[str], str]] = [
-    ([], "COMMAND is missing: one of serve, services, bench"),
-    (["start"], "COMMAND must be one of serve, services, bench (got 'start')"),
+    ([], "COMMAND is missing: one of serve, services, maintenance, deregister, bench"),
+    (["start"], "COMMAND must be one of serve, services, maintenance, deregister, bench (got 'start')"),
     (["--debug", "serve"], "--debug is not an option of ipc-router (see ipc-router --help)"),
     (["--verison", "serve"], "--verison is not an option of ipc-router (did you mean --version?)"),
 ]

@@ -40,6 +40,7 @@ def test_the_instances_table_keeps_the_zone_of_each_time() -> None:
                 "last_heartbeat": "2026-12-06T22:47:37.712345Z",
                 "lease_expires_at": "2026-12-06T22:47:40.712345Z",
                 "metadata": {"zone": "a"},
+                "maintenance": {"since": "2026-12-06T22:40:00Z", "by": "admin", "reason": "bad disk"},
             },
             {"instance_id": "orders-2", "status": "OFFLINE", "last_heartbeat": None, "metadata": {}},
         ],
@@ -47,9 +48,12 @@ def test_the_instances_table_keeps_the_zone_of_each_time() -> None:
     out = io.StringIO()
     render_instances(body, out)
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["INSTANCE", "STATUS", "LAST", "HEARTBEAT", "LEASE", "EXPIRES", "METADATA"]
-    assert lines[1].split() == [
-        "orders-1", "ONLINE", "2026-12-06T22:47:37.712Z", "2026-12-06T22:47:40.712Z", '{"zone":"a"}'
+    assert lines[0].split() == [
+        "INSTANCE", "STATUS", "LAST", "HEARTBEAT", "LEASE", "EXPIRES", "MAINTENANCE", "METADATA"
     ]  # fmt: skip
-    assert lines[2].split() == ["orders-2", "OFFLINE", "-", "-", "{}"]
+    assert lines[1].split() == [
+        "orders-1", "ONLINE", "2026-12-06T22:47:37.712Z", "2026-12-06T22:47:40.712Z",
+        "since", "2026-12-06T22:40:00.000Z", "by", "admin:", "bad", "disk", '{"zone":"a"}',
+    ]  # fmt: skip
+    assert lines[2].split() == ["orders-2", "OFFLINE", "-", "-", "-", "{}"]
     assert lines[3] == "2 instance(s) of orders"
