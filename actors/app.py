@@ -34,7 +34,7 @@ from actors.registry_api import RegistryClient
 from actors.role_state import RoleTimers
 from actors.supervisor import ChildSpec, RestartIntensityError, Supervisor
 from protocol import LeasePolicy, RegistryLimits
-from sdk.connection import NatsAuth, redact
+from sdk.connection import DEAD_LINK_AFTER, NatsAuth, redact
 
 __all__ = ["Router", "RouterConfig", "run_until_stopped"]
 
@@ -93,6 +93,9 @@ class RouterConfig:
     """Bounds of the admin event stream (`GET /api/v1/admin/events`) and its replay buffer."""
     metrics_max_services: int = DEFAULT_MAX_SERVICES
     """Services with per-service metric series of their own; the rest are summed."""
+    dead_link_after: float = DEAD_LINK_AFTER
+    """Seconds after which each of the router's NATS connections that answers none of
+    its pings is taken for dead and dialled again (a half-open link sends no FIN)."""
 
 
 class Router:
@@ -133,6 +136,7 @@ class Router:
                     tombstone_ttl=config.journal.tombstone_ttl,
                 ),
                 router_id=self.router_id,
+                dead_link_after=config.dead_link_after,
                 gateway=refs["nats-gateway"],
                 elector=refs["leader-elector"],
             )
@@ -166,6 +170,7 @@ class Router:
                     presence=presence,
                     presence_wait=config.presence_wait,
                     reply_prefixes=config.reply_prefixes,
+                    dead_link_after=config.dead_link_after,
                 ),
             ),
         ]
@@ -180,13 +185,19 @@ class Router:
                         replicas=config.journal.replicas,
                         failover_after=config.failover_after,
                         router_id=self.router_id,
+                        dead_link_after=config.dead_link_after,
                     ),
                 )
             )
         specs.append(
             ChildSpec(
                 "event-feed",
-                lambda: EventFeed(self.nats_url, auth=config.nats_auth, limits=config.event_feed),
+                lambda: EventFeed(
+                    self.nats_url,
+                    auth=config.nats_auth,
+                    limits=config.event_feed,
+                    dead_link_after=config.dead_link_after,
+                ),
             )
         )
         specs.append(

@@ -229,6 +229,12 @@ OPTIONS: tuple[Option, ...] = (
         'rest are summed into service="(other)"',
         str(_ROUTER.metrics_max_services), WholeNumber(0, 100_000, "a number of services"),
     ),
+    Option(
+        "serve", "--dead-link-after",
+        "seconds after which a NATS connection that answers none of the router's pings "
+        "is taken for dead and dialled again (a half-open link sends no FIN)",
+        str(_ROUTER.dead_link_after), Seconds(600, minimum=0.3),
+    ),
     Option("serve", "--uvloop", "run on uvloop (pip install 'ipc-router[speed]')", switch=True),
     Option("serve", "--log-format", "log output", "console", choices=("console", "json")),
     Option(
@@ -454,6 +460,7 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Router
             idle_timeout=args.admin_idle_timeout,
         ),
         metrics_max_services=args.metrics_max_services,
+        dead_link_after=args.dead_link_after,
     )
 
 

@@ -84,18 +84,20 @@ class WholeNumber(ValueType):
 
 
 class Seconds(ValueType):
-    """A duration in seconds, more than 0 and at most `maximum`."""
+    """A duration in seconds, more than 0 (or at least `minimum`) and at most `maximum`."""
 
-    def __init__(self, maximum: float = MAX_SECONDS) -> None:
+    def __init__(self, maximum: float = MAX_SECONDS, minimum: float = 0.0) -> None:
         self.maximum = maximum
-        self.accepted = f"more than 0 and at most {maximum:g} seconds"
+        self.minimum = minimum
+        least = f"at least {minimum:g}" if minimum else "more than 0"
+        self.accepted = f"{least} and at most {maximum:g} seconds"
 
     def __call__(self, text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             self.reject(text)
-        if math.isnan(value) or not 0 < value <= self.maximum:
+        if math.isnan(value) or not 0 < value <= self.maximum or value < self.minimum:
             self.reject(text)
         return value
 

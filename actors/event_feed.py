@@ -44,7 +44,7 @@ from protocol import (
     encode_json,
     events_subject,
 )
-from sdk.connection import GuardedClient, NatsAuth, redact
+from sdk.connection import DEAD_LINK_AFTER, GuardedClient, NatsAuth, redact
 
 __all__ = [
     "DEFAULT_KEEPALIVE",
@@ -262,6 +262,7 @@ class EventFeed(Actor):
         auth: NatsAuth | None = None,
         limits: EventFeedLimits | None = None,
         startup_timeout: float = 10.0,
+        dead_link_after: float = DEAD_LINK_AFTER,
     ) -> None:
         """A feed of the events on the NATS system at `nats_url` (comma-separated
         servers), connecting with `auth`, bounded by `limits`."""
@@ -270,6 +271,7 @@ class EventFeed(Actor):
         self._url = nats_url
         self._auth = auth or NatsAuth()
         self._startup_timeout = startup_timeout
+        self._dead_link_after = dead_link_after
         self._nc: GuardedClient | None = None
         self._subscription: NatsSubscription | None = None
         self._self: ActorRef = self.ref
@@ -316,6 +318,7 @@ class EventFeed(Actor):
             timeout=self._startup_timeout,
             error_cb=self._on_error,
             name="ipc-router-events",
+            dead_link_after=self._dead_link_after,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,

@@ -55,7 +55,7 @@ from actors.election_state import (
 from actors.errors import StartupError
 from actors.nats_connection import connect_at_start
 from actors.role_state import Report, Resign, Role
-from sdk.connection import GuardedClient, NatsAuth
+from sdk.connection import DEAD_LINK_AFTER, GuardedClient, NatsAuth
 
 __all__ = ["GetElection", "LeaderElector", "Role"]
 
@@ -91,6 +91,7 @@ class LeaderElector(Actor):
         failover_after: float = 0.5,
         startup_timeout: float = 10.0,
         router_id: str = "ipc-router",
+        dead_link_after: float = DEAD_LINK_AFTER,
     ) -> None:
         """`router_id` names this router in the key (so that a restarted elector knows
         a key its predecessor left, and lets it go at once)."""
@@ -102,6 +103,7 @@ class LeaderElector(Actor):
         self._replicas = replicas
         self.timers = ElectionTimers(failover_after)
         self._startup_timeout = startup_timeout
+        self._dead_link_after = dead_link_after
         self.router_id = router_id
         self._value = json.dumps({"router": router_id}).encode()
         """What this router writes in the leadership key."""
@@ -114,7 +116,7 @@ class LeaderElector(Actor):
         self._nc = GuardedClient()
         await connect_at_start(
             self._nc, self._url, auth=self._auth, timeout=self._startup_timeout,
-            name="ipc-router-leadership",
+            name="ipc-router-leadership", dead_link_after=self._dead_link_after,
         )  # fmt: skip
         for attempt in range(40):
             try:

@@ -69,7 +69,7 @@ from protocol import (
     events_subject,
     peek_nonce,
 )
-from sdk.connection import GuardedClient, NatsAuth, redact
+from sdk.connection import DEAD_LINK_AFTER, GuardedClient, NatsAuth, redact
 
 __all__ = [
     "GetStats",
@@ -366,6 +366,7 @@ class NatsGateway(Actor):
         presence: Presence | None = None,
         presence_wait: float = 0.3,
         reply_prefixes: tuple[str, ...] = (),
+        dead_link_after: float = DEAD_LINK_AFTER,
     ) -> None:
         """`presence` says how this router serves (memory or a stream), to check that
         no router serving otherwise runs on the same NATS system (default: memory).
@@ -382,6 +383,7 @@ class NatsGateway(Actor):
         self._meters = {route.subject: _Meter() for route in self._routes}
         self._auth = auth or NatsAuth()
         self._startup_timeout = startup_timeout
+        self._dead_link_after = dead_link_after
         self._registry = registry
         self._url = nats_url
         self._client_name = client_name
@@ -424,6 +426,7 @@ class NatsGateway(Actor):
             timeout=self._startup_timeout,
             error_cb=self._on_error,
             name=self._client_name,
+            dead_link_after=self._dead_link_after,
             # Reply subjects come from the server's protocol parser and event
             # subjects from validated service names: nothing to re-check per publish.
             skip_subject_validation=True,
@@ -440,6 +443,7 @@ class NatsGateway(Actor):
             timeout=self._startup_timeout,
             error_cb=self._on_error,
             name=f"{self._client_name}-heartbeats",
+            dead_link_after=self._dead_link_after,
             skip_subject_validation=True,
             disconnected_cb=self._on_beats_down,
             reconnected_cb=self._on_beats_back,

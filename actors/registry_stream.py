@@ -33,7 +33,7 @@ from actors.registry_api import ServeReads, ServeWrites
 from actors.registry_log import RegistryLog
 from actors.registry_state import RegistryState, Transition
 from protocol.stored import InvalidRecord, TermMarker, parse_instance_subject, read_stored_instance
-from sdk.connection import GuardedClient, NatsAuth
+from sdk.connection import DEAD_LINK_AFTER, GuardedClient, NatsAuth
 
 __all__ = ["WRITES_PER_APPEND", "RegistryStream", "StreamStore"]
 
@@ -51,6 +51,8 @@ class StreamStore:
     timers: rs.RoleTimers = field(default_factory=rs.RoleTimers)
     router_id: str = "ipc-router"
     """Written into the term marker when this router becomes the leader."""
+    dead_link_after: float = DEAD_LINK_AFTER
+    """Seconds of unanswered pings after which the stream connection is dialled again."""
     gateway: ActorRef | None = None
     """The NATS gateway, told `ServeWrites` as leadership comes and goes."""
     elector: ActorRef | None = None
@@ -107,6 +109,7 @@ class RegistryStream:
         await connect_at_start(
             self._nc, self.store.nats_url, auth=self.store.auth, timeout=10.0,
             name="ipc-router-registry", closed_cb=on_closed, error_cb=self._on_error,
+            dead_link_after=self.store.dead_link_after,
         )  # fmt: skip
         now = asyncio.get_running_loop().time()
         self._log.started(now)

@@ -1,4 +1,5 @@
-"""The NATS client's link survives a server that answers late.
+"""The NATS client's link survives a server that answers late, and every connection
+of the router pings as often as `--dead-link-after` asks.
 
 nats-py leaves a flush that timed out in the queue of pings awaiting their PONG; when
 that PONG comes after all (a paused server, a congested link), the read loop failed
@@ -12,11 +13,15 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import actors.nats_connection
+import sdk.connection
 from actors.embedded_nats import NatsServerProcess
 from sdk.connection import GuardedClient
+from tests.support.routers import InProcessRouters
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,6 +54,30 @@ async def test_a_pong_that_comes_after_its_flush_gave_up_costs_no_reconnect(
         assert not nc._pongs
     finally:
         await nc.close()
+
+
+async def test_every_router_connection_finds_a_dead_link_within_dead_link_after(
+    routers: InProcessRouters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five connections in stream mode (requests, heartbeats, stream, leadership, event
+    feed): each pings a third of `dead_link_after` apart, three unanswered being a dead
+    link, whatever actor made it."""
+    made: dict[str, GuardedClient] = {}
+    connect = sdk.connection.connect
+
+    async def recording(nc: GuardedClient, url: str, **options: Any) -> None:
+        made[options["name"]] = nc
+        await connect(nc, url, **options)
+
+    monkeypatch.setattr(actors.nats_connection, "connect", recording)
+    await routers.start(store="stream", dead_link_after=1.2)
+    assert set(made) == {
+        "ipc-router", "ipc-router-heartbeats", "ipc-router-registry",
+        "ipc-router-leadership", "ipc-router-events",
+    }  # fmt: skip
+    for name, nc in made.items():
+        assert nc.options["ping_interval"] == pytest.approx(0.4), name
+        assert nc.options["max_outstanding_pings"] == 3, name
 
 
 def _state(pid: int) -> str:

@@ -24,6 +24,10 @@ CASES: list[tuple[list[str], str]] = [
     (["serve", "--offline-retention", "soon"], f"--offline-retention must be {SECONDS} (got soon)"),
     (["serve", "--failover-after", "nan"], f"--failover-after must be {SECONDS} (got nan)"),
     (["serve", "--tombstone-ttl", "inf"], f"--tombstone-ttl must be {SECONDS} (got inf)"),
+    (
+        ["serve", "--dead-link-after", "0.1"],
+        "--dead-link-after must be at least 0.3 and at most 600 seconds (got 0.1)",
+    ),
     (["serve", "--admin-head-timeout", "0"], f"--admin-head-timeout must be {SECONDS} (got 0)"),
     (["serve", "--admin-idle-timeout", ""], f"--admin-idle-timeout must be {SECONDS} (got '')"),
     (["serve", "--http-port", "65536"], "--http-port must be a port number from 0 to 65535 (got 65536)"),
