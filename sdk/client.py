@@ -361,19 +361,12 @@ class ServiceClient:
             maintenance=maintenance,
             reason=reason,
         )
-        try:
-            decode_maintenance_request(encode_msgpack(request))
-        except ProtocolError as error:
-            raise InvalidRequestError(
-                error.message, status=error.status, code=error.code, details=error.details
-            ) from None
+        _check_locally(request, decode_maintenance_request)
         reply = await self._request(
             MAINTENANCE_SUBJECT,
             _with_nonce(request),
             decode_instance_reply,
-            lambda reply: reply.instance is None
-            or (reply.instance.service_name, reply.instance.instance_id)
-            == (service_name, instance_id),
+            _about(service_name, instance_id),
         )
         if reply.status != Status.OK or reply.instance is None:
             raise error_from_reply(reply.status, reply.error)
@@ -556,20 +549,15 @@ class ServiceClient:
             timestamp=time.time(),
             session_id=self._session_id,
         )
-        try:
-            # Names and types are checked here; the metadata size limit is the router's.
-            decode_register_request(encode_msgpack(request), max_metadata_bytes=MAX_REQUEST_BYTES)
-        except ProtocolError as error:
-            raise InvalidRequestError(
-                error.message, status=error.status, code=error.code, details=error.details
-            ) from None
+        # Names and types are checked here; the metadata size limit is the router's.
+        _check_locally(
+            request, lambda data: decode_register_request(data, max_metadata_bytes=MAX_REQUEST_BYTES)
+        )
         reply = await self._request(
             REGISTER_SUBJECT,
             _with_nonce(request),
             decode_register_reply,
-            lambda reply: reply.instance is None
-            or (reply.instance.service_name, reply.instance.instance_id)
-            == (service_name, instance_id),
+            _about(service_name, instance_id),
         )
         if reply.status in (Status.OK, Status.CREATED) and reply.instance is not None:
             return reply
@@ -711,6 +699,30 @@ class ServiceClient:
 def _with_nonce(request: msgspec.Struct) -> Callable[[str], bytes]:
     """The request encoded with a given nonce (a fresh one per attempt)."""
     return lambda nonce: encode_msgpack(msgspec.structs.replace(request, nonce=nonce))
+
+
+def _check_locally(request: msgspec.Struct, decode: Callable[[bytes], object]) -> None:
+    """Raise `InvalidRequestError` for a request the router's own decoder would refuse,
+    without sending it."""
+    try:
+        decode(encode_msgpack(request))
+    except ProtocolError as error:
+        raise InvalidRequestError(
+            error.message, status=error.status, code=error.code, details=error.details
+        ) from None
+
+
+class _InstanceReply(Protocol):
+    @property
+    def instance(self) -> Instance | None: ...
+
+
+def _about(service_name: str, instance_id: str) -> Callable[[_InstanceReply], bool]:
+    """Whether a reply is about the instance asked about (or names none: an error)."""
+    return lambda reply: reply.instance is None or (
+        reply.instance.service_name,
+        reply.instance.instance_id,
+    ) == (service_name, instance_id)
 
 
 def _decode_event_or_none(msg: Msg) -> RegistryEvent | None:
