@@ -39,6 +39,9 @@ def failures(first: int, count: int) -> Iterator[tuple[int, str]]:
             yield seed, str(violation)
 
 
+# Not traced for coverage: tracing made this test 2.5 times slower (56 s to 143 s of a
+# CI run), for lines the unit tests of each state machine cover anyway.
+@pytest.mark.no_cover
 def test_every_invariant_holds_in_every_schedule() -> None:
     found = list(failures(FIRST, SEEDS))
     assert not found, f"{len(found)} of {SEEDS} schedules broke an invariant; the first:\n{found[0][1]}"
