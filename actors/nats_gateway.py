@@ -551,7 +551,11 @@ class NatsGateway(Actor):
         tasks = [*self._forwards, *([self._beats_watch] if self._beats_watch else [])]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: on Python 3.11 a cancellation can be lost in asyncio.wait_for
+            # (CPython gh-86296), which nats-py's flush uses; the watcher then ends at
+            # its next look at `_stopping`, and the links are closed meanwhile.
+            await asyncio.wait(tasks, timeout=1.0)
         await asyncio.gather(*(_close(nc) for nc in (self._beats, self._nc) if nc is not None))
 
     async def handle_batch(self, batch: list[Envelope]) -> None:
@@ -819,7 +823,7 @@ class NatsGateway(Actor):
         beats = self._beats
         assert beats is not None
         self._beats_good_at = loop.time()
-        while True:
+        while not self._stopping:
             await asyncio.sleep(_BEATS_SILENCE)
             now = loop.time()
             if self._beats_excused_to is None and now - self._beats_good_at < _BEATS_SILENCE:
@@ -841,12 +845,24 @@ class NatsGateway(Actor):
 
 
 async def _close(nc: GuardedClient) -> None:
-    """Drain (at most 2 s: the server may be gone or wedged), then close."""
-    if not nc.is_closed:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), 2.0)
-        with contextlib.suppress(Exception):
-            await nc.close()
+    """Drain (at most 2 s: the server may be gone or wedged), then close, whatever
+    the drain did: `asyncio.wait` rather than `wait_for`, which on Python 3.11 waits
+    on for a drain that lost its cancellation (CPython gh-86296)."""
+    if nc.is_closed:
+        return
+    drain = asyncio.ensure_future(nc.drain())
+    drain.add_done_callback(_retrieved)
+    if not (await asyncio.wait({drain}, timeout=2.0))[0]:
+        drain.cancel()
+        await asyncio.wait({drain}, timeout=0.5)
+    with contextlib.suppress(Exception):
+        await nc.close()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's outcome seen (a drain's error is nothing to report)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class NatsGatewayClient:

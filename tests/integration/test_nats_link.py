@@ -80,6 +80,45 @@ async def test_every_router_connection_finds_a_dead_link_within_dead_link_after(
         assert nc.options["max_outstanding_pings"] == 3, name
 
 
+async def test_the_gateway_stops_and_closes_its_links_even_when_a_flush_swallows_its_cancel(
+    routers: InProcessRouters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 a cancellation can be lost inside `asyncio.wait_for` (CPython
+    gh-86296), which nats-py's flush uses. The heartbeat-link watcher, cancelled there
+    at a stop, went on probing for ever: the gateway's stop waited for it until the
+    actor's stop budget ran out, and its two connections were never closed (they went
+    on reconnecting after the server had gone, and hung the test's event loop)."""
+    made: dict[str, GuardedClient] = {}
+    connect = sdk.connection.connect
+
+    async def recording(nc: GuardedClient, url: str, **options: Any) -> None:
+        made[options["name"]] = nc
+        await connect(nc, url, **options)
+
+    monkeypatch.setattr(actors.nats_connection, "connect", recording)
+    router = await routers.start(store="memory")
+    probing = asyncio.Event()
+    lost: list[bool] = []
+    beats = made["ipc-router-heartbeats"]
+    flush = beats.flush
+
+    async def flush_losing_its_cancel(timeout: int = 10) -> None:
+        if lost:
+            return await flush(timeout)
+        probing.set()
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            lost.append(True)  # the watcher's cancellation lost, as wait_for may lose one
+
+    monkeypatch.setattr(beats, "flush", flush_losing_its_cancel)
+    await asyncio.wait_for(probing.wait(), 10)  # no heartbeat yet: the watcher probes
+    await router.stop()
+    routers.started.remove(router)
+    assert lost == [True]
+    assert beats.is_closed and made["ipc-router"].is_closed
+
+
 def _state(pid: int) -> str:
     """The process state letter of `pid` ("T": stopped)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
