@@ -56,20 +56,26 @@ async def test_a_pong_that_comes_after_its_flush_gave_up_costs_no_reconnect(
         await nc.close()
 
 
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> dict[str, GuardedClient]:
+    """Every connection the routers started afterwards make, by its client name."""
+    connections: dict[str, GuardedClient] = {}
+    connect = sdk.connection.connect
+
+    async def recording(nc: GuardedClient, url: str, **options: Any) -> None:
+        connections[options["name"]] = nc
+        await connect(nc, url, **options)
+
+    monkeypatch.setattr(actors.nats_connection, "connect", recording)
+    return connections
+
+
 async def test_every_router_connection_finds_a_dead_link_within_dead_link_after(
-    routers: InProcessRouters, monkeypatch: pytest.MonkeyPatch
+    routers: InProcessRouters, made: dict[str, GuardedClient]
 ) -> None:
     """Five connections in stream mode (requests, heartbeats, stream, leadership, event
     feed): each pings a third of `dead_link_after` apart, three unanswered being a dead
     link, whatever actor made it."""
-    made: dict[str, GuardedClient] = {}
-    connect = sdk.connection.connect
-
-    async def recording(nc: GuardedClient, url: str, **options: Any) -> None:
-        made[options["name"]] = nc
-        await connect(nc, url, **options)
-
-    monkeypatch.setattr(actors.nats_connection, "connect", recording)
     await routers.start(store="stream", dead_link_after=1.2)
     assert set(made) == {
         "ipc-router", "ipc-router-heartbeats", "ipc-router-registry",
@@ -81,21 +87,13 @@ async def test_every_router_connection_finds_a_dead_link_within_dead_link_after(
 
 
 async def test_the_gateway_stops_and_closes_its_links_even_when_a_flush_swallows_its_cancel(
-    routers: InProcessRouters, monkeypatch: pytest.MonkeyPatch
+    routers: InProcessRouters, made: dict[str, GuardedClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Python 3.11 a cancellation can be lost inside `asyncio.wait_for` (CPython
     gh-86296), which nats-py's flush uses. The heartbeat-link watcher, cancelled there
     at a stop, went on probing for ever: the gateway's stop waited for it until the
     actor's stop budget ran out, and its two connections were never closed (they went
     on reconnecting after the server had gone, and hung the test's event loop)."""
-    made: dict[str, GuardedClient] = {}
-    connect = sdk.connection.connect
-
-    async def recording(nc: GuardedClient, url: str, **options: Any) -> None:
-        made[options["name"]] = nc
-        await connect(nc, url, **options)
-
-    monkeypatch.setattr(actors.nats_connection, "connect", recording)
     router = await routers.start(store="memory")
     probing = asyncio.Event()
     lost: list[bool] = []
