@@ -23,7 +23,7 @@ from tests.support.events import EventLog, watching_events
 from tests.support.fleet import Fleet, Load, assert_recovered
 from tests.support.nats_proxy import NatsProxy
 from tests.support.processes import FAULTY_ROUTER, RouterLauncher, RouterProcess
-from tests.support.waiting import eventually
+from tests.support.waiting import Repeating, eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -92,16 +92,13 @@ class LeaderWatch:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.most = 0
-        self._task = asyncio.create_task(self._watch())
+        self._repeating = Repeating(self._look, interval=0.05)
 
-    async def _watch(self) -> None:
-        while True:
-            self.most = max(self.most, len(await self.fleet.leaders()))
-            await asyncio.sleep(0.05)
+    async def _look(self) -> None:
+        self.most = max(self.most, len(await self.fleet.leaders()))
 
     async def stop(self) -> int:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await self._repeating.stop()
         return self.most
 
 

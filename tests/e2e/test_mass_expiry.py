@@ -22,7 +22,7 @@ from actors.embedded_nats import NatsServerProcess
 from protocol import REGISTER_SUBJECT
 from tests.support.fleet import Fleet
 from tests.support.processes import RouterLauncher
-from tests.support.waiting import eventually
+from tests.support.waiting import Repeating, eventually
 
 INSTANCES = int(os.environ.get("IPC_MASS_EXPIRY", "100000"))
 
@@ -59,26 +59,21 @@ class Probe:
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
         self.answered: list[float] = []
-        self._task = asyncio.create_task(self._run())
+        self._numbers = itertools.count(1)
+        self._repeating = Repeating(self._register, interval=0.05)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        n = 0
-        while True:
-            n += 1
-            body = msgpack.packb({"service_name": "probe", "instance_id": f"p-{n}"})
-            try:
-                reply = await self.nc.request(REGISTER_SUBJECT, body, timeout=0.25)
-                if msgpack.unpackb(reply.data).get("status") == 201:
-                    self.answered.append(loop.time())
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-                pass
-            await asyncio.sleep(0.05)
+    async def _register(self) -> None:
+        body = msgpack.packb({"service_name": "probe", "instance_id": f"p-{next(self._numbers)}"})
+        try:
+            reply = await self.nc.request(REGISTER_SUBJECT, body, timeout=0.25)
+            if msgpack.unpackb(reply.data).get("status") == 201:
+                self.answered.append(asyncio.get_running_loop().time())
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            pass
 
     async def stop(self) -> float:
         """The longest time between two answers."""
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await self._repeating.stop()
         times = self.answered
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 

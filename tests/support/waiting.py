@@ -30,3 +30,35 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+class Repeating:
+    """Runs `step` again and again, `interval` seconds apart, in a task of its own
+    until `stop`.
+
+    It stops at a flag, not by cancellation alone: on Python 3.11, asyncio.wait_for
+    (inside nats-py's request, for one) can swallow a cancellation (CPython gh-86296),
+    and a loop cancelled there goes on for ever while its stopper waits for it (a CI
+    run hung so until the test's timeout)."""
+
+    def __init__(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(step, interval))
+
+    async def _run(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
+        while not self._stopping:
+            await step()
+            await asyncio.sleep(interval)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the step under way (cancelled if it takes over `timeout` s);
+        raises what a step raised."""
+        self._stopping = True
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            assert done, f"a step still runs {2 * timeout} s after stop"
+        error = None if self._task.cancelled() else self._task.exception()
+        if error is not None:
+            raise error
