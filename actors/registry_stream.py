@@ -218,10 +218,14 @@ class RegistryStream:
 
     async def carry_out(self) -> None:
         """Carry out the role machine's effects in order, feeding back what came of
-        each (which may add more)."""
+        each (which may add more); a stream request the machine gave up on since it was
+        decided is answered without I/O (`RoleState.outdated`)."""
         effects = self._effects
         while effects:
-            event = await self._effect(effects.popleft())
+            effect = effects.popleft()
+            event = self.role.outdated(effect)
+            if event is None:
+                event = await self._effect(effect)
             if event is not None:
                 self.step(event)
 
@@ -271,6 +275,11 @@ class RegistryStream:
                 view.grant_leases()
                 self._log.log.info("leases_granted", instances=view.live, revision=view.revision)
             case rs.TakeWrites(take=take):
+                if take and self.role.role is not rs.Role.LEADER:
+                    # Decided earlier in the drain (a renewal), and its append then failed:
+                    # a router that no longer leads must not take writes it answers with
+                    # silence, even for the moment before the next TakeWrites(False).
+                    return None
                 _tell(store.gateway, ServeWrites(take))
             case rs.Report() | rs.Resign():
                 _tell(store.elector, effect)

@@ -401,6 +401,21 @@ class RoleState:
         """Whether changes may be decided now (leading, and surely still)."""
         return self.phase is Phase.LEADING and now < self.valid_until
 
+    def outdated(self, effect: Effect) -> Event | None:
+        """For a stream request of a load given up since it was decided (a reload began
+        later in the same drain), the answer to feed back instead of carrying it out:
+        the machine ignores any answer to it, and its I/O, which waits a whole timeout
+        on a dead link, would only hold up the effects after it (a resignation, leaving
+        the write subjects). None: carry `effect` out."""
+        match effect:
+            case OpenStream(load=load) if load != self._load:
+                return OpenFailed(load, "outdated")
+            case CheckStream(load=load) if load != self._load:
+                return CheckFailed(load, "outdated")
+            case Follow(load=load) if load != self._load:
+                return FollowFailed(load, "outdated")
+        return None
+
     def taking_up(self, term: int) -> bool:
         """Whether `term` is being taken up still."""
         return self.phase is Phase.TAKING_UP and self.term == term

@@ -84,6 +84,7 @@ from actors.role_state import (
     Report,
     ResetView,
     Resign,
+    Role,
     RoleState,
     RoleTimers,
     SkipTo,
@@ -541,7 +542,10 @@ class RegistryHost(SimActor):
 
     def carry_out(self) -> Host:
         while self.effects:
-            event = yield from self.effect(self.effects.popleft())
+            effect = self.effects.popleft()
+            event = self.role.outdated(effect)
+            if event is None:
+                event = yield from self.effect(effect)
             if event is not None:
                 self.step(event)
 
@@ -592,6 +596,8 @@ class RegistryHost(SimActor):
             case GrantLeases():
                 state.grant_leases()
             case TakeWrites(take=take):
+                if take and self.role.role is not Role.LEADER:
+                    return None  # (as the actor: decided earlier in the drain, led no more)
                 self.router.serve_writes(take)
             case Report() | Resign():
                 self.router.tell_elector(effect)

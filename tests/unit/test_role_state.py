@@ -278,6 +278,26 @@ def test_a_store_that_failed_reloads_and_resigns(m: Machine) -> None:
     assert m.phase() is Phase.LOADING
 
 
+
+def test_stream_requests_of_a_load_given_up_are_answered_without_io_and_ignored(m: Machine) -> None:
+    """Decided in a drain whose append then failed: the host need not make them (on a
+    cut link each would wait a whole timeout before the resignation after them)."""
+    m.leading()
+    m.view(7, valid_for=10)
+    m.now += TIMERS.check_every
+    assert m.step(Tick(11)) == [CheckStream(0)]
+    m.step(StoreFailed("not acknowledged"))
+    for effect in (CheckStream(0), OpenStream(0), Follow(0)):
+        answer = m.role.outdated(effect)
+        assert answer is not None
+        assert m.step(answer) == []
+    for current in (OpenStream(1), CheckStream(1), Follow(1), Resign(7, "x"), TakeWrites(False)):
+        assert m.role.outdated(current) is None
+    assert m.phase() is Phase.LOADING
+    # The look that was left out does not block the next one.
+    assert m.step(Opened(1, EPOCH, 10, 3)) == [ResetView(), Follow(1)]
+    assert m.step(CaughtUp()) == [CheckStream(1)]
+
 @pytest.mark.parametrize(
     ("head", "revision", "records", "marker", "reason"),
     [
