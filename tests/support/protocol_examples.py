@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 
 from tests.support.network import free_port
 from tests.support.processes import RouterProcess
+from tests.support.waiting import Repeating
 
 REGISTER = "ipc.service.register"
 HEARTBEAT = "ipc.service.heartbeat"
@@ -143,23 +144,22 @@ class Heartbeats:
     def __init__(self, nc: NatsClient, *instances: tuple[str, str]) -> None:
         self.nc = nc
         self.instances = list(instances)
-        self.task: asyncio.Task[None] | None = None
+        self._repeating: Repeating | None = None
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            for service, instance in self.instances:
-                body = {"service_name": service, "instance_id": instance, "session_id": SESSION}
-                with contextlib.suppress(nats.errors.Error):
-                    await request(self.nc, HEARTBEAT, body)
+    async def _beat(self) -> None:
+        await asyncio.sleep(1.0)
+        for service, instance in self.instances:
+            body = {"service_name": service, "instance_id": instance, "session_id": SESSION}
+            with contextlib.suppress(nats.errors.Error):
+                await request(self.nc, HEARTBEAT, body)
 
-    def __enter__(self) -> Self:
-        self.task = asyncio.create_task(self.run())
+    async def __aenter__(self) -> Self:
+        self._repeating = Repeating(self._beat, interval=0.0)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._repeating is not None
+        await self._repeating.stop()
 
 
 async def http(
@@ -227,7 +227,7 @@ async def part_one(capture: Capture) -> None:
             await send("with nonce", REGISTER, {**reg, "metadata": {"zone": "b"}, "nonce": "example-nonce-0123456789"})
             await send("error with nonce", REGISTER, {**reg, "service_name": "orders.v1",
                                                       "nonce": "example-nonce-0123456789"})  # fmt: skip
-            with Heartbeats(nc, ("orders", "orders-1"), ("orders", "orders-3"), ("billing", "billing-1")):
+            async with Heartbeats(nc, ("orders", "orders-1"), ("orders", "orders-3"), ("billing", "billing-1")):
                 await asyncio.sleep(10)  # billing-2 (anonymous) turns UNHEALTHY meanwhile
                 first = await http(capture, "services", admin, "/api/v1/admin/services?limit=1")
                 cursor = first.decoded["next_cursor"]
@@ -280,7 +280,7 @@ async def part_two(capture: Capture) -> None:
             await send("d: orders-2", REGISTER, reg("orders", "orders-2", {"zone": "b", "version": "1.4.2"}))
             await send("d: orders-3", REGISTER, reg("orders", "orders-3", {"zone": "a", "replicas": 3}))
             await send("d: billing-1", REGISTER, reg("billing", "billing-1", {}))
-            with Heartbeats(nc, ("orders", "orders-1"), ("orders", "orders-2"), ("orders", "orders-3"),
+            async with Heartbeats(nc, ("orders", "orders-1"), ("orders", "orders-2"), ("orders", "orders-3"),
                             ("billing", "billing-1")):  # fmt: skip
                 await asyncio.sleep(3)
                 await send("list", LIST, {})

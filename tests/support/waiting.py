@@ -36,9 +36,9 @@ class Repeating:
     """Runs `step` again and again, `interval` seconds apart, in a task of its own
     until `stop`.
 
-    It stops at a flag, not by cancellation alone: on Python 3.11, asyncio.wait_for
+    It stops at a flag as well as by cancellation: on Python 3.11, asyncio.wait_for
     (inside nats-py's request, for one) can swallow a cancellation (CPython gh-86296),
-    and a loop cancelled there goes on for ever while its stopper waits for it (a CI
+    and a loop only cancelled goes on for ever while its stopper waits for it (a CI
     run hung so until the test's timeout)."""
 
     def __init__(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
@@ -51,14 +51,13 @@ class Repeating:
             await asyncio.sleep(interval)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the step under way (cancelled if it takes over `timeout` s);
-        raises what a step raised."""
+        """Stop now: the step under way is cancelled, or, should a step lose the
+        cancellation, the loop ends when it returns (within `timeout` s). Raises what a
+        step raised."""
         self._stopping = True
+        self._task.cancel()
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
-        if not done:
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=timeout)
-            assert done, f"a step still runs {2 * timeout} s after stop"
+        assert done, f"a step still runs {timeout} s after stop"
         error = None if self._task.cancelled() else self._task.exception()
         if error is not None:
             raise error
