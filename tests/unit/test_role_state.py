@@ -278,7 +278,6 @@ def test_a_store_that_failed_reloads_and_resigns(m: Machine) -> None:
     assert m.phase() is Phase.LOADING
 
 
-
 def test_stream_requests_of_a_load_given_up_are_answered_without_io_and_ignored(m: Machine) -> None:
     """Decided in a drain whose append then failed: the host need not make them (on a
     cut link each would wait a whole timeout before the resignation after them)."""
@@ -297,6 +296,7 @@ def test_stream_requests_of_a_load_given_up_are_answered_without_io_and_ignored(
     # The look that was left out does not block the next one.
     assert m.step(Opened(1, EPOCH, 10, 3)) == [ResetView(), Follow(1)]
     assert m.step(CaughtUp()) == [CheckStream(1)]
+
 
 @pytest.mark.parametrize(
     ("head", "revision", "records", "marker", "reason"),
