@@ -6,8 +6,8 @@ sends the requests the document shows with nats-py and msgpack only, as a foreig
 client would, reads the admin API as curl would, and prints every request and reply:
 size, hex dump (30 bytes a line, as in the document) and the decoded value in the
 document's notation (JSON-like, `nil` for msgpack nil, `Timestamp(…)` for ext -1).
-The document's examples are copied from this output; `capture()` is also what
-`tests/e2e/test_protocol_examples.py` compares the document with.
+The document's examples are copied from this output; `tests/unit/test_protocol_doc.py`
+checks that each hex dump in the document decodes to what its text says.
 """
 
 from __future__ import annotations
